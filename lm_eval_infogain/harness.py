@@ -1,0 +1,221 @@
+"""The lm-eval backend `mdm_infogain`: model_args -> adapter + SamplerConfig; requests -> batches -> text.
+
+    lm_eval --model mdm_infogain --model_args pretrained=tiny-random-llada,mode=info-gain --tasks sudoku_4x4
+
+The model is loaded once, in __init__. generate_until groups requests by gen_kwargs (lm-eval's
+Collator, longest prompt first), decodes `batch_size` prompts per canvas and cuts each answer at the
+first stop id and stop string. Every prompt draws its randomness from its own generator, seeded from
+the run's seed and the request (task, document, request index, repeat), so outputs do not depend on
+batch size, request order or the number of processes.
+"""
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections import Counter
+
+import torch
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import Collator, handle_stop_sequences, postprocess_generated_text
+from tqdm import tqdm
+
+from lm_eval_infogain import __version__
+from lm_eval_infogain.models.registry import load, resolve_pretrained
+from lm_eval_infogain.sampling.config import SamplerConfig, check, is_int
+from lm_eval_infogain.sampling.loop import generate
+
+logger = logging.getLogger(__name__)
+
+SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
+HARNESS_KEYS = ("pretrained", "max_new_tokens", "batch_size", "max_batch_size", "dtype", "device", "seed")
+KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample"}
+
+
+def request_seed(run_seed: int, instance, repeat: int) -> int:
+    """A 63-bit seed that names the request, not its place in a batch or on a rank."""
+    key = f"{run_seed}|{instance.task_name}|{instance.doc_id}|{instance.idx}|{repeat}|{instance.args[0]}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
+
+
+def parse_batch_size(value) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    check(is_int(value) and value >= 1, "batch_size", value, "an integer >= 1")
+    return value
+
+
+def default_device(accelerator) -> str:
+    if accelerator is not None:
+        return str(accelerator.device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@register_model("mdm_infogain")
+class MDMInfoGainLM(LM):
+    def __init__(self, pretrained: str = "tiny-random-llada", batch_size=1, max_batch_size=None,
+                 dtype: str = "auto", device: str | None = None, seed: int | None = None,
+                 max_new_tokens: int | None = None, **sampler_args):
+        super().__init__()
+        unknown = sorted(set(sampler_args) - set(SAMPLER_KEYS))
+        if unknown:
+            raise ValueError(f"unknown model_args key(s) {', '.join(unknown)}; allowed: "
+                             f"{', '.join(HARNESS_KEYS + SAMPLER_KEYS)}")
+        if max_new_tokens is not None:  # alias of gen_length (the seed README's name)
+            if "gen_length" in sampler_args and sampler_args["gen_length"] != max_new_tokens:
+                raise ValueError(f"max_new_tokens={max_new_tokens!r} and gen_length={sampler_args['gen_length']!r} "
+                                 "disagree; give one of them")
+            sampler_args["gen_length"] = max_new_tokens
+        if sampler_args.get("use_cache", "prefix") is None:  # lm-eval parses the string 'none' as None
+            sampler_args["use_cache"] = "none"
+        self.sampler = SamplerConfig(**sampler_args)
+        self.batch_size_per_canvas = parse_batch_size(batch_size)
+        check(seed is None or is_int(seed), "seed", seed, "an integer")
+        # lm-eval's --seed seeds torch before building the model, so it reaches us through torch.
+        self.seed = torch.initial_seed() if seed is None else seed
+        self.accelerator = self.setup_data_parallel()
+        self.pretrained = pretrained
+        self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=device or default_device(self.accelerator))
+        self._device = self.adapter.device
+        self.decode_stats: list[dict] = []
+        self.warned: set[str] = set()
+
+    def setup_data_parallel(self):
+        """Under `accelerate launch`, each process takes its share of the requests (lm-eval's rank/world_size)."""
+        self._rank, self._world_size = 0, 1
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return None
+        from accelerate import Accelerator
+
+        accelerator = Accelerator()
+        self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+        return accelerator
+
+    # --- lm-eval distributed primitives (used by the evaluator to gather results) ---
+    def all_gather(self, tensor):
+        return tensor if self.world_size <= 1 else self.accelerator.gather(tensor)
+
+    def gather_object(self, obj, dst=0):
+        if self.world_size <= 1:
+            return [obj]
+        gathered = [None] * self.world_size if self.rank == dst else None
+        torch.distributed.gather_object(obj=obj, object_gather_list=gathered, dst=dst)
+        return gathered
+
+    def barrier(self):
+        if self.world_size > 1:
+            self.accelerator.wait_for_everyone()
+
+    # --- chat template ---
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return self.tokenizer.chat_template
+
+    def apply_chat_template(self, chat_history, add_generation_prompt=True) -> str:
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"--apply_chat_template was given but pretrained={self.pretrained!r} has no chat template")
+        return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    # --- requests ---
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError("mdm_infogain does not support loglikelihood (multiple-choice tasks) yet; "
+                                  "use generate_until tasks")
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError("mdm_infogain does not support loglikelihood_rolling (perplexity tasks) yet")
+
+    def warn_once(self, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            logger.warning(message)
+
+    def request_settings(self, gen_kwargs: dict) -> tuple[list[str], int, float]:
+        """(stop strings, generation length, temperature) of a request's gen_kwargs.
+
+        Task gen_kwargs win over model_args (lm-eval's convention); model_args fill what a task leaves out.
+        """
+        ignored = sorted(set(gen_kwargs) - KNOWN_GEN_KWARGS)
+        if ignored:
+            self.warn_once(f"gen_kwargs {', '.join(ignored)} have no meaning for mdm_infogain and are ignored")
+        until = handle_stop_sequences(gen_kwargs.get("until"), eos=None)
+        max_gen_toks = gen_kwargs.get("max_gen_toks", self.sampler.gen_length)
+        check(is_int(max_gen_toks) and max_gen_toks >= 1, "max_gen_toks", max_gen_toks, "an integer >= 1")
+        temperature = float(gen_kwargs.get("temperature", self.sampler.temperature))
+        if gen_kwargs.get("do_sample") is False:
+            temperature = 0.0
+        if temperature != self.sampler.temperature:
+            self.warn_once(f"task gen_kwargs set temperature={temperature} (model_args temperature="
+                           f"{self.sampler.temperature}); the task's value is used")
+        return until, min(max_gen_toks, self.sampler.gen_length), temperature
+
+    def encode_prompt(self, context: str, gen_length: int) -> list[int]:
+        ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError("an empty prompt was given; masked diffusion needs at least one prompt token")
+        room = self.adapter.spec.max_length - gen_length
+        if len(ids) > room:
+            self.warn_once(f"prompts longer than {room} tokens are left-truncated (model max length "
+                           f"{self.adapter.spec.max_length} minus generation {gen_length})")
+            ids = ids[-room:]
+        return ids
+
+    def decode_answer(self, ids: list[int], until: list[str]) -> str:
+        stop_ids = set(self.adapter.spec.stop_ids)
+        end = next((i for i, token in enumerate(ids) if token in stop_ids), len(ids))
+        text = self.tokenizer.decode(ids[:end], skip_special_tokens=True)
+        return postprocess_generated_text(text, until, None)
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        repeats = Counter()
+        items = []
+        for instance in requests:
+            key = (instance.task_name, instance.doc_id, instance.idx)
+            items.append((*instance.args, request_seed(self.seed, instance, repeats[key])))
+            repeats[key] += 1
+        collator = Collator(items, sort_fn=lambda item: (-len(item[0]), item[0]), group_by="gen_kwargs",
+                            group_fn=lambda item: item[1])
+        progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                        desc="Running generate_until requests")
+        answers = []
+        for chunk in collator.get_batched(n=self.batch_size_per_canvas):
+            contexts, all_gen_kwargs, seeds = zip(*chunk)
+            until, gen_length, temperature = self.request_settings(all_gen_kwargs[0])
+            config = dataclasses.replace(self.sampler, temperature=temperature)
+            prompts = [self.encode_prompt(context, gen_length) for context in contexts]
+            generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length)
+            for context, gen_kwargs, ids, row_stats in zip(contexts, all_gen_kwargs, generated, stats):
+                answer = self.decode_answer(ids, until)
+                answers.append(answer)
+                self.decode_stats.append(row_stats)
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answer)
+                progress.update(1)
+        progress.close()
+        return collator.get_original(answers)
+
+    def get_model_info(self) -> dict:
+        """Everything that decides the outputs, defaults included, for lm-eval's results JSON."""
+        config = self.adapter.model.config
+        return {
+            "lm_eval_infogain_version": __version__,
+            "pretrained": self.pretrained,
+            "pretrained_path": resolve_pretrained(self.pretrained),
+            "model_type": config.model_type,
+            "model_dtype": str(self.adapter.dtype),
+            "model_num_parameters": sum(p.numel() for p in self.adapter.model.parameters()),
+            "device": str(self.device),
+            "seed": self.seed,
+            "batch_size_per_canvas": self.batch_size_per_canvas,
+            "sampler": dataclasses.asdict(self.sampler),
+            "decode_stats_mean": self.mean_decode_stats(),
+        }
+
+    def mean_decode_stats(self) -> dict:
+        if not self.decode_stats:
+            return {}
+        return {key: sum(row[key] for row in self.decode_stats) / len(self.decode_stats)
+                for key in self.decode_stats[0]} | {"requests": len(self.decode_stats)}

@@ -1,0 +1,87 @@
+"""Make the stock `lm_eval` CLI find the `mdm_infogain` backend and the project's task folder.
+
+lm-eval 0.4.13 discovers neither models nor tasks through entry points. This module is imported at
+interpreter start by `lm_eval_infogain.pth` and only installs an import hook (no torch, no lm_eval):
+- after `lm_eval.models` runs (it fills the model registry), register the lazy placeholder
+  `mdm_infogain -> lm_eval_infogain.harness:MDMInfoGainLM`;
+- after `lm_eval.tasks.manager` runs, make every TaskManager that includes lm-eval's default tasks
+  also index this package's task_configs/ (before any --include_path, so user folders still win).
+"""
+
+import importlib.abc
+import importlib.util
+import sys
+
+MODEL_NAME = "mdm_infogain"
+MODEL_TARGET = "lm_eval_infogain.harness:MDMInfoGainLM"
+
+
+def task_configs_dir() -> str:
+    spec = importlib.util.find_spec("lm_eval_infogain.task_configs")
+    return list(spec.submodule_search_locations)[0]
+
+
+def register_model(models_module) -> None:
+    registry = sys.modules["lm_eval.api.registry"].model_registry
+    if MODEL_NAME not in registry:
+        registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def add_task_folder(manager_module) -> None:
+    task_manager_cls = manager_module.TaskManager
+    original_init = task_manager_cls.__init__
+
+    def init_with_project_tasks(self, verbosity=None, include_path=None, include_defaults=True, metadata=None):
+        if include_defaults:
+            user_paths = [] if include_path is None else include_path
+            if not isinstance(user_paths, (list, tuple)):
+                user_paths = [user_paths]
+            include_path = [task_configs_dir(), *user_paths]
+        original_init(self, verbosity, include_path, include_defaults, metadata)
+
+    task_manager_cls.__init__ = init_with_project_tasks
+
+
+AFTER_IMPORT = {"lm_eval.models": register_model, "lm_eval.tasks.manager": add_task_folder}
+
+
+class LoaderThenHook(importlib.abc.Loader):
+    """Runs the real loader, then our hook on the freshly executed module."""
+
+    def __init__(self, loader, hook):
+        self.loader = loader
+        self.hook = hook
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        self.hook(module)
+
+
+class AfterImportFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        hook = AFTER_IMPORT.get(name)
+        if hook is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                spec.loader = LoaderThenHook(spec.loader, hook)
+                return spec
+        return None
+
+
+def install() -> None:
+    if not any(isinstance(finder, AfterImportFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, AfterImportFinder())
+    # Already imported (e.g. the hook installed by hand after lm_eval): apply now.
+    for name, hook in AFTER_IMPORT.items():
+        if name in sys.modules:
+            hook(sys.modules[name])
+
+
+install()

@@ -1,0 +1,88 @@
+"""Every sampler option, validated once, with one-line errors naming the key, value and what is allowed."""
+
+from dataclasses import dataclass
+
+# mode names users type (seed README and ALGORITHM.md spellings) -> canonical strategy name
+MODE_ALIASES = {
+    "original": "original",
+    "confidence": "original",
+    "low_confidence": "original",
+    "random": "random",
+    "entropy": "entropy",
+    "margin": "margin",
+    "info_gain": "info_gain",
+    "infogain": "info_gain",
+    "lookum": "info_gain",
+}
+PLANNED_MODES = ("fast_dllm", "eb_sampler", "pc_sampler")
+VARIANTS = ("info_gain", "lookum")
+CACHE_MODES = ("none", "prefix")
+
+
+def canonical_mode(mode: str) -> str:
+    """'info-gain', 'Info_Gain', 'lookum' ... -> the strategy's canonical name."""
+    key = str(mode).strip().lower().replace("-", "_")
+    if key in MODE_ALIASES:
+        return MODE_ALIASES[key]
+    if key in PLANNED_MODES:
+        raise ValueError(f"mode={mode!r} is not available in this version yet; allowed: {', '.join(MODE_ALIASES)}")
+    raise ValueError(f"mode={mode!r} is unknown; allowed: {', '.join(MODE_ALIASES)} ('-' and '_' are interchangeable)")
+
+
+def check(condition: bool, key: str, value, allowed: str) -> None:
+    if not condition:
+        raise ValueError(f"{key}={value!r} is invalid; allowed: {allowed}")
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How one generation is decoded. Defaults follow the paper's reasoning/code settings."""
+
+    mode: str = "info_gain"
+    variant: str = "info_gain"
+    candidate_number: int = 8
+    position_temperature: float = 0.2
+    threshold: float = 0.8
+    use_cache: str = "prefix"
+    temperature: float = 0.0
+    gen_length: int = 256
+    steps: int = 256
+    block_length: int = 32
+
+    def __post_init__(self):
+        if str(self.mode).strip().lower() == "lookum":  # LookUM is Info-Gain's variant, also accepted as a mode
+            object.__setattr__(self, "variant", "lookum")
+        object.__setattr__(self, "mode", canonical_mode(self.mode))
+        check(self.variant in VARIANTS, "variant", self.variant, " | ".join(VARIANTS))
+        check(is_int(self.candidate_number) and self.candidate_number >= 1, "candidate_number",
+              self.candidate_number, "an integer >= 1")
+        check(is_number(self.position_temperature) and self.position_temperature >= 0, "position_temperature",
+              self.position_temperature, "a number >= 0 (0 disables the lookahead)")
+        check(is_number(self.threshold) and 0 <= self.threshold <= 1, "threshold", self.threshold,
+              "a probability in [0, 1]")
+        check(self.use_cache in CACHE_MODES, "use_cache", self.use_cache, " | ".join(CACHE_MODES))
+        check(is_number(self.temperature) and self.temperature >= 0, "temperature", self.temperature,
+              "a number >= 0 (0 = greedy)")
+        for key in ("gen_length", "steps", "block_length"):
+            value = getattr(self, key)
+            check(is_int(value) and value >= 1, key, value, "an integer >= 1")
+        check(self.gen_length % self.block_length == 0, "gen_length", self.gen_length,
+              f"a multiple of block_length={self.block_length}")
+        check(self.steps % self.num_blocks == 0, "steps", self.steps,
+              f"a multiple of the number of blocks gen_length/block_length={self.num_blocks}")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.steps // self.num_blocks

@@ -1,0 +1,101 @@
+"""How each mode decides which masked positions of the current block to commit.
+
+A strategy sees a `StepContext` (the block's logits and what derives from them) and returns a
+`Proposal`: one or more candidate commit sets per prompt. Score-based modes propose one candidate:
+the k best positions by their score. Info-Gain (info_gain.py) proposes several and declares
+`needs_lookahead`, so the loop evaluates them in one batched forward and lets it choose.
+The loop owns blocks, schedule, cache and stats; no strategy has a loop of its own.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class StepContext:
+    logits: torch.Tensor  # [B, Lb, V] fp32 logits of the block's positions
+    probs: torch.Tensor  # [B, Lb, V] softmax(logits)
+    masked: torch.Tensor  # [B, Lb] bool, still masked
+    num_to_commit: torch.Tensor  # [B] long, k of this step (all that is left on a block's last step)
+    tokens: torch.Tensor  # [B, Lb] long, x0: the proposed token per position
+    confidence: torch.Tensor  # [B, Lb] softmax probability of x0
+    entropy: torch.Tensor  # [B, Lb] entropy of softmax(logits), fp32
+    generators: list[torch.Generator]  # one per prompt: its draws never depend on the batch
+    temperature: float
+
+
+@dataclass
+class Proposal:
+    commit: torch.Tensor  # [B, N, Lb] bool, positions each candidate commits
+    tokens: torch.Tensor  # [B, N, Lb] long, tokens each candidate writes there
+    valid: torch.Tensor  # [B, N] bool, candidates worth evaluating (candidate 0 always is)
+
+
+def top_k_mask(scores: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the k[b] highest-scoring eligible positions of each row, without host syncs."""
+    scores = scores.masked_fill(~eligible, NEG_INF)  # [..., L]
+    order = scores.argsort(dim=-1, descending=True, stable=True)  # [..., L]
+    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device)
+                                             .expand_as(order).contiguous())  # [..., L]
+    return (ranks < k[..., None]) & eligible
+
+
+def uniform_noise(generators, shape, device) -> torch.Tensor:
+    """[B, *shape] uniform(0, 1) noise in float64, each row from its own prompt's generator."""
+    rows = [torch.rand(shape, generator=g, device=device, dtype=torch.float64) for g in generators]
+    return torch.stack(rows).clamp_(min=1e-20, max=1 - 1e-16)
+
+
+def gumbel_noise(generators, shape, device) -> torch.Tensor:
+    """[B, *shape] standard Gumbel noise in float64 (low-precision Gumbel-max hurts quality)."""
+    return -torch.log(-torch.log(uniform_noise(generators, shape, device)))
+
+
+def sample_tokens(logits, generators, temperature: float) -> torch.Tensor:
+    """argmax(logits / T + Gumbel) in float64; plain argmax at T = 0. logits [B, ..., V] -> [B, ...]."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    noise = gumbel_noise(generators, logits.shape[1:], logits.device)
+    return (logits.double() / temperature + noise).argmax(-1)
+
+
+def confidence_score(ctx: StepContext) -> torch.Tensor:
+    return ctx.confidence
+
+
+def random_score(ctx: StepContext) -> torch.Tensor:
+    return uniform_noise(ctx.generators, ctx.masked.shape[1:], ctx.masked.device).float()
+
+
+def neg_entropy_score(ctx: StepContext) -> torch.Tensor:
+    return -ctx.entropy
+
+
+def margin_score(ctx: StepContext) -> torch.Tensor:
+    top2 = ctx.probs.topk(2, dim=-1).values  # [B, Lb, 2]
+    return top2[..., 0] - top2[..., 1]
+
+
+class ScoreStrategy:
+    """Commit the k masked positions with the highest score (LLaDA's remasking family)."""
+
+    needs_lookahead = False
+
+    def __init__(self, score):
+        self.score = score
+
+    def propose(self, ctx: StepContext) -> Proposal:
+        commit = top_k_mask(self.score(ctx), ctx.masked, ctx.num_to_commit)  # [B, Lb]
+        valid = torch.ones(commit.shape[0], 1, dtype=torch.bool, device=commit.device)
+        return Proposal(commit[:, None], ctx.tokens[:, None], valid)
+
+
+SCORE_STRATEGIES = {
+    "original": confidence_score,
+    "random": random_score,
+    "entropy": neg_entropy_score,
+    "margin": margin_score,
+}

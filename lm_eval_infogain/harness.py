@@ -46,10 +46,20 @@ def parse_batch_size(value) -> int:
     return value
 
 
-def default_device(accelerator) -> str:
+def choose_device(requested: str | None, accelerator) -> str:
+    """The device to run on. Under `accelerate launch` each process takes its own.
+
+    lm-eval's CLI passes device='cuda:0' unless told otherwise; like its `hf` model, a machine
+    without CUDA then runs on the CPU (with a warning rather than a crash).
+    """
     if accelerator is not None:
         return str(accelerator.device)
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("device=%r is not available on this machine; using cpu", requested)
+        return "cpu"
+    return requested
 
 
 @register_model("mdm_infogain")
@@ -76,7 +86,7 @@ class MDMInfoGainLM(LM):
         self.seed = torch.initial_seed() if seed is None else seed
         self.accelerator = self.setup_data_parallel()
         self.pretrained = pretrained
-        self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=device or default_device(self.accelerator))
+        self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator))
         self._device = self.adapter.device
         self.decode_stats: list[dict] = []
         self.warned: set[str] = set()

@@ -1,0 +1,1 @@
+"""Python helpers that the task YAMLs in task_configs/ reference: data generators and scorers."""

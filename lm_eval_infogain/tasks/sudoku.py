@@ -1,0 +1,296 @@
+"""4x4 Sudoku: a seeded generator of unique-solution puzzles, the prompt, and a scorer that checks the rules.
+
+A grid is a 16-character string read left to right, top to bottom, with '0' for a blank (the schema of
+the paper's CSV: columns `Puzzle,Solution`). The task YAMLs in task_configs/sudoku/ reference
+`load_dataset` (lm-eval's `custom_dataset` hook), `doc_to_text`, `doc_to_target` and `process_results`.
+
+Puzzles: a random complete grid, then cells blanked one at a time in random order, each blank kept only
+while the puzzle still has exactly one solution, until `num_blanks` cells are blank (default 10, i.e. 6
+givens). Everything is drawn from a `random.Random(seed)`, so a seed names a data set.
+
+Scoring is by the rules, never by comparison with `Solution` (a puzzle from a user's file might admit
+more than one solution): the answer must fill every cell with 1-4, make every row, column and 2x2 box
+a permutation of 1-4, and keep every given digit.
+"""
+
+import csv
+import os
+import random
+import re
+from pathlib import Path
+
+import datasets
+
+SIZE = 4
+BOX = 2
+CELLS = SIZE * SIZE
+DIGITS = range(1, SIZE + 1)
+
+# 10 blanks = 6 givens. A greedy blanking pass reached at least 10 blanks on every one of 5,000 random
+# (grid, order) draws we tried, so 10 is the hardest level that is reached at the first attempt; 11 and
+# 12 blanks (5 and 4 givens, 12 is the most any 4x4 puzzle with a unique solution can have) need retries.
+DEFAULT_NUM_BLANKS = 10
+MAX_BLANKS = CELLS - 4
+DEFAULT_NUM_PUZZLES = 500  # the size of the paper's test file
+DEFAULT_NUM_TRAIN = 50  # few-shot pool; the few-shot task draws 5 per prompt
+DEFAULT_SEED = 1234
+CSV_ENV_VAR = "SUDOKU_4X4_CSV"
+# Metadata keys carry a "sudoku_" prefix because lm-eval merges --model_args into the metadata that
+# reaches load_dataset: an unprefixed `seed` would silently take the backend's sampling seed.
+METADATA_KEYS = ("sudoku_csv", "sudoku_num_puzzles", "sudoku_seed", "sudoku_num_blanks", "sudoku_num_train")
+# A draw repeats an earlier puzzle only when few distinct puzzles are left to find; this bound turns an
+# impossible request (say 10,000 puzzles with 1 blank) into an error instead of an endless loop.
+MAX_DRAWS_PER_PUZZLE = 50
+
+
+def units() -> list[tuple[int, ...]]:
+    """The 12 groups of cells that must each hold 1-4 once: 4 rows, 4 columns, 4 boxes."""
+    rows = [tuple(row * SIZE + col for col in range(SIZE)) for row in range(SIZE)]
+    cols = [tuple(row * SIZE + col for row in range(SIZE)) for col in range(SIZE)]
+    boxes = [
+        tuple((top + row) * SIZE + left + col for row in range(BOX) for col in range(BOX))
+        for top in range(0, SIZE, BOX)
+        for left in range(0, SIZE, BOX)
+    ]
+    return rows + cols + boxes
+
+
+UNITS = units()
+# PEERS[cell]: the other cells that share a row, column or box with it.
+PEERS = [tuple(sorted({peer for unit in UNITS if cell in unit for peer in unit} - {cell})) for cell in range(CELLS)]
+
+
+# ---------------------------------------------------------------- generator
+
+
+def allowed_digits(cells: list[int], cell: int) -> list[int]:
+    taken = {cells[peer] for peer in PEERS[cell]}
+    return [digit for digit in DIGITS if digit not in taken]
+
+
+def count_solutions(cells: list[int], limit: int = 2) -> int:
+    """Number of completions of `cells` (0 = blank), counting no further than `limit`."""
+    if 0 not in cells:
+        return 1
+    cell = cells.index(0)
+    found = 0
+    for digit in allowed_digits(cells, cell):
+        cells[cell] = digit
+        found += count_solutions(cells, limit - found)
+        cells[cell] = 0
+        if found >= limit:
+            break
+    return found
+
+
+def fill_randomly(cells: list[int], rng: random.Random) -> bool:
+    """Fill the blanks of `cells` in place with a random valid completion; False if there is none."""
+    if 0 not in cells:
+        return True
+    cell = cells.index(0)
+    candidates = allowed_digits(cells, cell)
+    rng.shuffle(candidates)
+    for digit in candidates:
+        cells[cell] = digit
+        if fill_randomly(cells, rng):
+            return True
+    cells[cell] = 0
+    return False
+
+
+def blank_cells(solution: list[int], rng: random.Random, num_blanks: int) -> list[int]:
+    """Blank cells of `solution` in random order, skipping any blank that would allow a second solution."""
+    puzzle = list(solution)
+    order = list(range(CELLS))
+    rng.shuffle(order)
+    for cell in order:
+        if puzzle.count(0) == num_blanks:
+            break
+        puzzle[cell] = 0
+        if count_solutions(list(puzzle)) != 1:
+            puzzle[cell] = solution[cell]
+    return puzzle
+
+
+def to_text(cells: list[int]) -> str:
+    return "".join(str(digit) for digit in cells)
+
+
+def make_puzzle(rng: random.Random, num_blanks: int = DEFAULT_NUM_BLANKS) -> dict[str, str]:
+    """One puzzle with exactly `num_blanks` blanks and a unique solution: {"Puzzle": ..., "Solution": ...}."""
+    if not 0 <= num_blanks <= MAX_BLANKS:
+        raise ValueError(f"num_blanks={num_blanks!r} is invalid; allowed: 0..{MAX_BLANKS}")
+    while True:  # an attempt falls short only when its removal order gets stuck early; draw again then
+        solution = [0] * CELLS
+        fill_randomly(solution, rng)
+        puzzle = blank_cells(solution, rng, num_blanks)
+        if puzzle.count(0) == num_blanks:
+            return {"Puzzle": to_text(puzzle), "Solution": to_text(solution)}
+
+
+def generate_puzzles(
+    num_puzzles: int,
+    seed: int | str,
+    num_blanks: int = DEFAULT_NUM_BLANKS,
+    exclude: frozenset[str] = frozenset(),
+) -> list[dict[str, str]]:
+    """`num_puzzles` distinct puzzles, none of whose Puzzle string is in `exclude`; the same for the same seed."""
+    rng = random.Random(seed)
+    rows: list[dict[str, str]] = []
+    seen = set(exclude)
+    for _ in range(num_puzzles * MAX_DRAWS_PER_PUZZLE):
+        row = make_puzzle(rng, num_blanks)
+        if row["Puzzle"] in seen:
+            continue
+        seen.add(row["Puzzle"])
+        rows.append(row)
+        if len(rows) == num_puzzles:
+            return rows
+    raise ValueError(
+        f"found only {len(rows)} distinct puzzles with {num_blanks} blanks after "
+        f"{num_puzzles * MAX_DRAWS_PER_PUZZLE} draws; ask for fewer puzzles or more blanks"
+    )
+
+
+# ---------------------------------------------------------------- data set for lm-eval
+
+
+def grid_problem(text: str, allowed: str) -> str | None:
+    """Why `text` is not a grid of 16 digits from `allowed`, or None if it is one."""
+    if len(text) != CELLS:
+        return f"has {len(text)} characters, expected {CELLS}"
+    bad = sorted({ch for ch in text if ch not in allowed})
+    return f"contains {''.join(bad)!r}, allowed digits are {allowed}" if bad else None
+
+
+def read_puzzle_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a user's `Puzzle,Solution` CSV; a one-line ValueError naming the file, line and problem otherwise."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"sudoku CSV {path}: no such file")
+    rows = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: files saved by Excel start with a BOM
+        reader = csv.DictReader(handle)
+        missing = [column for column in ("Puzzle", "Solution") if column not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"sudoku CSV {path}: header {reader.fieldnames} lacks column(s) {', '.join(missing)}")
+        for record in reader:
+            row = {column: (record[column] or "").strip() for column in ("Puzzle", "Solution")}
+            for column, allowed in (("Puzzle", "01234"), ("Solution", "1234")):
+                problem = grid_problem(row[column], allowed)
+                if problem:
+                    raise ValueError(f"sudoku CSV {path}, line {reader.line_num}: {column} {row[column]!r} {problem}")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"sudoku CSV {path}: no puzzles after the header")
+    return rows
+
+
+def int_option(metadata: dict, key: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    value = metadata.get(key, default)
+    in_range = isinstance(value, int) and value >= minimum and (maximum is None or value <= maximum)
+    if isinstance(value, bool) or not in_range:
+        allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in {minimum}..{maximum}"
+        raise ValueError(f"{key}={value!r} is invalid; allowed: {allowed}")
+    return value
+
+
+def load_dataset(**metadata) -> datasets.DatasetDict:
+    """lm-eval's `custom_dataset` hook: splits `test` (the puzzles to solve) and `train` (few-shot examples).
+
+    lm-eval calls this with the task's metadata, which holds --metadata merged over --model_args, so keys
+    that are not ours arrive too and are ignored. Ours (all optional):
+      sudoku_csv          a `Puzzle,Solution` CSV that replaces the generated test split
+                          (else the environment variable SUDOKU_4X4_CSV, else generated puzzles)
+      sudoku_num_puzzles  generated test puzzles (500)      sudoku_seed  seed of the test puzzles (1234)
+      sudoku_num_blanks   blanks per generated puzzle (10)  sudoku_num_train  few-shot pool size (50)
+    The train split is generated from its own seed and never repeats a test puzzle.
+    """
+    unknown = sorted(key for key in metadata if key.startswith("sudoku_") and key not in METADATA_KEYS)
+    if unknown:
+        raise ValueError(f"unknown sudoku metadata {', '.join(unknown)}; allowed: {', '.join(METADATA_KEYS)}")
+    seed = int_option(metadata, "sudoku_seed", DEFAULT_SEED, minimum=0)
+    num_blanks = int_option(metadata, "sudoku_num_blanks", DEFAULT_NUM_BLANKS, minimum=0, maximum=MAX_BLANKS)
+    num_train = int_option(metadata, "sudoku_num_train", DEFAULT_NUM_TRAIN, minimum=1)
+    csv_path = metadata.get("sudoku_csv") or os.environ.get(CSV_ENV_VAR)
+    if csv_path:
+        test = read_puzzle_csv(csv_path)
+    else:
+        num_puzzles = int_option(metadata, "sudoku_num_puzzles", DEFAULT_NUM_PUZZLES, minimum=1)
+        test = generate_puzzles(num_puzzles, seed, num_blanks)
+    test_puzzles = frozenset(row["Puzzle"] for row in test)
+    train = generate_puzzles(num_train, f"{seed}-train", num_blanks, exclude=test_puzzles)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(test), "train": datasets.Dataset.from_list(train)})
+
+
+# ---------------------------------------------------------------- prompt
+
+
+def grid_lines(grid: str) -> str:
+    return "\n".join(grid[start : start + SIZE] for start in range(0, CELLS, SIZE))
+
+
+def doc_to_text(doc: dict) -> str:
+    """The rules, the puzzle as four lines of four digits, and where to put the answer.
+
+    It ends with a newline and the YAML sets `target_delimiter: ""`, so a few-shot example and the
+    question being asked end the same way.
+    """
+    return (
+        "Solve this 4x4 Sudoku. Replace each 0 with a digit from 1 to 4 so that every row, "
+        "every column and every 2x2 box contains 1, 2, 3 and 4 exactly once.\n"
+        f"{grid_lines(doc['Puzzle'])}\n"
+        "Write the solved grid as 16 digits, row by row, between <answer> and </answer>.\n"
+    )
+
+
+def doc_to_target(doc: dict) -> str:
+    return f"<answer>{doc['Solution']}</answer>"
+
+
+# ---------------------------------------------------------------- scoring
+
+OPEN_TAG = re.compile(r"<answer>", re.IGNORECASE)
+CLOSE_TAG = re.compile(r"</answer>", re.IGNORECASE)
+GRID_ROW = r"[ \t]*[0-9](?:[ \t,|]*[0-9]){3}[ \t,|\r]*"  # four digits, maybe spaced: "1 2 3 4", "12|34"
+GRID = re.compile(rf"^{GRID_ROW}\n{GRID_ROW}\n{GRID_ROW}\n{GRID_ROW}$", re.MULTILINE)
+SIXTEEN_DIGITS = re.compile(r"(?<![0-9])[0-9]{16}(?![0-9])")
+
+
+def answer_digits(response: str) -> str | None:
+    """The digits of the answer in `response`, or None when it has no recognisable answer.
+
+    In order: the text after the last <answer> up to </answer> or the end (generation stops at the stop
+    string "</answer>" and lm-eval removes it); else the last grid of four lines of four digits; else
+    the last run of exactly 16 digits.
+    """
+    after_open = OPEN_TAG.split(response)
+    if len(after_open) > 1:
+        answer = CLOSE_TAG.split(after_open[-1])[0]
+    else:
+        matches = GRID.findall(response) or SIXTEEN_DIGITS.findall(response)
+        if not matches:
+            return None
+        answer = matches[-1]
+    return re.sub(r"[^0-9]", "", answer)
+
+
+def is_solved_grid(cells: list[int]) -> bool:
+    return len(cells) == CELLS and all(sorted(cells[cell] for cell in unit) == list(DIGITS) for unit in UNITS)
+
+
+def keeps_givens(puzzle: str, answer: str) -> bool:
+    return all(given == "0" or given == filled for given, filled in zip(puzzle, answer, strict=True))
+
+
+def score_answer(puzzle: str, response: str) -> bool:
+    """True iff `response` holds a completed grid that obeys the rules and keeps every given of `puzzle`."""
+    digits = answer_digits(response)
+    if digits is None or len(digits) != CELLS:
+        return False
+    return is_solved_grid([int(digit) for digit in digits]) and keeps_givens(puzzle, digits)
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, int]:
+    """lm-eval hook: `results` holds the one generation for `doc`."""
+    return {"acc": int(score_answer(doc["Puzzle"], results[0]))}

@@ -1,0 +1,87 @@
+"""The stock lm-eval CLI runs mdm_infogain end to end (subprocesses, the installed package)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FAST_ARGS = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16"
+
+
+def run(command: list[str], cwd: Path, env=None, timeout=600) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def lm_eval_command(python: str, model_args: str, output: Path, *extra: str) -> list[str]:
+    return [python, "-m", "lm_eval", "--model", "mdm_infogain", "--model_args", model_args,
+            "--tasks", "sudoku_4x4", "--limit", "4", "--output_path", str(output), "--log_samples", *extra]
+
+
+def results_and_samples(output: Path) -> tuple[dict, dict[int, str]]:
+    results = json.loads(next(output.rglob("results_*.json")).read_text())
+    samples = [json.loads(line) for line in next(output.rglob("samples_sudoku_4x4_*.jsonl")).read_text().splitlines()]
+    return results, {sample["doc_id"]: sample["resps"] for sample in samples}
+
+
+def test_interpreter_start_hook_does_not_import_torch(tmp_path):
+    probe = "import sys; print('lm_eval_infogain' in sys.modules, 'torch' in sys.modules)"
+    assert run([sys.executable, "-c", probe], tmp_path).stdout.split() == ["True", "False"]
+
+
+def test_stock_cli_runs_backend_and_records_settings(tmp_path):
+    model_args = FAST_ARGS + ",mode=info-gain,use_cache=prefix"
+    run(lm_eval_command(sys.executable, model_args, tmp_path / "out"), tmp_path)
+    results, samples = results_and_samples(tmp_path / "out")
+    assert sorted(samples) == [0, 1, 2, 3]
+    config = results["config"]
+    assert config["sampler"]["mode"] == "info_gain" and config["sampler"]["use_cache"] == "prefix"
+    assert config["lm_eval_infogain_version"] and config["decode_stats_mean"]["nfe"] == 16
+    assert "acc" in results["results"]["sudoku_4x4"] or "acc,none" in results["results"]["sudoku_4x4"]
+
+
+def test_include_path_still_works(tmp_path):
+    run(lm_eval_command(sys.executable, FAST_ARGS, tmp_path / "out", "--include_path", str(REPO / "task_configs")),
+        tmp_path)
+
+
+def test_two_processes_give_the_same_samples_as_one(tmp_path):
+    model_args = FAST_ARGS + ",mode=info_gain"
+    run(lm_eval_command(sys.executable, model_args, tmp_path / "one"), tmp_path)
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    run(accelerate + lm_eval_command("", model_args, tmp_path / "two")[1:], tmp_path)
+    assert results_and_samples(tmp_path / "one")[1] == results_and_samples(tmp_path / "two")[1]
+
+
+def copy_of_repo(destination: Path) -> Path:
+    ignore = shutil.ignore_patterns(".git", "*.egg-info", "build", "__pycache__", ".venv", "out*")
+    return Path(shutil.copytree(REPO, destination, ignore=ignore))
+
+
+@pytest.mark.slow
+def test_fresh_virtualenv_pip_install_then_stock_cli(tmp_path):
+    """A real `pip install .` (then `pip install -e .`) into a new virtualenv; the stock CLI finds everything."""
+    source = copy_of_repo(tmp_path / "src")
+    venv.create(tmp_path / "venv", with_pip=True)
+    bin_dir = tmp_path / "venv" / "bin"
+    python = str(bin_dir / "python")
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    run([python, "-m", "pip", "install", "--quiet", "torch==2.13.0"], tmp_path, env, timeout=1200)
+    for install in ([str(source)], ["-e", str(source)]):
+        run([python, "-m", "pip", "install", "--quiet", *install], tmp_path, env, timeout=1200)
+        output = tmp_path / ("out-" + install[0].lstrip("-"))
+        run([str(bin_dir / "lm_eval"), *lm_eval_command(python, FAST_ARGS, output / "cli")[3:]], tmp_path, env)
+        run(lm_eval_command(python, FAST_ARGS, output / "module"), tmp_path, env)
+        run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+             "--mixed_precision", "no", "--dynamo_backend", "no",
+             *lm_eval_command(python, FAST_ARGS, output / "accelerate")[1:]], tmp_path, env)
+        assert len(list(output.rglob("results_*.json"))) == 3

@@ -1,0 +1,139 @@
+"""The mdm_infogain lm-eval backend: model_args validation, gen_kwargs, stop strings, seeds, results info."""
+
+import dataclasses
+
+import pytest
+from lm_eval.api.instance import Instance
+
+from lm_eval_infogain import harness
+from lm_eval_infogain.harness import MDMInfoGainLM
+from lm_eval_infogain.sampling.config import SamplerConfig
+
+FAST = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16,device=cpu"
+
+
+def make_lm(extra: str = "", **additional) -> MDMInfoGainLM:
+    return MDMInfoGainLM.create_from_arg_string(FAST + ("," + extra if extra else ""), additional)
+
+
+def request(context: str, doc_id: int = 0, **gen_kwargs) -> Instance:
+    gen_kwargs.setdefault("until", [])
+    return Instance("generate_until", {}, (context, gen_kwargs), idx=0, metadata=("unit", doc_id, 1))
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return make_lm("mode=info-gain")
+
+
+@pytest.mark.parametrize("args, message", [
+    ("use_cache=half", "use_cache='half'"),
+    ("block_length=0", "block_length=0"),
+    ("candidate_number=-1", "candidate_number=-1"),
+    ("threshold=1.5", "threshold=1.5"),
+    ("position_temperature=-0.1", "position_temperature=-0.1"),
+    ("temperature=-1", "temperature=-1"),
+    ("steps=0", "steps=0"),
+    ("gen_length=abc", "gen_length='abc'"),
+    ("mode=beam", "mode='beam'"),
+    ("mode=fast_dllm", "not available in this version"),
+    ("variant=greedy", "variant='greedy'"),
+    ("colour=red", "unknown model_args key(s) colour"),
+    ("batch_size=0", "batch_size=0"),
+    ("dtype=int8", "dtype='int8'"),
+    ("seed=abc", "seed='abc'"),
+    ("gen_length=30", "gen_length=30 is invalid; allowed: a multiple of block_length=16"),
+    ("steps=15", "steps=15 is invalid; allowed: a multiple of the number of blocks"),
+    ("max_new_tokens=64,gen_length=32", "disagree"),
+])
+def test_bad_model_args_fail_at_construction_with_one_line(args, message):
+    with pytest.raises(ValueError) as error:
+        make_lm(args)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_mode_names_of_both_spellings_are_accepted():
+    assert SamplerConfig(mode="info-gain").mode == "info_gain"
+    assert SamplerConfig(mode="Info_Gain").mode == "info_gain"
+    assert SamplerConfig(mode="lookum").variant == "lookum"
+    assert SamplerConfig(mode="original").mode == SamplerConfig(mode="confidence").mode == "original"
+
+
+def test_none_cache_and_max_new_tokens_alias():
+    lm = make_lm("use_cache=none,max_new_tokens=32")  # lm-eval parses 'none' to None
+    assert lm.sampler.use_cache == "none" and lm.sampler.gen_length == 32
+
+
+def test_model_info_records_every_setting_and_version(lm):
+    info = lm.get_model_info()
+    assert info["sampler"] == dataclasses.asdict(lm.sampler)
+    assert set(info["sampler"]) == {field.name for field in dataclasses.fields(SamplerConfig)}
+    assert info["lm_eval_infogain_version"] == harness.__version__
+    assert info["model_type"] == "llada" and isinstance(info["seed"], int)
+
+
+def test_loglikelihood_says_not_supported(lm):
+    with pytest.raises(NotImplementedError, match="does not support loglikelihood"):
+        lm.loglikelihood([])
+
+
+def test_stop_strings_and_stop_ids_cut_the_answer(lm, monkeypatch):
+    tokenizer = lm.tokenizer
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    ids = tokenizer("first part STOP second", add_special_tokens=False)["input_ids"]
+    monkeypatch.setattr(harness, "generate", lambda adapter, prompts, *a: (
+        [ids + [eot] + ids] * len(prompts), [{"nfe": 1}] * len(prompts)))
+    cut_by_string, cut_by_id = lm.generate_until([request("q", until=["STOP"]), request("r", doc_id=1)])
+    assert cut_by_string == "first part "
+    assert cut_by_id == "first part STOP second"
+
+
+def test_max_gen_toks_caps_generation_length(lm, monkeypatch):
+    lengths = []
+    real_generate = harness.generate
+
+    def spy(adapter, prompts, config, seeds, gen_length):
+        lengths.append(gen_length)
+        return real_generate(adapter, prompts, config, seeds, gen_length)
+
+    monkeypatch.setattr(harness, "generate", spy)
+    lm.generate_until([request("a", max_gen_toks=8), request("b", max_gen_toks=500)])
+    assert sorted(lengths) == [8, 32]
+
+
+def test_task_temperature_wins_and_do_sample_false_means_greedy(lm):
+    assert lm.request_settings({"until": ["\n"], "temperature": 0.7})[2] == 0.7
+    assert lm.request_settings({"until": [], "temperature": 0.7, "do_sample": False})[2] == 0.0
+    assert lm.request_settings({"until": []})[2] == lm.sampler.temperature
+
+
+def test_outputs_do_not_depend_on_batch_size_or_order():
+    contexts = ["Solve: 1 2 3 4", "Write a story.", "0123 4321", "The answer is"]
+    requests = [request(c, doc_id=i) for i, c in enumerate(contexts)]
+    one_by_one = make_lm("mode=info_gain,batch_size=1").generate_until(requests)
+    batched_reversed = make_lm("mode=info_gain,batch_size=3").generate_until(requests[::-1])
+    assert one_by_one == batched_reversed[::-1]
+
+
+def test_seed_changes_info_gain_outputs_at_temperature_zero():
+    requests = [request("Write a story about a lighthouse.", doc_id=i) for i in range(3)]
+    first = make_lm("mode=info_gain,seed=1").generate_until(requests)
+    assert make_lm("mode=info_gain,seed=1").generate_until(requests) == first
+    assert make_lm("mode=info_gain,seed=2").generate_until(requests) != first
+
+
+def test_chat_template_comes_from_the_tokenizer(lm):
+    text = lm.apply_chat_template([{"role": "user", "content": "Solve it"}])
+    assert text.startswith("<|startoftext|><|start_header_id|>user") and text.endswith("assistant<|end_header_id|>\n\n")
+    assert lm.chat_template() == lm.tokenizer.chat_template
+
+
+def test_chat_template_missing_is_a_clear_error(lm, monkeypatch):
+    monkeypatch.setattr(lm.tokenizer, "chat_template", None)
+    with pytest.raises(ValueError, match="has no chat template"):
+        lm.apply_chat_template([{"role": "user", "content": "x"}])
+
+
+def test_empty_prompt_is_rejected(lm):
+    with pytest.raises(ValueError, match="empty prompt"):
+        lm.generate_until([request("")])

@@ -47,9 +47,13 @@ def test_stock_cli_runs_backend_and_records_settings(tmp_path):
     assert "acc" in results["results"]["sudoku_4x4"] or "acc,none" in results["results"]["sudoku_4x4"]
 
 
-def test_include_path_still_works(tmp_path):
-    run(lm_eval_command(sys.executable, FAST_ARGS, tmp_path / "out", "--include_path", str(REPO / "task_configs")),
-        tmp_path)
+def test_include_path_and_chat_template(tmp_path):
+    output = tmp_path / "out"
+    run(lm_eval_command(sys.executable, FAST_ARGS, output, "--include_path", str(REPO / "task_configs"),
+                        "--apply_chat_template"), tmp_path)
+    sample = json.loads(next(output.rglob("samples_sudoku_4x4_*.jsonl")).read_text().splitlines()[0])
+    prompt = sample["arguments"]["gen_args_0"]["arg_0"]
+    assert prompt.startswith("<|startoftext|><|start_header_id|>user<|end_header_id|>")
 
 
 def test_two_processes_give_the_same_samples_as_one(tmp_path):

@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+import torch
 from lm_eval.api.instance import Instance
 
 from lm_eval_infogain import harness
@@ -120,6 +121,16 @@ def test_seed_changes_info_gain_outputs_at_temperature_zero():
     first = make_lm("mode=info_gain,seed=1").generate_until(requests)
     assert make_lm("mode=info_gain,seed=1").generate_until(requests) == first
     assert make_lm("mode=info_gain,seed=2").generate_until(requests) != first
+
+
+def test_lm_eval_seed_reaches_the_backend_through_torch():
+    torch.manual_seed(5)  # what lm-eval's --seed does before it builds the model
+    assert make_lm().seed == 5
+
+
+def test_repeats_of_one_request_get_their_own_seeds():
+    instance = request("Write a story.", doc_id=3)
+    assert len({harness.request_seed(1, instance, repeat) for repeat in range(4)}) == 4
 
 
 def test_chat_template_comes_from_the_tokenizer(lm):

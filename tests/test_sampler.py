@@ -3,11 +3,26 @@
 import pytest
 import torch
 
+from lm_eval_infogain.models.llada import LLaDAAdapter, LLaDAConfig, LLaDAModelLM
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.loop import block_ranges, build_canvas, generate, linear_schedule
 
-MODES = ["original", "random", "entropy", "margin", "info_gain", "lookum"]
+MODES = ["original", "random", "entropy", "margin", "info_gain", "lookum", "fast_dllm", "fast_dllm_factor",
+         "eb_sampler"]
+DYNAMIC = {"fast_dllm", "fast_dllm_factor", "eb_sampler"}
+CACHES = ["none", "prefix", "dual"]
 SMALL = dict(gen_length=32, steps=16, block_length=16)
+
+
+def mode_settings(mode: str) -> dict:
+    """SamplerConfig arguments of a mode name of this test file (fast_dllm_factor = fast_dllm's factor rule)."""
+    if mode == "fast_dllm_factor":
+        return dict(mode="fast_dllm", factor=1.0)
+    if mode == "fast_dllm":
+        return dict(mode=mode, threshold=0.3)
+    if mode == "eb_sampler":
+        return dict(mode=mode, gamma=1.0)
+    return dict(mode=mode)
 
 
 def test_linear_schedule_spreads_remainder_over_first_steps():
@@ -25,7 +40,8 @@ def test_block_ranges_cover_generation_with_short_last_block():
     assert block_ranges(40, 32) == [(0, 32), (32, 40)]
 
 
-def test_sliced_forward_against_prefix_cache_matches_full_forward(tiny, prompts):
+@pytest.mark.parametrize("window_end", ["block", "canvas"])
+def test_sliced_forward_against_cache_matches_full_forward(tiny, prompts, window_end):
     adapter, _ = tiny
     canvas = build_canvas(prompts, 32, adapter.spec, "cpu")
     batch, total = canvas.ids.shape
@@ -34,29 +50,56 @@ def test_sliced_forward_against_prefix_cache_matches_full_forward(tiny, prompts)
     cache = adapter.new_cache(batch, total)
     adapter.forward(canvas.ids, canvas.positions, canvas.key_mask, cache, 0, 0)  # builds the cache
     for start in (canvas.prompt_length, canvas.prompt_length + 16):
-        sliced = adapter.forward(canvas.ids[:, start:], canvas.positions[:, start:], canvas.key_mask,
+        end = start + 16 if window_end == "block" else total  # dual: the block; prefix: to the end
+        sliced = adapter.forward(canvas.ids[:, start:end], canvas.positions[:, start:end], canvas.key_mask,
                                  cache, start, start)
-        torch.testing.assert_close(sliced, full[:, start:], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(sliced, full[:, start:end], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
 @pytest.mark.parametrize("mode", ["original", "info_gain"])
-def test_prefix_cache_agrees_with_no_cache_on_most_tokens(tiny, prompts, mode):
-    # Prefix caching is an approximation for bidirectional models: measured 0.73 (original) and
-    # 0.77 (info_gain) token agreement with `none` on the bundled model with these settings.
+def test_cache_agrees_with_no_cache_on_most_tokens(tiny, prompts, mode, cache):
+    # Caching is an approximation for bidirectional models. Token agreement with `none` measured on
+    # the bundled 2-layer random model with these settings: prefix 0.73 (original) / 0.77 (info_gain),
+    # dual 0.29 / 0.61 (its stale suffix pulls this chaotic random model towards one token; the
+    # one-layer test below shows the plumbing itself is exact).
     adapter, _ = tiny
     settings = dict(mode=mode, gen_length=64, steps=32, block_length=16)
     seeds = list(range(len(prompts)))
     exact, _ = generate(adapter, prompts, SamplerConfig(use_cache="none", **settings), seeds)
-    cached, _ = generate(adapter, prompts, SamplerConfig(use_cache="prefix", **settings), seeds)
+    cached, _ = generate(adapter, prompts, SamplerConfig(use_cache=cache, **settings), seeds)
     agree = sum(a == b for row_a, row_b in zip(exact, cached) for a, b in zip(row_a, row_b))
-    assert agree / sum(len(row) for row in exact) >= 0.6
+    floor = {"prefix": 0.6, "dual": 0.2}[cache]
+    assert agree / sum(len(row) for row in exact) >= floor
 
 
-@pytest.mark.parametrize("cache", ["none", "prefix"])
+@pytest.mark.parametrize("mode", MODES)
+def test_caches_are_exact_for_a_one_layer_model(tiny, prompts, mode):
+    # With one layer a position's keys/values depend only on its token and position, so keys cached
+    # from an older canvas are still right: every cache mode must reproduce `none` token for token.
+    # (Info-Gain with `dual` is left out: its H_next sees only the block's positions by design.)
+    adapter, _ = tiny
+    config = LLaDAConfig(**{**adapter.model.config.to_dict(), "n_layers": 1})
+    torch.manual_seed(0)
+    model = LLaDAModelLM(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(std=0.1)
+    one_layer = LLaDAAdapter(model, adapter.spec)
+    settings = dict(gen_length=64, steps=32, block_length=16, **mode_settings(mode))
+    outputs = {cache: generate(one_layer, prompts, SamplerConfig(use_cache=cache, **settings), [0, 1, 2, 3])[0]
+               for cache in CACHES}
+    assert outputs["prefix"] == outputs["none"]
+    if mode not in ("info_gain", "lookum"):
+        assert outputs["dual"] == outputs["none"]
+
+
+@pytest.mark.parametrize("cache", CACHES)
 @pytest.mark.parametrize("mode", MODES)
 def test_batched_equals_one_by_one(tiny, prompts, mode, cache):
     adapter, _ = tiny
-    config = SamplerConfig(mode=mode, use_cache=cache, **SMALL)
+    config = SamplerConfig(use_cache=cache, **mode_settings(mode), **SMALL)
     seeds = [11, 22, 33, 44]
     batched, batched_stats = generate(adapter, prompts, config, seeds)
     for prompt, seed, row, row_stats in zip(prompts, seeds, batched, batched_stats):
@@ -65,16 +108,21 @@ def test_batched_equals_one_by_one(tiny, prompts, mode, cache):
         assert single_stats[0]["nfe"] == row_stats["nfe"]
 
 
+@pytest.mark.parametrize("cache", CACHES)
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @pytest.mark.parametrize("mode", MODES)
-def test_output_is_complete_and_prompt_untouched(tiny, prompts, mode, temperature):
+def test_output_is_complete_and_repeatable(tiny, prompts, mode, temperature, cache):
     adapter, _ = tiny
-    config = SamplerConfig(mode=mode, temperature=temperature, use_cache="prefix", **SMALL)
+    config = SamplerConfig(temperature=temperature, use_cache=cache, **mode_settings(mode), **SMALL)
     generated, stats = generate(adapter, prompts, config, [1, 2, 3, 4])
     for row, row_stats in zip(generated, stats):
         assert len(row) == 32 and adapter.spec.mask_id not in row
-        assert row_stats["nfe"] == config.steps  # one forward per step, lookahead included
+        if mode in DYNAMIC:  # at least one token per step, at most a block's worth of steps per block
+            assert 2 <= row_stats["nfe"] <= 32
+        else:
+            assert row_stats["nfe"] == config.steps  # one forward per step, lookahead included
         assert row_stats["cumulative_entropy"] > 0
+    assert generate(adapter, prompts, config, [1, 2, 3, 4])[0] == generated
 
 
 def test_prompt_is_never_changed(tiny, prompts, monkeypatch):
@@ -85,7 +133,7 @@ def test_prompt_is_never_changed(tiny, prompts, monkeypatch):
     original_build = loop.build_canvas
     monkeypatch.setattr(loop, "build_canvas", lambda *a: canvases.append(original_build(*a)) or canvases[-1])
     before = original_build(prompts, 32, adapter.spec, "cpu").ids[:, :-32].clone()
-    generate(adapter, prompts, SamplerConfig(mode="info_gain", **SMALL), [5, 6, 7, 8])
+    generate(adapter, prompts, SamplerConfig(mode="info_gain", use_cache="dual", **SMALL), [5, 6, 7, 8])
     assert torch.equal(canvases[0].ids[:, :-32], before)
 
 
@@ -103,3 +151,28 @@ def test_shorter_generation_keeps_block_length(tiny, prompts):
     generated, stats = generate(adapter, prompts[:1], SamplerConfig(mode="original", **SMALL), [0], gen_length=20)
     assert len(generated[0]) == 20 and adapter.spec.mask_id not in generated[0]
     assert stats[0]["nfe"] == 8 + 4  # a full block of 8 steps, then min(8, 4) steps for the 4-token block
+
+
+class EosLovingAdapter:
+    """The bundled model with its EOS logit raised by 50: it wants to end everywhere."""
+
+    def __init__(self, adapter):
+        self.adapter, self.spec, self.device, self.dtype = adapter, adapter.spec, adapter.device, adapter.dtype
+
+    def forward(self, *args):
+        logits = self.adapter.forward(*args)
+        logits[..., self.spec.eos_id] += 50
+        return logits
+
+    def new_cache(self, batch, length):
+        return self.adapter.new_cache(batch, length)
+
+
+@pytest.mark.parametrize("mode", ["original", "info_gain"])
+def test_eos_penalty_applies_to_every_mode(tiny, prompts, mode):
+    eos_loving = EosLovingAdapter(tiny[0])
+    eos_id = eos_loving.spec.eos_id
+    plain, _ = generate(eos_loving, prompts, SamplerConfig(mode=mode, **SMALL), [0, 1, 2, 3])
+    penalised, _ = generate(eos_loving, prompts, SamplerConfig(mode=mode, eos_penalty=100, **SMALL), [0, 1, 2, 3])
+    assert all(token == eos_id for row in plain for token in row)
+    assert not any(token == eos_id for row in penalised for token in row)

@@ -10,13 +10,17 @@ MODE_ALIASES = {
     "random": "random",
     "entropy": "entropy",
     "margin": "margin",
+    "fast_dllm": "fast_dllm",
+    "fastdllm": "fast_dllm",
+    "eb_sampler": "eb_sampler",
+    "eb": "eb_sampler",
     "info_gain": "info_gain",
     "infogain": "info_gain",
     "lookum": "info_gain",
 }
-PLANNED_MODES = ("fast_dllm", "eb_sampler", "pc_sampler")
+PLANNED_MODES = ("pc_sampler",)
 VARIANTS = ("info_gain", "lookum")
-CACHE_MODES = ("none", "prefix")
+CACHE_MODES = ("none", "prefix", "dual")
 
 
 def canonical_mode(mode: str) -> str:
@@ -56,6 +60,10 @@ class SamplerConfig:
     gen_length: int = 256
     steps: int = 256
     block_length: int = 32
+    factor: float | None = None  # fast_dllm: None = threshold rule, else the factor rule
+    gamma: float = 0.01  # eb_sampler's entropy budget
+    eos_penalty: float = 0.0  # subtracted from the EOS logit at every forward (every mode alike)
+    pad_penalty: float = 0.0  # subtracted from the PAD logit when PAD is not EOS
 
     def __post_init__(self):
         if str(self.mode).strip().lower() == "lookum":  # LookUM is Info-Gain's variant, also accepted as a mode
@@ -71,6 +79,10 @@ class SamplerConfig:
         check(self.use_cache in CACHE_MODES, "use_cache", self.use_cache, " | ".join(CACHE_MODES))
         check(is_number(self.temperature) and self.temperature >= 0, "temperature", self.temperature,
               "a number >= 0 (0 = greedy)")
+        check(self.factor is None or (is_number(self.factor) and self.factor > 0), "factor", self.factor,
+              "a number > 0, or unset for fast_dllm's threshold rule")
+        for key in ("gamma", "eos_penalty", "pad_penalty"):
+            check(is_number(getattr(self, key)) and getattr(self, key) >= 0, key, getattr(self, key), "a number >= 0")
         for key in ("gen_length", "steps", "block_length"):
             value = getattr(self, key)
             check(is_int(value) and value >= 1, key, value, "an integer >= 1")

@@ -3,21 +3,24 @@ cache mode and architecture.
 
 Order of operations for a batch of prompts (left-padded into one canvas, generation masked):
 1. For each semi-autoregressive block, one forward of the whole canvas gives the block's first
-   logits (and, with `prefix`, fills the cache whose keys before the block stay fixed).
+   logits (and, with a cache, fills it; keys outside the recomputed window then stay as they were).
 2. Each step: x0, confidence and entropy from the block's logits; the strategy proposes one or more
-   candidate commit sets per prompt (the k of the linear schedule; all that is left on the last step).
-3. Unless it is the block's last step, every valid candidate's next state is forwarded in ONE
-   batched call (window per cache mode: the whole canvas for `none`, block start to end for
-   `prefix`); a lookahead strategy picks its winner from those logits, the others have one
-   candidate. The winner is committed and its logits are the next step's: one forward per step.
-Rows move in lock-step through blocks and steps; each row's random draws come from its own
-generator, so a prompt's output does not depend on its batch.
+   candidate commit sets per prompt (the k of the linear schedule, all that is left on the last
+   step, or as many as a dynamic rule such as Fast-dLLM's threshold says).
+3. Every valid candidate whose next state still has masks in the block is forwarded in ONE batched
+   call over the window of the cache mode: the whole canvas (`none`), block start to the end
+   (`prefix`) or the block alone (`dual`). A lookahead strategy picks its winner from those logits,
+   the others have one candidate. The winner is committed and its logits are the next step's: one
+   forward per step, and none for a prompt whose block is complete.
+Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
+prompt's output does not depend on its batch.
 """
 
 from dataclasses import dataclass
 
 import torch
 
+from lm_eval_infogain.sampling import strategies
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
 from lm_eval_infogain.sampling.strategies import SCORE_STRATEGIES, ScoreStrategy, StepContext, sample_tokens
@@ -37,6 +40,15 @@ def block_ranges(gen_length: int, block_length: int) -> list[tuple[int, int]]:
 def make_strategy(config: SamplerConfig):
     if config.mode == "info_gain":
         return InfoGain(config.candidate_number, config.position_temperature, config.threshold, config.variant)
+    if config.mode == "fast_dllm":
+        if config.factor is None:
+            return ScoreStrategy(strategies.confidence_score,
+                                 lambda ctx: strategies.fast_dllm_threshold_count(ctx, config.threshold))
+        return ScoreStrategy(strategies.confidence_score,
+                             lambda ctx: strategies.fast_dllm_factor_count(ctx, config.factor))
+    if config.mode == "eb_sampler":
+        return ScoreStrategy(strategies.neg_entropy_score,
+                             lambda ctx: strategies.entropy_budget_count(ctx, config.gamma))
     return ScoreStrategy(SCORE_STRATEGIES[config.mode])
 
 
@@ -89,15 +101,26 @@ class Decoder:
         self.stats = DecodeStats(zeros(torch.long), zeros(torch.long), zeros(torch.float64))
         self.cache = adapter.new_cache(batch, total) if config.use_cache != "none" else None
 
-    def forward(self, ids, rows, window_start, logits_start, cache):
-        """Forward `ids` [R, W] (canvas rows `rows`) over [window_start, T); logits from logits_start."""
+    def step_window(self, block_start: int, block_end: int) -> tuple[int, int]:
+        """[start, end) of the canvas a within-block forward recomputes, per cache mode."""
+        total = self.canvas.ids.shape[1]
+        return {"none": (0, total), "prefix": (block_start, total), "dual": (block_start, block_end)}[
+            self.config.use_cache]
+
+    def forward(self, ids, rows, window, logits_start, cache):
+        """Forward canvas rows `rows` (ids [R, T]) over `window`; logits [R, window_end - logits_start, V]."""
+        window_start, window_end = window
         canvas = self.canvas
         logits = self.adapter.forward(
-            ids[:, window_start:], canvas.positions[rows, window_start:], canvas.key_mask[rows],
-            cache, window_start, logits_start,
-        )  # [R, T - logits_start, V]
+            ids[:, window_start:window_end], canvas.positions[rows, window_start:window_end],
+            canvas.key_mask[rows], cache, window_start, logits_start,
+        )
+        spec, config = self.adapter.spec, self.config
+        logits[..., spec.eos_id] -= config.eos_penalty
+        if spec.pad_id != spec.eos_id:
+            logits[..., spec.pad_id] -= config.pad_penalty
         self.stats.nfe[rows] += 1  # a prompt's candidates share one batched forward: one NFE
-        self.stats.tokens_forwarded.index_add_(0, rows, torch.full_like(rows, ids.shape[1] - window_start))
+        self.stats.tokens_forwarded.index_add_(0, rows, torch.full_like(rows, window_end - window_start))
         return logits
 
     def step_context(self, logits, block_start, block_end, num_to_commit) -> StepContext:
@@ -106,36 +129,46 @@ class Decoder:
         probs = torch.softmax(block_logits, dim=-1)  # [B, Lb, V]
         tokens = sample_tokens(block_logits, self.generators, self.config.temperature)  # [B, Lb]
         masked = self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id  # [B, Lb]
-        remaining = masked.sum(-1)  # [B]
         return StepContext(
             logits=block_logits, probs=probs, masked=masked,
-            num_to_commit=torch.minimum(num_to_commit, remaining), tokens=tokens,
+            num_to_commit=torch.minimum(num_to_commit, masked.sum(-1)), tokens=tokens,
             confidence=probs.gather(-1, tokens[..., None]).squeeze(-1), entropy=entropy(block_logits),
             generators=self.generators, temperature=self.config.temperature,
         )
 
-    def evaluate(self, ctx, proposal, block_start, block_end):
-        """One batched forward over every valid candidate's next state; returns (winner [B], logits)."""
+    def evaluate(self, ctx, proposal, logits, block_start, block_end):
+        """One batched forward over every candidate worth it; returns (winner [B], next logits [B, ...]).
+
+        A candidate is forwarded when it is valid and leaves masks in the block; a row with none keeps
+        its old logits, which no later step of this block reads (its block is complete).
+        """
         batch, num_candidates, _ = proposal.commit.shape
-        flat = proposal.valid.flatten().nonzero().squeeze(1)  # [R] (one host sync per step)
+        leaves_masks = (ctx.masked[:, None] & ~proposal.commit).any(-1)  # [B, N]
+        flat = (proposal.valid & leaves_masks).flatten().nonzero().squeeze(1)  # [R] (one host sync per step)
         rows = flat // num_candidates  # [R]
         ids = self.canvas.ids[rows].clone()  # [R, T]
         commit = proposal.commit.flatten(0, 1)[flat]  # [R, Lb]
         block = ids[:, block_start:block_end]
         ids[:, block_start:block_end] = torch.where(commit, proposal.tokens.flatten(0, 1)[flat], block)
-        window_start = 0 if self.cache is None else block_start
-        cache = self.cache if (self.cache is None or flat.numel() == batch) else self.cache.select_rows(rows)
-        if flat.numel() == batch:  # one candidate per row: no lookahead, candidate 0 wins
-            return torch.zeros(batch, dtype=torch.long, device=flat.device), self.forward(
-                ids, rows, window_start, block_start, cache)
-        logits = self.forward(ids, rows, window_start, block_start, cache)  # [R, T - block_start, V]
-        still_masked = ids[:, block_start:] == self.adapter.spec.mask_id  # [R, T - block_start]
-        mean_entropy = (entropy(logits) * still_masked).sum(-1) / still_masked.sum(-1).clamp(min=1)  # [R]
-        next_entropy = torch.zeros(batch * num_candidates, device=logits.device).index_put_((flat,), mean_entropy)
+        one_per_row = flat.numel() == batch and bool((rows == torch.arange(batch, device=rows.device)).all())
+        # candidates of the same row need their own copy of its cache rows; one per row can use it as is
+        cache = self.cache if (self.cache is None or one_per_row) else self.cache.select_rows(rows)
+        new_logits = self.forward(ids, rows, self.step_window(block_start, block_end), block_start, cache)
+        if not self.strategy.needs_lookahead:
+            next_logits = logits.clone()
+            next_logits[rows] = new_logits
+            return torch.zeros(batch, dtype=torch.long, device=flat.device), next_logits
+        still_masked = ids[:, block_start:block_start + new_logits.shape[1]] == self.adapter.spec.mask_id
+        mean_entropy = (entropy(new_logits) * still_masked).sum(-1) / still_masked.sum(-1).clamp(min=1)  # [R]
+        next_entropy = torch.zeros(batch * num_candidates, device=flat.device).index_put_((flat,), mean_entropy)
         winner = self.strategy.choose(ctx, proposal, next_entropy.view(batch, num_candidates))  # [B]
-        winner_slot = torch.full((batch * num_candidates,), -1, dtype=torch.long, device=flat.device)
-        winner_slot[flat] = torch.arange(flat.numel(), device=flat.device)
-        return winner, logits[winner_slot.view(batch, num_candidates).gather(1, winner[:, None]).squeeze(1)]
+        slot = torch.full((batch * num_candidates,), -1, dtype=torch.long, device=flat.device)
+        slot[flat] = torch.arange(flat.numel(), device=flat.device)
+        winner_slot = slot.view(batch, num_candidates).gather(1, winner[:, None]).squeeze(1)  # [B], -1: none
+        next_logits = logits.clone()
+        evaluated = winner_slot >= 0
+        next_logits[evaluated] = new_logits[winner_slot[evaluated]]
+        return winner, next_logits
 
     def commit(self, ctx, proposal, winner, block_start, block_end):
         pick = lambda t: t[torch.arange(t.shape[0], device=t.device), winner]  # noqa: E731  [B, Lb]
@@ -145,21 +178,27 @@ class Decoder:
         self.stats.cumulative_entropy += (ctx.entropy * commit).sum(-1).double()
 
     def decode_block(self, block_start, block_end):
-        steps = min(self.config.steps_per_block, block_end - block_start)
+        width = block_end - block_start
+        dynamic = getattr(self.strategy, "dynamic_steps", False)
+        steps = width if dynamic else min(self.config.steps_per_block, width)
         batch = self.canvas.ids.shape[0]
         all_rows = torch.arange(batch, device=self.canvas.ids.device)
-        logits = self.forward(self.canvas.ids, all_rows, 0, block_start, self.cache)  # [B, T - start, V]
-        for step, count in enumerate(linear_schedule(block_end - block_start, steps)):
+        total = self.canvas.ids.shape[1]
+        logits = self.forward(self.canvas.ids, all_rows, (0, total), block_start, self.cache)  # [B, T - start, V]
+        if self.config.use_cache == "dual":
+            logits = logits[:, :width]  # within the block, dual forwards compute the block only
+        for step, count in enumerate(linear_schedule(width, steps)):
             last = step == steps - 1
             # the last step commits everything left in the block
-            num_to_commit = torch.full((batch,), block_end - block_start if last else count, device=all_rows.device)
+            num_to_commit = torch.full((batch,), width if last else count, device=all_rows.device)
             ctx = self.step_context(logits, block_start, block_end, num_to_commit)
             proposal = self.strategy.propose(ctx)
-            if last:
-                winner = torch.zeros(batch, dtype=torch.long, device=all_rows.device)
-            else:
-                winner, logits = self.evaluate(ctx, proposal, block_start, block_end)
+            winner = torch.zeros(batch, dtype=torch.long, device=all_rows.device)
+            if not last:
+                winner, logits = self.evaluate(ctx, proposal, logits, block_start, block_end)
             self.commit(ctx, proposal, winner, block_start, block_end)
+            if dynamic and not (self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id).any():
+                break
 
 
 @torch.inference_mode()

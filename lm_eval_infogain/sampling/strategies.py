@@ -79,16 +79,52 @@ def margin_score(ctx: StepContext) -> torch.Tensor:
     return top2[..., 0] - top2[..., 1]
 
 
+def sorted_masked(values: torch.Tensor, masked: torch.Tensor, descending: bool) -> torch.Tensor:
+    """values of the masked positions sorted per row; unmasked ones pushed to the end as +-inf."""
+    fill = NEG_INF if descending else float("inf")
+    return values.masked_fill(~masked, fill).sort(dim=-1, descending=descending).values  # [B, Lb]
+
+
+def at_least_one(count: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Every row with a masked position commits at least one token per step."""
+    return torch.maximum(count, masked.any(-1).long())
+
+
+def fast_dllm_threshold_count(ctx: StepContext, threshold: float) -> torch.Tensor:
+    """Fast-dLLM threshold rule: every position with confidence >= threshold, and the most confident."""
+    return at_least_one((ctx.masked & (ctx.confidence >= threshold)).sum(-1), ctx.masked)
+
+
+def fast_dllm_factor_count(ctx: StepContext, factor: float) -> torch.Tensor:
+    """Fast-dLLM factor rule: the largest n with c(j) >= 1 - factor / (j + 1) for every j <= n."""
+    confidence = sorted_masked(ctx.confidence, ctx.masked, descending=True)  # [B, Lb]
+    rank = torch.arange(1, confidence.shape[-1] + 1, device=confidence.device)  # n = 1..Lb
+    holds = confidence >= 1 - factor / (rank + 1)  # [B, Lb]
+    return at_least_one(holds.long().cumprod(-1).sum(-1), ctx.masked)
+
+
+def entropy_budget_count(ctx: StepContext, gamma: float) -> torch.Tensor:
+    """EB-sampler: the longest prefix (by ascending entropy) whose entropy sum minus its largest <= gamma."""
+    entropy = sorted_masked(ctx.entropy, ctx.masked, descending=False)  # [B, Lb]
+    before_largest = entropy.cumsum(-1) - entropy  # ascending, so the largest is the last one
+    holds = before_largest <= gamma  # [B, Lb]; NaN (inf - inf) past the masked ones compares False
+    return at_least_one(holds.long().cumprod(-1).sum(-1), ctx.masked)
+
+
 class ScoreStrategy:
-    """Commit the k masked positions with the highest score (LLaDA's remasking family)."""
+    """Commit the masked positions with the highest score: the schedule's k of them, or as many as
+    a `count` rule says (Fast-dLLM, EB-sampler), in which case a block takes as many steps as it needs."""
 
     needs_lookahead = False
 
-    def __init__(self, score):
+    def __init__(self, score, count=None):
         self.score = score
+        self.count = count
+        self.dynamic_steps = count is not None
 
     def propose(self, ctx: StepContext) -> Proposal:
-        commit = top_k_mask(self.score(ctx), ctx.masked, ctx.num_to_commit)  # [B, Lb]
+        count = ctx.num_to_commit if self.count is None else torch.minimum(self.count(ctx), ctx.num_to_commit)
+        commit = top_k_mask(self.score(ctx), ctx.masked, count)  # [B, Lb]
         valid = torch.ones(commit.shape[0], 1, dtype=torch.bool, device=commit.device)
         return Proposal(commit[:, None], ctx.tokens[:, None], valid)
 

@@ -1,0 +1,71 @@
+"""Each mode's choice of positions on hand-built scores, where the expected commit set is known."""
+
+import torch
+
+from lm_eval_infogain.sampling.info_gain import entropy
+from lm_eval_infogain.sampling.config import SamplerConfig
+from lm_eval_infogain.sampling.loop import make_strategy
+from lm_eval_infogain.sampling.strategies import StepContext
+
+
+def context_from_probs(probs: list[list[float]], masked: list[bool], k: int) -> StepContext:
+    """A one-row context whose position i has token distribution probs[i]."""
+    probs_tensor = torch.tensor([probs])  # [1, L, V]
+    logits = probs_tensor.log()
+    tokens = logits.argmax(-1)
+    return StepContext(
+        logits=logits, probs=probs_tensor, masked=torch.tensor([masked]), num_to_commit=torch.tensor([k]),
+        tokens=tokens, confidence=probs_tensor.gather(-1, tokens[..., None]).squeeze(-1), entropy=entropy(logits),
+        generators=[torch.Generator().manual_seed(0)], temperature=0.0,
+    )
+
+
+# position: 0 confident, 1 sharp runner-up margin, 2 flat, 3 already committed, 4 fairly confident
+PROBS = [[0.90, 0.05, 0.05], [0.50, 0.49, 0.01], [0.34, 0.33, 0.33], [0.99, 0.005, 0.005], [0.70, 0.15, 0.15]]
+MASKED = [True, True, True, False, True]
+
+
+def committed(mode_args: dict, k: int) -> list[int]:
+    ctx = context_from_probs(PROBS, MASKED, k)
+    proposal = make_strategy(SamplerConfig(**mode_args)).propose(ctx)
+    return proposal.commit[0, 0].nonzero().flatten().tolist()
+
+
+def test_original_commits_most_confident():
+    assert committed(dict(mode="original"), 2) == [0, 4]
+
+
+def test_margin_prefers_large_top1_top2_gap():
+    assert committed(dict(mode="margin"), 2) == [0, 4]  # gaps 0.85, 0.01, 0.01, 0.55
+    chosen = committed(dict(mode="margin"), 3)
+    assert {0, 4} < set(chosen) and 3 not in chosen
+
+
+def test_entropy_commits_lowest_entropy():
+    assert committed(dict(mode="entropy"), 1) == [0]
+    assert committed(dict(mode="entropy"), 3) == [0, 1, 4]  # H: 0.39, 0.74, 1.10, 0.80
+
+
+def test_random_commits_k_masked_positions():
+    chosen = committed(dict(mode="random"), 3)
+    assert len(chosen) == 3 and 3 not in chosen
+
+
+def test_fast_dllm_threshold_commits_all_above_and_at_least_one():
+    assert committed(dict(mode="fast_dllm", threshold=0.6), 4) == [0, 4]
+    assert committed(dict(mode="fast_dllm", threshold=0.95), 4) == [0]  # none above: the most confident
+
+
+def test_fast_dllm_factor_rule():
+    # sorted confidences 0.90, 0.70, 0.50, 0.34; with f = 0.6: 1 - f/2 = 0.70, 1 - f/3 = 0.80
+    assert committed(dict(mode="fast_dllm", factor=0.6), 4) == [0]
+    # with f = 1.0: bounds 0.50, 0.667, 0.75 -> 0.90 and 0.70 pass, 0.50 fails
+    assert committed(dict(mode="fast_dllm", factor=1.0), 4) == [0, 4]
+
+
+def test_eb_sampler_entropy_budget():
+    # ascending entropies 0.39 (pos 0), 0.74 (pos 1), 0.80 (pos 4), 1.10 (pos 2)
+    assert committed(dict(mode="eb_sampler", gamma=0.1), 4) == [0]
+    assert committed(dict(mode="eb_sampler", gamma=0.5), 4) == [0, 1]  # 0.39 <= 0.5 < 0.39 + 0.74
+    assert committed(dict(mode="eb_sampler", gamma=1.5), 4) == [0, 1, 4]  # 1.14 <= 1.5 < 1.96
+    assert committed(dict(mode="eb_sampler", gamma=2.0), 4) == [0, 1, 2, 4]

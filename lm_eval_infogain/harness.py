@@ -24,7 +24,7 @@ from tqdm import tqdm
 from lm_eval_infogain import __version__
 from lm_eval_infogain.models.registry import load, resolve_pretrained
 from lm_eval_infogain.sampling.config import SamplerConfig, check, is_int
-from lm_eval_infogain.sampling.loop import generate
+from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ class MDMInfoGainLM(LM):
         self.pretrained = pretrained
         self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator))
         self._device = self.adapter.device
+        if self.sampler.mode == "pc_sampler":  # a bad baseline file fails now, not at the first request
+            background_log_frequencies(self.sampler.pc_baseline, self.adapter.spec.vocab_size, str(self.device))
         self.decode_stats: list[dict] = []
         self.warned: set[str] = set()
 

@@ -1,5 +1,8 @@
 """Shared fixtures: the bundled tiny random LLaDA and helpers to run the sampler on it."""
 
+import json
+from collections import Counter
+
 import pytest
 import torch
 
@@ -23,3 +26,17 @@ def prompts(tiny):
 @pytest.fixture(autouse=True)
 def fixed_torch_seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def pc_baseline_file(tiny, tmp_path_factory):
+    """A pc_sampler background table counted over a few task-like lines with the bundled tokenizer."""
+    _, tokenizer = tiny
+    counts = Counter()
+    for line in ["The answer is 42.", "Solve the puzzle: 1234 3412", "Write a story about the sea."]:
+        counts.update(tokenizer(line, add_special_tokens=False)["input_ids"])
+    path = tmp_path_factory.mktemp("pc") / "freq.json"
+    table = {"tokenizer": "tiny-random-llada", "source": "unit", "total": sum(counts.values()),
+             "counts": {str(token): count for token, count in sorted(counts.items())}}
+    path.write_text(json.dumps(table))
+    return str(path)

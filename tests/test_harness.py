@@ -37,7 +37,8 @@ def lm():
     ("steps=0", "steps=0"),
     ("gen_length=abc", "gen_length='abc'"),
     ("mode=beam", "mode='beam'"),
-    ("mode=pc_sampler", "not available in this version"),
+    ("mode=pc_sampler", "pc_baseline=None is invalid; allowed: a token-frequency JSON file"),
+    ("mode=pc_sampler,pc_baseline=/nonexistent/freq.json", "/nonexistent/freq.json"),
     ("factor=0", "factor=0"),
     ("gamma=-1", "gamma=-1"),
     ("eos_penalty=-2", "eos_penalty=-2"),
@@ -54,6 +55,11 @@ def test_bad_model_args_fail_at_construction_with_one_line(args, message):
     with pytest.raises(ValueError) as error:
         make_lm(args)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_pc_sampler_runs_with_a_baseline_file(pc_baseline_file):
+    lm = make_lm(f"mode=pc_sampler,pc_baseline={pc_baseline_file}")
+    assert lm.generate_until([request("The answer is")])[0] is not None
 
 
 def test_mode_names_of_both_spellings_are_accepted():

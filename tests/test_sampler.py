@@ -8,14 +8,16 @@ from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.loop import block_ranges, build_canvas, generate, linear_schedule
 
 MODES = ["original", "random", "entropy", "margin", "info_gain", "lookum", "fast_dllm", "fast_dllm_factor",
-         "eb_sampler"]
+         "eb_sampler", "pc_sampler"]
 DYNAMIC = {"fast_dllm", "fast_dllm_factor", "eb_sampler"}
 CACHES = ["none", "prefix", "dual"]
 SMALL = dict(gen_length=32, steps=16, block_length=16)
 
 
-def mode_settings(mode: str) -> dict:
+def mode_settings(mode: str, pc_baseline: str) -> dict:
     """SamplerConfig arguments of a mode name of this test file (fast_dllm_factor = fast_dllm's factor rule)."""
+    if mode == "pc_sampler":
+        return dict(mode=mode, pc_baseline=pc_baseline)
     if mode == "fast_dllm_factor":
         return dict(mode="fast_dllm", factor=1.0)
     if mode == "fast_dllm":
@@ -74,7 +76,7 @@ def test_cache_agrees_with_no_cache_on_most_tokens(tiny, prompts, mode, cache):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_caches_are_exact_for_a_one_layer_model(tiny, prompts, mode):
+def test_caches_are_exact_for_a_one_layer_model(tiny, prompts, mode, pc_baseline_file):
     # With one layer a position's keys/values depend only on its token and position, so keys cached
     # from an older canvas are still right: every cache mode must reproduce `none` token for token.
     # (Info-Gain with `dual` is left out: its H_next sees only the block's positions by design.)
@@ -87,7 +89,7 @@ def test_caches_are_exact_for_a_one_layer_model(tiny, prompts, mode):
             if parameter.dim() > 1:
                 parameter.normal_(std=0.1)
     one_layer = LLaDAAdapter(model, adapter.spec)
-    settings = dict(gen_length=64, steps=32, block_length=16, **mode_settings(mode))
+    settings = dict(gen_length=64, steps=32, block_length=16, **mode_settings(mode, pc_baseline_file))
     outputs = {cache: generate(one_layer, prompts, SamplerConfig(use_cache=cache, **settings), [0, 1, 2, 3])[0]
                for cache in CACHES}
     assert outputs["prefix"] == outputs["none"]
@@ -97,9 +99,9 @@ def test_caches_are_exact_for_a_one_layer_model(tiny, prompts, mode):
 
 @pytest.mark.parametrize("cache", CACHES)
 @pytest.mark.parametrize("mode", MODES)
-def test_batched_equals_one_by_one(tiny, prompts, mode, cache):
+def test_batched_equals_one_by_one(tiny, prompts, mode, cache, pc_baseline_file):
     adapter, _ = tiny
-    config = SamplerConfig(use_cache=cache, **mode_settings(mode), **SMALL)
+    config = SamplerConfig(use_cache=cache, **mode_settings(mode, pc_baseline_file), **SMALL)
     seeds = [11, 22, 33, 44]
     batched, batched_stats = generate(adapter, prompts, config, seeds)
     for prompt, seed, row, row_stats in zip(prompts, seeds, batched, batched_stats):
@@ -111,9 +113,10 @@ def test_batched_equals_one_by_one(tiny, prompts, mode, cache):
 @pytest.mark.parametrize("cache", CACHES)
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @pytest.mark.parametrize("mode", MODES)
-def test_output_is_complete_and_repeatable(tiny, prompts, mode, temperature, cache):
+def test_output_is_complete_and_repeatable(tiny, prompts, mode, temperature, cache, pc_baseline_file):
     adapter, _ = tiny
-    config = SamplerConfig(temperature=temperature, use_cache=cache, **mode_settings(mode), **SMALL)
+    settings = mode_settings(mode, pc_baseline_file)
+    config = SamplerConfig(temperature=temperature, use_cache=cache, **settings, **SMALL)
     generated, stats = generate(adapter, prompts, config, [1, 2, 3, 4])
     for row, row_stats in zip(generated, stats):
         assert len(row) == 32 and adapter.spec.mask_id not in row

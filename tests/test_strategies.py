@@ -1,8 +1,11 @@
 """Each mode's choice of positions on hand-built scores, where the expected commit set is known."""
 
+import math
+
 import torch
 
 from lm_eval_infogain.sampling.info_gain import entropy
+from lm_eval_infogain.sampling import strategies
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.loop import make_strategy
 from lm_eval_infogain.sampling.strategies import StepContext
@@ -69,3 +72,15 @@ def test_eb_sampler_entropy_budget():
     assert committed(dict(mode="eb_sampler", gamma=0.5), 4) == [0, 1]  # 0.39 <= 0.5 < 0.39 + 0.74
     assert committed(dict(mode="eb_sampler", gamma=1.5), 4) == [0, 1, 4]  # 1.14 <= 1.5 < 1.96
     assert committed(dict(mode="eb_sampler", gamma=2.0), 4) == [0, 1, 2, 4]
+
+
+def test_pc_sampler_discounts_common_tokens_and_late_positions():
+    # three equally confident positions; token 0 is very common in the background corpus, token 1 rare
+    probs = [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1]]
+    ctx = context_from_probs(probs, [True, True, True], 1)
+    log_freq = torch.tensor([0.9, 0.01, 0.09]).log()
+    scores = strategies.pc_score(ctx, log_freq, decay=0.25, cap=10.0)
+    assert int(scores.argmax()) == 1  # rare token beats the common one at offset 0; offset 2 decays
+    torch.testing.assert_close(scores[0, 1], torch.tensor(0.8 * -math.log(0.01) * math.exp(-0.25)))
+    capped = strategies.pc_score(ctx, log_freq, decay=0.0, cap=1.0)
+    assert torch.allclose(capped[0, 1:], torch.tensor([1.0, 1.0]))

@@ -18,7 +18,7 @@ class ModelSpec:
     mask_id: int
     eos_id: int
     pad_id: int
-    vocab_size: int
+    vocab_size: int  # width of the logits (LM head rows)
     stop_ids: tuple[int, ...]  # ids that end an answer (EOS, end-of-turn)
     max_length: int  # longest canvas (prompt + generation) the model is meant for
 

@@ -60,7 +60,8 @@ def model_spec(config, tokenizer, path: str) -> ModelSpec:
     pad_id = getattr(config, "pad_token_id", None)
     pad_id = eos_id if pad_id is None else pad_id
     return ModelSpec(
-        mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, vocab_size=config.vocab_size,
+        mask_id=mask_id, eos_id=eos_id, pad_id=pad_id,
+        vocab_size=getattr(config, "embedding_size", None) or config.vocab_size,  # rows of the LM head
         stop_ids=stop_ids(config, tokenizer, path), max_length=getattr(config, "max_sequence_length", 4096),
     )
 

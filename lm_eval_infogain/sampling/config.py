@@ -14,11 +14,12 @@ MODE_ALIASES = {
     "fastdllm": "fast_dllm",
     "eb_sampler": "eb_sampler",
     "eb": "eb_sampler",
+    "pc_sampler": "pc_sampler",
+    "pc": "pc_sampler",
     "info_gain": "info_gain",
     "infogain": "info_gain",
     "lookum": "info_gain",
 }
-PLANNED_MODES = ("pc_sampler",)
 VARIANTS = ("info_gain", "lookum")
 CACHE_MODES = ("none", "prefix", "dual")
 
@@ -28,8 +29,6 @@ def canonical_mode(mode: str) -> str:
     key = str(mode).strip().lower().replace("-", "_")
     if key in MODE_ALIASES:
         return MODE_ALIASES[key]
-    if key in PLANNED_MODES:
-        raise ValueError(f"mode={mode!r} is not available in this version yet; allowed: {', '.join(MODE_ALIASES)}")
     raise ValueError(f"mode={mode!r} is unknown; allowed: {', '.join(MODE_ALIASES)} ('-' and '_' are interchangeable)")
 
 
@@ -62,6 +61,9 @@ class SamplerConfig:
     block_length: int = 32
     factor: float | None = None  # fast_dllm: None = threshold rule, else the factor rule
     gamma: float = 0.01  # eb_sampler's entropy budget
+    pc_lambda: float = 0.25  # pc_sampler's position decay exp(-lambda * offset in block)
+    pc_alpha: float = 10.0  # pc_sampler's cap on -confidence * log f_bg
+    pc_baseline: str | None = None  # pc_sampler's token-frequency JSON (python -m lm_eval_infogain.pc_baseline)
     eos_penalty: float = 0.0  # subtracted from the EOS logit at every forward (every mode alike)
     pad_penalty: float = 0.0  # subtracted from the PAD logit when PAD is not EOS
 
@@ -81,8 +83,10 @@ class SamplerConfig:
               "a number >= 0 (0 = greedy)")
         check(self.factor is None or (is_number(self.factor) and self.factor > 0), "factor", self.factor,
               "a number > 0, or unset for fast_dllm's threshold rule")
-        for key in ("gamma", "eos_penalty", "pad_penalty"):
+        for key in ("gamma", "pc_lambda", "pc_alpha", "eos_penalty", "pad_penalty"):
             check(is_number(getattr(self, key)) and getattr(self, key) >= 0, key, getattr(self, key), "a number >= 0")
+        check(self.mode != "pc_sampler" or isinstance(self.pc_baseline, str), "pc_baseline", self.pc_baseline,
+              "a token-frequency JSON file for mode=pc_sampler (build one with python -m lm_eval_infogain.pc_baseline)")
         for key in ("gen_length", "steps", "block_length"):
             value = getattr(self, key)
             check(is_int(value) and value >= 1, key, value, "an integer >= 1")

@@ -16,10 +16,12 @@ Rows move in lock-step through blocks; each row's random draws come from its own
 prompt's output does not depend on its batch.
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
+from lm_eval_infogain.pc_baseline import load_baseline
 from lm_eval_infogain.sampling import strategies
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
@@ -37,7 +39,13 @@ def block_ranges(gen_length: int, block_length: int) -> list[tuple[int, int]]:
     return [(start, min(start + block_length, gen_length)) for start in range(0, gen_length, block_length)]
 
 
-def make_strategy(config: SamplerConfig):
+@functools.lru_cache(maxsize=4)
+def background_log_frequencies(path: str, vocab_size: int, device: str) -> torch.Tensor:
+    """log f_bg [V] of pc_sampler's baseline file, read once per (file, vocabulary, device)."""
+    return load_baseline(path, vocab_size).log().to(device)
+
+
+def make_strategy(config: SamplerConfig, spec=None, device="cpu"):
     if config.mode == "info_gain":
         return InfoGain(config.candidate_number, config.position_temperature, config.threshold, config.variant)
     if config.mode == "fast_dllm":
@@ -49,6 +57,9 @@ def make_strategy(config: SamplerConfig):
     if config.mode == "eb_sampler":
         return ScoreStrategy(strategies.neg_entropy_score,
                              lambda ctx: strategies.entropy_budget_count(ctx, config.gamma))
+    if config.mode == "pc_sampler":
+        log_freq = background_log_frequencies(config.pc_baseline, spec.vocab_size, str(device))
+        return ScoreStrategy(lambda ctx: strategies.pc_score(ctx, log_freq, config.pc_lambda, config.pc_alpha))
     return ScoreStrategy(SCORE_STRATEGIES[config.mode])
 
 
@@ -93,7 +104,7 @@ class Decoder:
     def __init__(self, adapter, config: SamplerConfig, canvas: Canvas, generators):
         self.adapter = adapter
         self.config = config
-        self.strategy = make_strategy(config)
+        self.strategy = make_strategy(config, adapter.spec, adapter.device)
         self.canvas = canvas
         self.generators = generators
         batch, total = canvas.ids.shape

@@ -79,6 +79,13 @@ def margin_score(ctx: StepContext) -> torch.Tensor:
     return top2[..., 0] - top2[..., 1]
 
 
+def pc_score(ctx: StepContext, background_log_freq: torch.Tensor, decay: float, cap: float) -> torch.Tensor:
+    """PC-sampler: exp(-decay * offset in block) * min(cap, -confidence * log f_bg(x0))."""
+    offsets = torch.arange(ctx.tokens.shape[-1], device=ctx.tokens.device)  # [Lb]
+    content = (-ctx.confidence * background_log_freq[ctx.tokens]).clamp(max=cap)  # [B, Lb]
+    return torch.exp(-decay * offsets) * content
+
+
 def sorted_masked(values: torch.Tensor, masked: torch.Tensor, descending: bool) -> torch.Tensor:
     """values of the masked positions sorted per row; unmasked ones pushed to the end as +-inf."""
     fill = NEG_INF if descending else float("inf")

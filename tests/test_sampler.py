@@ -122,6 +122,8 @@ def test_output_is_complete_and_repeatable(tiny, prompts, mode, temperature, cac
         assert len(row) == 32 and adapter.spec.mask_id not in row
         if mode in DYNAMIC:  # at least one token per step, at most a block's worth of steps per block
             assert 2 <= row_stats["nfe"] <= 32
+        elif adapter.spec.eos_id in row:  # early stop: no forward once EOS filled the rest
+            assert row_stats["nfe"] <= config.steps
         else:
             assert row_stats["nfe"] == config.steps  # one forward per step, lookahead included
         assert row_stats["cumulative_entropy"] > 0
@@ -157,14 +159,18 @@ def test_shorter_generation_keeps_block_length(tiny, prompts):
 
 
 class EosLovingAdapter:
-    """The bundled model with its EOS logit raised by 50: it wants to end everywhere."""
+    """The bundled model with its EOS logit raised by 50, for every prompt or only for prompts of
+    `length` tokens (told apart by their number of attendable keys): those want to end everywhere."""
 
-    def __init__(self, adapter):
+    def __init__(self, adapter, length=None, generation_length=None):
         self.adapter, self.spec, self.device, self.dtype = adapter, adapter.spec, adapter.device, adapter.dtype
+        self.length, self.generation_length = length, generation_length
 
-    def forward(self, *args):
-        logits = self.adapter.forward(*args)
-        logits[..., self.spec.eos_id] += 50
+    def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
+        logits = self.adapter.forward(input_ids, positions, key_mask, cache, window_start, logits_start, logits_end)
+        loving = torch.ones(len(logits), dtype=torch.bool) if self.length is None else (
+            key_mask.sum(-1) - self.generation_length == self.length)
+        logits[loving, :, self.spec.eos_id] += 50
         return logits
 
     def new_cache(self, batch, length):
@@ -179,3 +185,27 @@ def test_eos_penalty_applies_to_every_mode(tiny, prompts, mode):
     penalised, _ = generate(eos_loving, prompts, SamplerConfig(mode=mode, eos_penalty=100, **SMALL), [0, 1, 2, 3])
     assert all(token == eos_id for row in plain for token in row)
     assert not any(token == eos_id for row in penalised for token in row)
+
+
+@pytest.mark.parametrize("mode", ["original", "info_gain", "fast_dllm"])
+def test_early_stop_fills_after_eos_and_stops_forwarding(tiny, prompts, mode):
+    eos_loving = EosLovingAdapter(tiny[0])
+    stopped, stats = generate(eos_loving, prompts[:1], SamplerConfig(mode=mode, **SMALL), [0])
+    assert all(token == eos_loving.spec.eos_id for token in stopped[0])
+    assert stats[0]["nfe"] == 1  # the first forward commits an EOS; everything after it is filled
+    _, full_stats = generate(eos_loving, prompts[:1], SamplerConfig(mode=mode, early_stop=False, **SMALL), [0])
+    assert full_stats[0]["nfe"] > 1
+
+
+@pytest.mark.parametrize("cache", CACHES)
+@pytest.mark.parametrize("mode", ["original", "info_gain"])
+def test_a_prompt_that_stops_early_does_not_change_its_batch(tiny, prompts, mode, cache):
+    eos_loving = EosLovingAdapter(tiny[0], length=len(prompts[1]), generation_length=SMALL["gen_length"])
+    config = SamplerConfig(mode=mode, use_cache=cache, **SMALL)
+    batched, batched_stats = generate(eos_loving, prompts, config, [1, 2, 3, 4])
+    assert batched_stats[1]["nfe"] == 1 and batched_stats[0]["nfe"] == config.steps
+    for index, (prompt, seed) in enumerate(zip(prompts, [1, 2, 3, 4])):
+        single, single_stats = generate(eos_loving, [prompt], config, [seed])
+        assert single[0] == batched[index]
+        assert single_stats[0]["nfe"] == batched_stats[index]["nfe"]
+        assert single_stats[0]["tokens_forwarded"] == batched_stats[index]["tokens_forwarded"]

@@ -36,7 +36,8 @@ class Adapter(Protocol):
         cache: KVCache | None,  # None: the window is the whole canvas
         window_start: int,  # canvas index of the window's first position
         logits_start: int,  # canvas index from which logits are wanted (>= window_start)
-    ) -> torch.Tensor:  # [B, window_start + W - logits_start, V] float logits
+        logits_end: int | None = None,  # canvas index where they stop (None: the window's end)
+    ) -> torch.Tensor:  # [B, logits_end - logits_start, V] float logits
         ...
 
     def new_cache(self, batch: int, length: int) -> KVCache: ...

@@ -106,13 +106,14 @@ class LLaDAModel(nn.Module):
             return F.linear(hidden, self.transformer.wte.weight)
         return self.transformer.ff_out(hidden)
 
-    def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start):
+    def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
         config = self.config
         x = self.transformer.wte(input_ids)  # [B, W, C]
         rotary = rotary_cos_sin(positions, config.d_model // config.n_heads, config.rope_theta)
         for layer, block in enumerate(self.transformer.blocks):
             x = block(x, rotary, key_mask, cache, layer, window_start)
-        hidden = self.transformer.ln_f(x[:, logits_start - window_start:])  # [B, W', C]
+        stop = None if logits_end is None else logits_end - window_start
+        hidden = self.transformer.ln_f(x[:, logits_start - window_start:stop])  # [B, W', C]
         return self.lm_head(hidden).float()  # [B, W', V]
 
 
@@ -152,8 +153,8 @@ class LLaDAAdapter:
         self.device = model.device
         self.dtype = model.dtype
 
-    def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start):
-        return self.model.model(input_ids, positions, key_mask, cache, window_start, logits_start)
+    def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
+        return self.model.model(input_ids, positions, key_mask, cache, window_start, logits_start, logits_end)
 
     def new_cache(self, batch, length):
         config = self.model.config

@@ -64,6 +64,7 @@ class SamplerConfig:
     pc_lambda: float = 0.25  # pc_sampler's position decay exp(-lambda * offset in block)
     pc_alpha: float = 10.0  # pc_sampler's cap on -confidence * log f_bg
     pc_baseline: str | None = None  # pc_sampler's token-frequency JSON (python -m lm_eval_infogain.pc_baseline)
+    early_stop: bool = True  # once EOS is committed, later masked positions become EOS
     eos_penalty: float = 0.0  # subtracted from the EOS logit at every forward (every mode alike)
     pad_penalty: float = 0.0  # subtracted from the PAD logit when PAD is not EOS
 
@@ -87,6 +88,7 @@ class SamplerConfig:
             check(is_number(getattr(self, key)) and getattr(self, key) >= 0, key, getattr(self, key), "a number >= 0")
         check(self.mode != "pc_sampler" or isinstance(self.pc_baseline, str), "pc_baseline", self.pc_baseline,
               "a token-frequency JSON file for mode=pc_sampler (build one with python -m lm_eval_infogain.pc_baseline)")
+        check(isinstance(self.early_stop, bool), "early_stop", self.early_stop, "true | false")
         for key in ("gen_length", "steps", "block_length"):
             value = getattr(self, key)
             check(is_int(value) and value >= 1, key, value, "an integer >= 1")

@@ -68,7 +68,7 @@ class DecodeStats:
     """Per-prompt counters. NFE counts forward calls a prompt took part in (a batched lookahead is one)."""
 
     nfe: torch.Tensor  # [B] long
-    tokens_forwarded: torch.Tensor  # [B] long, positions pushed through the model (all candidates)
+    tokens_forwarded: torch.Tensor  # [B] long, non-padding positions pushed through the model (all candidates)
     cumulative_entropy: torch.Tensor  # [B] float, sum of the entropy of each token when committed
 
     def row(self, index: int) -> dict:
@@ -118,20 +118,32 @@ class Decoder:
         return {"none": (0, total), "prefix": (block_start, total), "dual": (block_start, block_end)}[
             self.config.use_cache]
 
-    def forward(self, ids, rows, window, logits_start, cache):
-        """Forward canvas rows `rows` (ids [R, T]) over `window`; logits [R, window_end - logits_start, V]."""
+    def logits_end(self, block_start: int, block_end: int) -> int:
+        """Logits are needed for the block only, except by a lookahead, which also scores the masked
+        positions after it (as far as the cache mode's window reaches)."""
+        return self.step_window(block_start, block_end)[1] if self.strategy.needs_lookahead else block_end
+
+    def forward(self, ids, rows, window, logits_range, cache, counted=None):
+        """Forward canvas rows `rows` (ids [R, T]) over `window`; logits [R, logits_end - logits_start, V].
+
+        Stats go to the rows where `counted` [R] is True (all by default): a row that has finished
+        only rides along in a batched forward and would not have needed it on its own.
+        """
         window_start, window_end = window
         canvas = self.canvas
         logits = self.adapter.forward(
             ids[:, window_start:window_end], canvas.positions[rows, window_start:window_end],
-            canvas.key_mask[rows], cache, window_start, logits_start,
+            canvas.key_mask[rows], cache, window_start, *logits_range,
         )
         spec, config = self.adapter.spec, self.config
         logits[..., spec.eos_id] -= config.eos_penalty
         if spec.pad_id != spec.eos_id:
             logits[..., spec.pad_id] -= config.pad_penalty
+        real_tokens = canvas.key_mask[rows, window_start:window_end].sum(-1)  # [R], padding not counted
+        if counted is not None:
+            rows, real_tokens = rows[counted], real_tokens[counted]
         self.stats.nfe[rows] += 1  # a prompt's candidates share one batched forward: one NFE
-        self.stats.tokens_forwarded.index_add_(0, rows, torch.full_like(rows, window_end - window_start))
+        self.stats.tokens_forwarded.index_add_(0, rows, real_tokens)
         return logits
 
     def step_context(self, logits, block_start, block_end, num_to_commit) -> StepContext:
@@ -147,6 +159,22 @@ class Decoder:
             generators=self.generators, temperature=self.config.temperature,
         )
 
+    def fill_after_eos(self, ids: torch.Tensor) -> None:
+        """Early stop: once a row has EOS in its generation, every masked position after it becomes EOS."""
+        if not self.config.early_stop:
+            return
+        spec, generation = self.adapter.spec, ids[:, self.canvas.prompt_length:]  # [R, G] view
+        after_eos = (generation == spec.eos_id).cumsum(-1) > 0
+        generation.masked_fill_(after_eos & (generation == spec.mask_id), spec.eos_id)
+
+    def next_states(self, rows, commit, tokens, block_start, block_end) -> torch.Tensor:
+        """Canvases [R, T] of canvas rows `rows` with commit [R, Lb] filled by tokens [R, Lb]."""
+        ids = self.canvas.ids[rows].clone()  # [R, T]
+        block = ids[:, block_start:block_end]
+        ids[:, block_start:block_end] = torch.where(commit, tokens, block)
+        self.fill_after_eos(ids)
+        return ids
+
     def evaluate(self, ctx, proposal, logits, block_start, block_end):
         """One batched forward over every candidate worth it; returns (winner [B], next logits [B, ...]).
 
@@ -154,21 +182,26 @@ class Decoder:
         its old logits, which no later step of this block reads (its block is complete).
         """
         batch, num_candidates, _ = proposal.commit.shape
-        leaves_masks = (ctx.masked[:, None] & ~proposal.commit).any(-1)  # [B, N]
-        flat = (proposal.valid & leaves_masks).flatten().nonzero().squeeze(1)  # [R] (one host sync per step)
+        flat = proposal.valid.flatten().nonzero().squeeze(1)  # [R] (host syncs: a few per step)
         rows = flat // num_candidates  # [R]
-        ids = self.canvas.ids[rows].clone()  # [R, T]
-        commit = proposal.commit.flatten(0, 1)[flat]  # [R, Lb]
-        block = ids[:, block_start:block_end]
-        ids[:, block_start:block_end] = torch.where(commit, proposal.tokens.flatten(0, 1)[flat], block)
+        ids = self.next_states(rows, proposal.commit.flatten(0, 1)[flat], proposal.tokens.flatten(0, 1)[flat],
+                               block_start, block_end)  # [R, T]
+        leaves_masks = (ids[:, block_start:block_end] == self.adapter.spec.mask_id).any(-1)  # [R]
+        flat, rows, ids = flat[leaves_masks], rows[leaves_masks], ids[leaves_masks]
+        winner = torch.zeros(batch, dtype=torch.long, device=flat.device)
+        if flat.numel() == 0:  # every row's block is complete
+            return winner, logits
         one_per_row = flat.numel() == batch and bool((rows == torch.arange(batch, device=rows.device)).all())
         # candidates of the same row need their own copy of its cache rows; one per row can use it as is
         cache = self.cache if (self.cache is None or one_per_row) else self.cache.select_rows(rows)
-        new_logits = self.forward(ids, rows, self.step_window(block_start, block_end), block_start, cache)
+        new_logits = self.forward(ids, rows, self.step_window(block_start, block_end),
+                                  (block_start, self.logits_end(block_start, block_end)), cache)
+        if one_per_row and not self.strategy.needs_lookahead:
+            return winner, new_logits
         if not self.strategy.needs_lookahead:
             next_logits = logits.clone()
             next_logits[rows] = new_logits
-            return torch.zeros(batch, dtype=torch.long, device=flat.device), next_logits
+            return winner, next_logits
         still_masked = ids[:, block_start:block_start + new_logits.shape[1]] == self.adapter.spec.mask_id
         mean_entropy = (entropy(new_logits) * still_masked).sum(-1) / still_masked.sum(-1).clamp(min=1)  # [R]
         next_entropy = torch.zeros(batch * num_candidates, device=flat.device).index_put_((flat,), mean_entropy)
@@ -186,6 +219,7 @@ class Decoder:
         commit, tokens = pick(proposal.commit), pick(proposal.tokens)
         block = self.canvas.ids[:, block_start:block_end]
         self.canvas.ids[:, block_start:block_end] = torch.where(commit, tokens, block)
+        self.fill_after_eos(self.canvas.ids)
         self.stats.cumulative_entropy += (ctx.entropy * commit).sum(-1).double()
 
     def decode_block(self, block_start, block_end):
@@ -195,9 +229,12 @@ class Decoder:
         batch = self.canvas.ids.shape[0]
         all_rows = torch.arange(batch, device=self.canvas.ids.device)
         total = self.canvas.ids.shape[1]
-        logits = self.forward(self.canvas.ids, all_rows, (0, total), block_start, self.cache)  # [B, T - start, V]
-        if self.config.use_cache == "dual":
-            logits = logits[:, :width]  # within the block, dual forwards compute the block only
+        has_masks = (self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id).any(-1)  # [B]
+        if not has_masks.any():  # every row stopped early (EOS filled the rest)
+            return
+        logits_range = (block_start, self.logits_end(block_start, block_end))
+        logits = self.forward(self.canvas.ids, all_rows, (0, total), logits_range, self.cache,
+                              counted=has_masks)  # [B, L', V]
         for step, count in enumerate(linear_schedule(width, steps)):
             last = step == steps - 1
             # the last step commits everything left in the block
@@ -208,8 +245,8 @@ class Decoder:
             if not last:
                 winner, logits = self.evaluate(ctx, proposal, logits, block_start, block_end)
             self.commit(ctx, proposal, winner, block_start, block_end)
-            if dynamic and not (self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id).any():
-                break
+            if not (self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id).any():
+                break  # dynamic rules and early stop can finish a block before its last step
 
 
 @torch.inference_mode()

@@ -1,0 +1,1 @@
+"""Performance ratios of the sampler (not tests): run `python bench/sampler.py`."""

@@ -209,3 +209,35 @@ def test_a_prompt_that_stops_early_does_not_change_its_batch(tiny, prompts, mode
         assert single[0] == batched[index]
         assert single_stats[0]["nfe"] == batched_stats[index]["nfe"]
         assert single_stats[0]["tokens_forwarded"] == batched_stats[index]["tokens_forwarded"]
+
+
+class MemoryStarvedAdapter:
+    """The bundled model, but a forward over more than `limit` sequences runs out of memory."""
+
+    def __init__(self, adapter, limit):
+        self.adapter, self.spec, self.device, self.dtype = adapter, adapter.spec, adapter.device, adapter.dtype
+        self.limit = limit
+
+    def forward(self, input_ids, *args):
+        if len(input_ids) > self.limit:
+            raise torch.OutOfMemoryError(f"simulated: {len(input_ids)} sequences")
+        return self.adapter.forward(input_ids, *args)
+
+    def new_cache(self, batch, length):
+        return self.adapter.new_cache(batch, length)
+
+
+@pytest.mark.parametrize("cache", CACHES)
+@pytest.mark.parametrize("mode", ["original", "info_gain"])
+def test_out_of_memory_retries_in_smaller_chunks(tiny, prompts, mode, cache, caplog):
+    config = SamplerConfig(mode=mode, use_cache=cache, threshold=0.99, **SMALL)
+    expected, expected_stats = generate(tiny[0], prompts, config, [1, 2, 3, 4])
+    starved, starved_stats = generate(MemoryStarvedAdapter(tiny[0], limit=3), prompts, config, [1, 2, 3, 4])
+    assert starved == expected
+    assert [s["nfe"] for s in starved_stats] == [s["nfe"] for s in expected_stats]
+    assert "out of memory forwarding" in caplog.text
+
+
+def test_out_of_memory_even_one_at_a_time_is_raised(tiny, prompts):
+    with pytest.raises(torch.OutOfMemoryError):
+        generate(MemoryStarvedAdapter(tiny[0], limit=0), prompts[:1], SamplerConfig(**SMALL), [0])

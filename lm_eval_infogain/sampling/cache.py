@@ -33,6 +33,10 @@ class KVCache:
         self.values[layer][:, :, start:end] = values
         return self.keys[layer], self.values[layer]
 
+    def rows_view(self, start: int, end: int) -> "KVCache":
+        """Batch rows [start, end) as views: writes through them land in this cache."""
+        return KVCache([k[start:end] for k in self.keys], [v[start:end] for v in self.values])
+
     def select_rows(self, rows: torch.Tensor) -> "KVCache":
         """A cache for the given batch rows (one batched copy; used for lookahead candidates)."""
         return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values])

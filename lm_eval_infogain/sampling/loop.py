@@ -17,6 +17,7 @@ prompt's output does not depend on its batch.
 """
 
 import functools
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,8 @@ from lm_eval_infogain.sampling import strategies
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
 from lm_eval_infogain.sampling.strategies import SCORE_STRATEGIES, ScoreStrategy, StepContext, sample_tokens
+
+logger = logging.getLogger(__name__)
 
 
 def linear_schedule(num_masked: int, steps: int) -> list[int]:
@@ -123,28 +126,58 @@ class Decoder:
         positions after it (as far as the cache mode's window reaches)."""
         return self.step_window(block_start, block_end)[1] if self.strategy.needs_lookahead else block_end
 
-    def forward(self, ids, rows, window, logits_range, cache, counted=None):
+    def forward(self, ids, rows, window, logits_range, share_cache: bool, counted=None):
         """Forward canvas rows `rows` (ids [R, T]) over `window`; logits [R, logits_end - logits_start, V].
 
+        share_cache: `rows` are the batch's rows in order, so the forward may write into the cache
+        itself; otherwise (lookahead candidates) each chunk works on its own copy of its rows' cache.
+        On out-of-memory the rows are retried in halves, down to one at a time, with a warning.
         Stats go to the rows where `counted` [R] is True (all by default): a row that has finished
         only rides along in a batched forward and would not have needed it on its own.
         """
+        chunk = len(rows)
+        while True:
+            try:
+                pieces = [self.forward_chunk(ids[i:i + chunk], rows[i:i + chunk], window, logits_range,
+                                             self.chunk_cache(rows[i:i + chunk], i, share_cache))
+                          for i in range(0, len(rows), chunk)]
+                break
+            except torch.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                chunk = (chunk + 1) // 2
+                logger.warning("out of memory forwarding %d sequences; retrying %d at a time", len(rows), chunk)
+                if self.adapter.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        self.count(rows, window, counted)
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def chunk_cache(self, rows, first: int, share_cache: bool):
+        if self.cache is None:
+            return None
+        if share_cache:
+            return self.cache.rows_view(first, first + len(rows))
+        return self.cache.select_rows(rows)
+
+    def forward_chunk(self, ids, rows, window, logits_range, cache):
         window_start, window_end = window
-        canvas = self.canvas
         logits = self.adapter.forward(
-            ids[:, window_start:window_end], canvas.positions[rows, window_start:window_end],
-            canvas.key_mask[rows], cache, window_start, *logits_range,
+            ids[:, window_start:window_end], self.canvas.positions[rows, window_start:window_end],
+            self.canvas.key_mask[rows], cache, window_start, *logits_range,
         )
         spec, config = self.adapter.spec, self.config
         logits[..., spec.eos_id] -= config.eos_penalty
         if spec.pad_id != spec.eos_id:
             logits[..., spec.pad_id] -= config.pad_penalty
-        real_tokens = canvas.key_mask[rows, window_start:window_end].sum(-1)  # [R], padding not counted
+        return logits
+
+    def count(self, rows, window, counted):
+        window_start, window_end = window
+        real_tokens = self.canvas.key_mask[rows, window_start:window_end].sum(-1)  # [R], padding not counted
         if counted is not None:
             rows, real_tokens = rows[counted], real_tokens[counted]
         self.stats.nfe[rows] += 1  # a prompt's candidates share one batched forward: one NFE
         self.stats.tokens_forwarded.index_add_(0, rows, real_tokens)
-        return logits
 
     def step_context(self, logits, block_start, block_end, num_to_commit) -> StepContext:
         width = block_end - block_start
@@ -192,10 +225,8 @@ class Decoder:
         if flat.numel() == 0:  # every row's block is complete
             return winner, logits
         one_per_row = flat.numel() == batch and bool((rows == torch.arange(batch, device=rows.device)).all())
-        # candidates of the same row need their own copy of its cache rows; one per row can use it as is
-        cache = self.cache if (self.cache is None or one_per_row) else self.cache.select_rows(rows)
         new_logits = self.forward(ids, rows, self.step_window(block_start, block_end),
-                                  (block_start, self.logits_end(block_start, block_end)), cache)
+                                  (block_start, self.logits_end(block_start, block_end)), share_cache=one_per_row)
         if one_per_row and not self.strategy.needs_lookahead:
             return winner, new_logits
         if not self.strategy.needs_lookahead:
@@ -233,7 +264,7 @@ class Decoder:
         if not has_masks.any():  # every row stopped early (EOS filled the rest)
             return
         logits_range = (block_start, self.logits_end(block_start, block_end))
-        logits = self.forward(self.canvas.ids, all_rows, (0, total), logits_range, self.cache,
+        logits = self.forward(self.canvas.ids, all_rows, (0, total), logits_range, share_cache=True,
                               counted=has_masks)  # [B, L', V]
         for step, count in enumerate(linear_schedule(width, steps)):
             last = step == steps - 1

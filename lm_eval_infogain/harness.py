@@ -11,9 +11,12 @@ batch size, request order or the number of processes.
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
+import time
 from collections import Counter
+from pathlib import Path
 
 import torch
 from lm_eval.api.model import LM
@@ -29,7 +32,8 @@ from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
 logger = logging.getLogger(__name__)
 
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
-HARNESS_KEYS = ("pretrained", "max_new_tokens", "batch_size", "max_batch_size", "dtype", "device", "seed")
+HARNESS_KEYS = ("pretrained", "max_new_tokens", "batch_size", "max_batch_size", "dtype", "device", "seed",
+                "decode_stats")
 KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample"}
 
 
@@ -66,7 +70,7 @@ def choose_device(requested: str | None, accelerator) -> str:
 class MDMInfoGainLM(LM):
     def __init__(self, pretrained: str = "tiny-random-llada", batch_size=1, max_batch_size=None,
                  dtype: str = "auto", device: str | None = None, seed: int | None = None,
-                 max_new_tokens: int | None = None, **sampler_args):
+                 max_new_tokens: int | None = None, decode_stats: str | None = None, **sampler_args):
         super().__init__()
         unknown = sorted(set(sampler_args) - set(SAMPLER_KEYS))
         if unknown:
@@ -91,7 +95,16 @@ class MDMInfoGainLM(LM):
         if self.sampler.mode == "pc_sampler":  # a bad baseline file fails now, not at the first request
             background_log_frequencies(self.sampler.pc_baseline, self.adapter.spec.vocab_size, str(self.device))
         self.decode_stats: list[dict] = []
+        self.decode_stats_path = self.stats_path(decode_stats)
         self.warned: set[str] = set()
+
+    def stats_path(self, path: str | None) -> Path | None:
+        """Where per-request decode stats go, one JSONL file per process (rank suffix when several)."""
+        if path is None:
+            return None
+        path = Path(path)
+        check(path.parent.is_dir(), "decode_stats", str(path), "a file in an existing directory")
+        return path.with_name(f"{path.name}.rank{self.rank}") if self.world_size > 1 else path
 
     def setup_data_parallel(self):
         """Under `accelerate launch`, each process takes its share of the requests (lm-eval's rank/world_size)."""
@@ -187,7 +200,9 @@ class MDMInfoGainLM(LM):
         items = []
         for instance in requests:
             key = (instance.task_name, instance.doc_id, instance.idx)
-            items.append((*instance.args, request_seed(self.seed, instance, repeats[key])))
+            request = {"task": instance.task_name, "doc_id": instance.doc_id, "idx": instance.idx,
+                       "repeat": repeats[key]}
+            items.append((*instance.args, request_seed(self.seed, instance, repeats[key]), request))
             repeats[key] += 1
         collator = Collator(items, sort_fn=lambda item: (-len(item[0]), item[0]), group_by="gen_kwargs",
                             group_fn=lambda item: item[1])
@@ -195,15 +210,17 @@ class MDMInfoGainLM(LM):
                         desc="Running generate_until requests")
         answers = []
         for chunk in collator.get_batched(n=self.batch_size_per_canvas):
-            contexts, all_gen_kwargs, seeds = zip(*chunk)
+            contexts, all_gen_kwargs, seeds, request_keys = zip(*chunk)
             until, gen_length, temperature = self.request_settings(all_gen_kwargs[0])
             config = dataclasses.replace(self.sampler, temperature=temperature)
             prompts = [self.encode_prompt(context, gen_length) for context in contexts]
+            started = time.perf_counter()
             generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length)
-            for context, gen_kwargs, ids, row_stats in zip(contexts, all_gen_kwargs, generated, stats):
+            seconds = (time.perf_counter() - started) / len(prompts)  # a batch's time, shared equally
+            self.record_stats([key | row | {"seconds": seconds} for key, row in zip(request_keys, stats)])
+            for context, gen_kwargs, ids in zip(contexts, all_gen_kwargs, generated):
                 answer = self.decode_answer(ids, until)
                 answers.append(answer)
-                self.decode_stats.append(row_stats)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answer)
                 progress.update(1)
         progress.close()
@@ -226,8 +243,18 @@ class MDMInfoGainLM(LM):
             "decode_stats_mean": self.mean_decode_stats(),
         }
 
+    def record_stats(self, rows: list[dict]) -> None:
+        """Keep per-request stats, and append them to the JSONL file at once: a crash loses nothing."""
+        self.decode_stats.extend(rows)
+        if self.decode_stats_path is not None:
+            with self.decode_stats_path.open("a") as stats_file:
+                stats_file.writelines(json.dumps(row) + "\n" for row in rows)
+
     def mean_decode_stats(self) -> dict:
-        if not self.decode_stats:
-            return {}
-        return {key: sum(row[key] for row in self.decode_stats) / len(self.decode_stats)
-                for key in self.decode_stats[0]} | {"requests": len(self.decode_stats)}
+        """Per task: the mean of every numeric stat over its requests (this process's share of them)."""
+        by_task: dict[str, list[dict]] = {}
+        for row in self.decode_stats:
+            by_task.setdefault(row["task"], []).append(row)
+        numeric = ("nfe", "tokens_forwarded", "cumulative_entropy", "bypass_tokens", "seconds")
+        return {task: {key: sum(row[key] for row in rows) / len(rows) for key in numeric} | {"requests": len(rows)}
+                for task, rows in by_task.items()}

@@ -37,13 +37,16 @@ def test_interpreter_start_hook_does_not_import_torch(tmp_path):
 
 
 def test_stock_cli_runs_backend_and_records_settings(tmp_path):
-    model_args = FAST_ARGS + ",mode=info-gain,use_cache=prefix"
+    stats_file = tmp_path / "decode_stats.jsonl"
+    model_args = FAST_ARGS + f",mode=info-gain,use_cache=prefix,decode_stats={stats_file}"
     run(lm_eval_command(sys.executable, model_args, tmp_path / "out"), tmp_path)
     results, samples = results_and_samples(tmp_path / "out")
     assert sorted(samples) == [0, 1, 2, 3]
     config = results["config"]
     assert config["sampler"]["mode"] == "info_gain" and config["sampler"]["use_cache"] == "prefix"
-    assert config["lm_eval_infogain_version"] and config["decode_stats_mean"]["nfe"] == 16
+    assert config["lm_eval_infogain_version"] and 0 < config["decode_stats_mean"]["sudoku_4x4"]["nfe"] <= 16
+    stats = [json.loads(line) for line in stats_file.read_text().splitlines()]
+    assert sorted(row["doc_id"] for row in stats) == [0, 1, 2, 3] and {row["task"] for row in stats} == {"sudoku_4x4"}
     assert "acc" in results["results"]["sudoku_4x4"] or "acc,none" in results["results"]["sudoku_4x4"]
 
 

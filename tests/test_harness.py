@@ -1,6 +1,7 @@
 """The mdm_infogain lm-eval backend: model_args validation, gen_kwargs, stop strings, seeds, results info."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -50,6 +51,7 @@ def lm():
     ("gen_length=30", "gen_length=30 is invalid; allowed: a multiple of block_length=16"),
     ("steps=15", "steps=15 is invalid; allowed: a multiple of the number of blocks"),
     ("max_new_tokens=64,gen_length=32", "disagree"),
+    ("decode_stats=/nonexistent/dir/stats.jsonl", "decode_stats='/nonexistent/dir/stats.jsonl'"),
 ])
 def test_bad_model_args_fail_at_construction_with_one_line(args, message):
     with pytest.raises(ValueError) as error:
@@ -157,3 +159,15 @@ def test_chat_template_missing_is_a_clear_error(lm, monkeypatch):
 def test_empty_prompt_is_rejected(lm):
     with pytest.raises(ValueError, match="empty prompt"):
         lm.generate_until([request("")])
+
+
+def test_decode_stats_are_appended_per_request_and_summarised_per_task(tmp_path):
+    stats_file = tmp_path / "stats.jsonl"
+    lm = make_lm(f"mode=info_gain,decode_stats={stats_file}")
+    lm.generate_until([request("Write a story.", doc_id=0), request("0123 4321", doc_id=1)])
+    rows = [json.loads(line) for line in stats_file.read_text().splitlines()]
+    assert sorted(row["doc_id"] for row in rows) == [0, 1]
+    assert all(row["task"] == "unit" and row["nfe"] == 16 and row["seconds"] > 0 for row in rows)
+    summary = lm.get_model_info()["decode_stats_mean"]["unit"]
+    assert summary["requests"] == 2 and summary["nfe"] == 16
+    assert summary["cumulative_entropy"] == sum(row["cumulative_entropy"] for row in rows) / 2

@@ -56,6 +56,7 @@ def test_bypass_commits_confident_positions_without_lookahead():
     proposal = strategy.propose(context(logits, torch.ones(1, 4, dtype=torch.bool), 2))
     assert proposal.valid.tolist() == [[True, False, False, False]]
     assert proposal.commit[0, 0].tolist() == [False, False, True, False]  # min(k, |S|) = 1 position
+    assert proposal.bypass.tolist() == [True]
 
 
 def test_lookahead_candidates_commit_k_masked_positions():

@@ -78,7 +78,7 @@ class InfoGain:
         tokens = torch.cat([ctx.tokens[:, None], fresh_tokens], dim=1)  # [B, N, L]
         valid = torch.cat([torch.ones_like(lookahead[:, None]), lookahead[:, None].expand(-1, extra)], dim=1)
         valid &= ~duplicate_candidates(commit)
-        return Proposal(commit, tokens, valid)
+        return Proposal(commit, tokens, valid, bypass=bypass)
 
     def choose(self, ctx: StepContext, proposal: Proposal, next_entropy_mean: torch.Tensor) -> torch.Tensor:
         """Index [B] of the argmax-J valid candidate; next_entropy_mean [B, N] (ignored where invalid)."""

@@ -73,10 +73,12 @@ class DecodeStats:
     nfe: torch.Tensor  # [B] long
     tokens_forwarded: torch.Tensor  # [B] long, non-padding positions pushed through the model (all candidates)
     cumulative_entropy: torch.Tensor  # [B] float, sum of the entropy of each token when committed
+    bypass_tokens: torch.Tensor  # [B] long, tokens Info-Gain committed by its high-confidence bypass
 
     def row(self, index: int) -> dict:
         return {"nfe": int(self.nfe[index]), "tokens_forwarded": int(self.tokens_forwarded[index]),
-                "cumulative_entropy": float(self.cumulative_entropy[index])}
+                "cumulative_entropy": float(self.cumulative_entropy[index]),
+                "bypass_tokens": int(self.bypass_tokens[index])}
 
 
 @dataclass
@@ -112,7 +114,7 @@ class Decoder:
         self.generators = generators
         batch, total = canvas.ids.shape
         zeros = lambda dtype: torch.zeros(batch, dtype=dtype, device=canvas.ids.device)  # noqa: E731
-        self.stats = DecodeStats(zeros(torch.long), zeros(torch.long), zeros(torch.float64))
+        self.stats = DecodeStats(zeros(torch.long), zeros(torch.long), zeros(torch.float64), zeros(torch.long))
         self.cache = adapter.new_cache(batch, total) if config.use_cache != "none" else None
 
     def step_window(self, block_start: int, block_end: int) -> tuple[int, int]:
@@ -252,6 +254,8 @@ class Decoder:
         self.canvas.ids[:, block_start:block_end] = torch.where(commit, tokens, block)
         self.fill_after_eos(self.canvas.ids)
         self.stats.cumulative_entropy += (ctx.entropy * commit).sum(-1).double()
+        if proposal.bypass is not None:
+            self.stats.bypass_tokens += commit.sum(-1) * proposal.bypass
 
     def decode_block(self, block_start, block_end):
         width = block_end - block_start

@@ -32,6 +32,7 @@ class Proposal:
     commit: torch.Tensor  # [B, N, Lb] bool, positions each candidate commits
     tokens: torch.Tensor  # [B, N, Lb] long, tokens each candidate writes there
     valid: torch.Tensor  # [B, N] bool, candidates worth evaluating (candidate 0 always is)
+    bypass: torch.Tensor | None = None  # [B] bool, rows committing by a shortcut that skips the lookahead
 
 
 def top_k_mask(scores: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

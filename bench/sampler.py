@@ -90,7 +90,8 @@ def main():
 
     adapter = random_llada(args)
     generator = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(0, args.vocab - 2, (args.prompt,), generator=generator).tolist() for _ in range(args.batch)]
+    prompts = [torch.randint(0, args.vocab - 2, (args.prompt,), generator=generator).tolist()
+               for _ in range(args.batch)]
     base = dict(gen_length=args.gen, steps=args.steps, block_length=args.block)
     run = lambda mode, cache="prefix", batch=1: measure(  # noqa: E731
         adapter, prompts[:batch], SamplerConfig(mode=mode, use_cache=cache, **MODES[mode], **base), args.repeats)

@@ -146,7 +146,8 @@ def parse_args(argv=None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
         prog="python -m lm_eval_infogain.pc_baseline",
         description="Count the model tokenizer's token ids over a text corpus: pc_sampler's f_bg table.",
     )
-    parser.add_argument("--tokenizer", required=True, help="what pretrained= accepts: directory, hub id or bundled short name")
+    parser.add_argument("--tokenizer", required=True,
+                        help="what pretrained= accepts: directory, hub id or bundled short name")
     parser.add_argument("--input", required=True, type=Path, help="UTF-8 text corpus")
     parser.add_argument("--output", required=True, type=Path, help="JSON table to write")
     return parser, parser.parse_args(argv)

@@ -42,7 +42,8 @@ def test_tokenizer_has_mask_eos_pad_and_chat_template():
     assert tokenizer.convert_ids_to_tokens(adapter.spec.mask_id) == "<|mdm_mask|>"
     assert adapter.spec.eos_id == tokenizer.eos_token_id == adapter.spec.pad_id
     assert tokenizer.convert_tokens_to_ids("<|eot_id|>") in adapter.spec.stop_ids
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                         add_generation_prompt=True)
     assert chat == "<|startoftext|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>" \
                    "<|start_header_id|>assistant<|end_header_id|>\n\n"
 

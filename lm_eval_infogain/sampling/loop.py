@@ -66,6 +66,14 @@ def make_strategy(config: SamplerConfig, spec=None, device="cpu"):
     return ScoreStrategy(SCORE_STRATEGIES[config.mode])
 
 
+def replace_rows(logits: torch.Tensor, rows: torch.Tensor, new_logits: torch.Tensor) -> torch.Tensor:
+    """The next step's logits: fresh ones for the rows that were forwarded, the old ones elsewhere
+    (rows whose block is complete, which no later step of the block reads)."""
+    next_logits = logits.clone()
+    next_logits[rows] = new_logits
+    return next_logits
+
+
 @dataclass
 class DecodeStats:
     """Per-prompt counters. NFE counts forward calls a prompt took part in (a batched lookahead is one)."""
@@ -229,12 +237,8 @@ class Decoder:
         one_per_row = flat.numel() == batch and bool((rows == torch.arange(batch, device=rows.device)).all())
         new_logits = self.forward(ids, rows, self.step_window(block_start, block_end),
                                   (block_start, self.logits_end(block_start, block_end)), share_cache=one_per_row)
-        if one_per_row and not self.strategy.needs_lookahead:
-            return winner, new_logits
         if not self.strategy.needs_lookahead:
-            next_logits = logits.clone()
-            next_logits[rows] = new_logits
-            return winner, next_logits
+            return winner, new_logits if one_per_row else replace_rows(logits, rows, new_logits)
         still_masked = ids[:, block_start:block_start + new_logits.shape[1]] == self.adapter.spec.mask_id
         mean_entropy = (entropy(new_logits) * still_masked).sum(-1) / still_masked.sum(-1).clamp(min=1)  # [R]
         next_entropy = torch.zeros(batch * num_candidates, device=flat.device).index_put_((flat,), mean_entropy)
@@ -242,10 +246,8 @@ class Decoder:
         slot = torch.full((batch * num_candidates,), -1, dtype=torch.long, device=flat.device)
         slot[flat] = torch.arange(flat.numel(), device=flat.device)
         winner_slot = slot.view(batch, num_candidates).gather(1, winner[:, None]).squeeze(1)  # [B], -1: none
-        next_logits = logits.clone()
         evaluated = winner_slot >= 0
-        next_logits[evaluated] = new_logits[winner_slot[evaluated]]
-        return winner, next_logits
+        return winner, replace_rows(logits, evaluated, new_logits[winner_slot[evaluated]])
 
     def commit(self, ctx, proposal, winner, block_start, block_end):
         pick = lambda t: t[torch.arange(t.shape[0], device=t.device), winner]  # noqa: E731  [B, Lb]

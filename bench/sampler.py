@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from lm_eval_infogain import __version__
-from lm_eval_infogain.models.base import ModelSpec
-from lm_eval_infogain.models.llada import LLaDAAdapter, LLaDAConfig, LLaDAModelLM
+from lm_eval_infogain.models.base import ModelAdapter, ModelSpec
+from lm_eval_infogain.models.llada import LLaDAConfig, LLaDAModelLM
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.loop import generate
 
@@ -30,7 +30,7 @@ MODES = {
 }
 
 
-def random_llada(args) -> LLaDAAdapter:
+def random_llada(args) -> ModelAdapter:
     vocab = args.vocab
     config = LLaDAConfig(d_model=args.hidden, n_heads=args.heads, n_layers=args.layers,
                          mlp_hidden_size=args.mlp or 4 * args.hidden, vocab_size=vocab,
@@ -41,7 +41,7 @@ def random_llada(args) -> LLaDAAdapter:
     model.to(dtype=getattr(torch, args.dtype)).eval()
     spec = ModelSpec(mask_id=vocab - 1, eos_id=vocab - 2, pad_id=vocab - 2, vocab_size=vocab,
                      stop_ids=(vocab - 2,), max_length=1 << 16)
-    return LLaDAAdapter(model, spec)
+    return ModelAdapter(model, spec)
 
 
 def measure(adapter, prompts, config, repeats: int) -> dict:

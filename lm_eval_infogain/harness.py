@@ -26,14 +26,14 @@ from tqdm import tqdm
 
 from lm_eval_infogain import __version__
 from lm_eval_infogain.models.registry import load, resolve_pretrained
-from lm_eval_infogain.sampling.config import SamplerConfig, check, is_int
+from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int
 from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
 
 logger = logging.getLogger(__name__)
 
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
-HARNESS_KEYS = ("pretrained", "max_new_tokens", "batch_size", "max_batch_size", "dtype", "device", "seed",
-                "decode_stats")
+HARNESS_KEYS = ("pretrained", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
+                "max_batch_size", "dtype", "device", "seed", "decode_stats")
 KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample"}
 
 
@@ -68,9 +68,10 @@ def choose_device(requested: str | None, accelerator) -> str:
 
 @register_model("mdm_infogain")
 class MDMInfoGainLM(LM):
-    def __init__(self, pretrained: str = "tiny-random-llada", batch_size=1, max_batch_size=None,
-                 dtype: str = "auto", device: str | None = None, seed: int | None = None,
-                 max_new_tokens: int | None = None, decode_stats: str | None = None, **sampler_args):
+    def __init__(self, pretrained: str = "tiny-random-llada", arch: str | None = None, trust_remote_code=False,
+                 peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
+                 device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
+                 decode_stats: str | None = None, **sampler_args):
         super().__init__()
         unknown = sorted(set(sampler_args) - set(SAMPLER_KEYS))
         if unknown:
@@ -90,7 +91,10 @@ class MDMInfoGainLM(LM):
         self.seed = torch.initial_seed() if seed is None else seed
         self.accelerator = self.setup_data_parallel()
         self.pretrained = pretrained
-        self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator))
+        check(isinstance(trust_remote_code, bool), "trust_remote_code", trust_remote_code, "True or False")
+        self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
+                                            arch=arch, trust_remote_code=trust_remote_code, peft=peft)
+        self.sampler = fit_to_model(self.sampler, set(sampler_args), self.adapter.spec)
         self._device = self.adapter.device
         if self.sampler.mode == "pc_sampler":  # a bad baseline file fails now, not at the first request
             background_log_frequencies(self.sampler.pc_baseline, self.adapter.spec.vocab_size, str(self.device))

@@ -50,6 +50,16 @@ def test_stock_cli_runs_backend_and_records_settings(tmp_path):
     assert "acc" in results["results"]["sudoku_4x4"] or "acc,none" in results["results"]["sudoku_4x4"]
 
 
+@pytest.mark.parametrize("arch", ["mmada", "dream", "sdar", "trado"])
+def test_stock_cli_runs_every_architecture(tmp_path, arch):
+    model_args = FAST_ARGS.replace("tiny-random-llada", f"tiny-random-{arch}") + ",mode=info-gain"
+    run(lm_eval_command(sys.executable, model_args, tmp_path / "out", "--apply_chat_template"), tmp_path)
+    results, samples = results_and_samples(tmp_path / "out")
+    assert sorted(samples) == [0, 1, 2, 3]
+    assert results["config"]["sampler"]["use_cache"] == "prefix"
+    assert results["config"]["model_type"] == {"mmada": "mmada", "dream": "Dream"}.get(arch, "sdar")
+
+
 def test_include_path_and_chat_template(tmp_path):
     output = tmp_path / "out"
     run(lm_eval_command(sys.executable, FAST_ARGS, output, "--include_path", str(REPO / "task_configs"),

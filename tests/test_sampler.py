@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lm_eval_infogain.models.llada import LLaDAAdapter, LLaDAConfig, LLaDAModelLM
+from lm_eval_infogain.models.base import ModelAdapter
+from lm_eval_infogain.models.llada import LLaDAConfig, LLaDAModelLM
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.loop import block_ranges, build_canvas, generate, linear_schedule
 
@@ -38,8 +39,14 @@ def test_linear_schedule_spreads_remainder_over_first_steps():
 
 
 def test_block_ranges_cover_generation_with_short_last_block():
-    assert block_ranges(64, 32) == [(0, 32), (32, 64)]
-    assert block_ranges(40, 32) == [(0, 32), (32, 40)]
+    assert block_ranges(0, 64, 32) == [(0, 32), (32, 64)]
+    assert block_ranges(5, 40, 32) == [(5, 37), (37, 45)]
+
+
+def test_block_ranges_follow_a_block_causal_models_blocks():
+    # the prompt ends inside an attention block of 4: the first block only fills that block
+    assert block_ranges(5, 16, 8, attention_block_size=4) == [(5, 8), (8, 16), (16, 21)]
+    assert block_ranges(8, 16, 8, attention_block_size=4) == [(8, 16), (16, 24)]
 
 
 @pytest.mark.parametrize("window_end", ["block", "canvas"])
@@ -53,8 +60,7 @@ def test_sliced_forward_against_cache_matches_full_forward(tiny, prompts, window
     adapter.forward(canvas.ids, canvas.positions, canvas.key_mask, cache, 0, 0)  # builds the cache
     for start in (canvas.prompt_length, canvas.prompt_length + 16):
         end = start + 16 if window_end == "block" else total  # dual: the block; prefix: to the end
-        sliced = adapter.forward(canvas.ids[:, start:end], canvas.positions[:, start:end], canvas.key_mask,
-                                 cache, start, start)
+        sliced = adapter.forward(canvas.ids[:, start:end], canvas.positions, canvas.key_mask, cache, start, start)
         torch.testing.assert_close(sliced, full[:, start:end], atol=1e-5, rtol=1e-5)
 
 
@@ -88,7 +94,7 @@ def test_caches_are_exact_for_a_one_layer_model(tiny, prompts, mode, pc_baseline
         for parameter in model.parameters():
             if parameter.dim() > 1:
                 parameter.normal_(std=0.1)
-    one_layer = LLaDAAdapter(model, adapter.spec)
+    one_layer = ModelAdapter(model, adapter.spec)
     settings = dict(gen_length=64, steps=32, block_length=16, **mode_settings(mode, pc_baseline_file))
     outputs = {cache: generate(one_layer, prompts, SamplerConfig(use_cache=cache, **settings), [0, 1, 2, 3])[0]
                for cache in CACHES}
@@ -243,3 +249,100 @@ def test_out_of_memory_retries_in_smaller_chunks(tiny, prompts, mode, cache, cap
 def test_out_of_memory_even_one_at_a_time_is_raised(tiny, prompts):
     with pytest.raises(torch.OutOfMemoryError):
         generate(MemoryStarvedAdapter(tiny[0], limit=0), prompts[:1], SamplerConfig(**SMALL), [0])
+
+
+# ---------------------------------------------------------------- every architecture
+
+OTHER_ARCHS = ["mmada", "dream", "sdar", "trado"]  # LLaDA is the `tiny` fixture of the tests above
+
+
+@pytest.fixture(scope="module")
+def architectures():
+    """The tiny models in float64: a batch's padding changes fp32 logits by ~1e-6 (other GEMM shapes),
+    enough to flip a near-tie between two candidates now and then; in float64 the loop's exactness
+    (batched == one by one) is what is tested, not the luck of rounding."""
+    from lm_eval_infogain.models.registry import load
+
+    models = {}
+    for arch in OTHER_ARCHS:
+        adapter, tokenizer = load(f"tiny-random-{arch}", dtype="float32", device="cpu")
+        adapter = ModelAdapter(adapter.model.double(), adapter.spec)
+        texts = ["Solve: 1 2 3 4", "Write a story about a lighthouse.", "0123", "The answer is: 44-15=29"]
+        models[arch] = adapter, [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    return models
+
+
+def fitted(adapter, **settings) -> SamplerConfig:
+    from lm_eval_infogain.sampling.config import fit_to_model
+
+    return fit_to_model(SamplerConfig(**settings), set(settings), adapter.spec)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", OTHER_ARCHS)
+def test_every_mode_and_cache_on_every_architecture(architectures, arch, mode, pc_baseline_file, monkeypatch):
+    """Completes with no mask left and the prompt intact, in every cache mode the model supports."""
+    from lm_eval_infogain.sampling import loop
+
+    adapter, prompts = architectures[arch]
+    canvases = []
+    monkeypatch.setattr(loop, "build_canvas", lambda *a: canvases.append(build_canvas(*a)) or canvases[-1])
+    for cache in adapter.spec.cache_modes:
+        config = fitted(adapter, use_cache=cache, **mode_settings(mode, pc_baseline_file), **SMALL)
+        generated, _ = generate(adapter, prompts, config, [11, 22, 33, 44])
+        for prompt, row in zip(prompts, generated):
+            assert len(row) == SMALL["gen_length"] and adapter.spec.mask_id not in row
+    for canvas in canvases:  # after decoding, every row still holds one of the prompts before its generation
+        prompt_part, real = canvas.ids[:, :canvas.prompt_length], canvas.key_mask[:, :canvas.prompt_length]
+        assert all(row[keep].tolist() in prompts for row, keep in zip(prompt_part, real))
+        assert (prompt_part[~real] == adapter.spec.pad_id).all()
+
+
+@pytest.mark.parametrize("mode", ["original", "random", "info_gain", "fast_dllm"])
+@pytest.mark.parametrize("arch", OTHER_ARCHS)
+def test_batched_equals_one_by_one_on_every_architecture(architectures, arch, mode):
+    # Block-causal models included: their canvases group prompts by length modulo the block size.
+    adapter, prompts = architectures[arch]
+    for cache in adapter.spec.cache_modes:
+        config = fitted(adapter, use_cache=cache, **mode_settings(mode, ""), **SMALL)
+        batched, batched_stats = generate(adapter, prompts, config, [11, 22, 33, 44])
+        for prompt, seed, row, row_stats in zip(prompts, [11, 22, 33, 44], batched, batched_stats):
+            single, single_stats = generate(adapter, [prompt], config, [seed])
+            assert single[0] == row and single_stats[0]["nfe"] == row_stats["nfe"]
+
+
+@pytest.mark.parametrize("mode", ["original", "random", "info_gain", "fast_dllm", "eb_sampler", "pc_sampler"])
+def test_block_causal_prefix_cache_is_exact(architectures, mode, pc_baseline_file):
+    # A finished block's keys/values depend only on it and earlier blocks: caching them changes nothing.
+    adapter, prompts = architectures["sdar"]
+    settings = dict(gen_length=32, steps=32, **mode_settings(mode, pc_baseline_file))
+    outputs = {cache: generate(adapter, prompts, fitted(adapter, use_cache=cache, **settings), [1, 2, 3, 4])
+               for cache in ("none", "prefix")}
+    assert outputs["prefix"][0] == outputs["none"][0]
+    assert [s["nfe"] for s in outputs["prefix"][1]] == [s["nfe"] for s in outputs["none"][1]]
+    # ... while forwarding far fewer tokens: the committed prefix is not recomputed at every step
+    assert sum(s["tokens_forwarded"] for s in outputs["prefix"][1]) < \
+        sum(s["tokens_forwarded"] for s in outputs["none"][1]) / 2
+
+
+@pytest.mark.parametrize("mode", ["original", "info_gain", "fast_dllm"])
+@pytest.mark.parametrize("arch", ["mmada", "dream"])
+def test_caches_are_exact_for_one_layer_on_other_bidirectional_models(architectures, arch, mode):
+    # As for LLaDA above; for Dream this also checks that cached windows start one position early
+    # for its shifted logits.
+    adapter, prompts = architectures[arch]
+    model_cls = type(adapter.model)
+    config = model_cls.config_class(**{**adapter.model.config.to_dict(), "n_layers": 1, "num_hidden_layers": 1})
+    torch.manual_seed(0)
+    model = model_cls(config).eval().double()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() > 1 or name.endswith(".bias"):
+                parameter.normal_(std=0.1)
+    one_layer = ModelAdapter(model, adapter.spec)
+    settings = dict(gen_length=64, steps=32, block_length=16, **mode_settings(mode, ""))
+    outputs = {cache: generate(one_layer, prompts, SamplerConfig(use_cache=cache, **settings), [0, 1, 2, 3])[0]
+               for cache in CACHES}
+    assert outputs["prefix"] == outputs["none"]
+    if mode != "info_gain":
+        assert outputs["dual"] == outputs["none"]

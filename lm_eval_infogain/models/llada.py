@@ -6,18 +6,18 @@ up_proj, ff_out}, ln_f, ff_out}. `ff_proj` is the SiLU-gated branch; the top-lev
 LM head (absent when weight_tying). Logits are not shifted: position i predicts token i.
 """
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from lm_eval_infogain.models.base import ModelSpec
-from lm_eval_infogain.models.layers import RMSNorm, apply_rotary, attend, rotary_cos_sin
-from lm_eval_infogain.sampling.cache import KVCache
+from lm_eval_infogain.models.layers import (
+    RMSNorm, WholeSequenceForward, apply_rotary, attend, attention_mask, logits_hidden, rotary_cos_sin, split_heads,
+)
 
 
 class LLaDAConfig(PretrainedConfig):
     model_type = "llada"
+    shape_keys = ("d_model", "n_heads", "n_layers", "mlp_hidden_size", "vocab_size")  # what config.json must give
 
     def __init__(
         self,
@@ -72,17 +72,13 @@ class LLaDABlock(nn.Module):
         self.up_proj = nn.Linear(config.d_model, config.mlp_hidden_size, bias=False)
         self.ff_out = nn.Linear(config.mlp_hidden_size, config.d_model, bias=False)
 
-    def split_heads(self, x, heads):
-        batch, width, _ = x.shape
-        return x.view(batch, width, heads, self.head_dim).transpose(1, 2)  # [B, H, W, D]
-
-    def forward(self, x, rotary, key_mask, cache, layer, window_start):
+    def forward(self, x, rotary, mask, cache, layer, window_start):
         h = self.attn_norm(x)  # [B, W, C]
         cos, sin = rotary
-        queries = apply_rotary(self.split_heads(self.q_proj(h), self.n_heads), cos, sin)  # [B, H, W, D]
-        keys = apply_rotary(self.split_heads(self.k_proj(h), self.n_kv_heads), cos, sin)  # [B, Hkv, W, D]
-        values = self.split_heads(self.v_proj(h), self.n_kv_heads)  # [B, Hkv, W, D]
-        attended = attend(queries, keys, values, key_mask, cache, layer, window_start)  # [B, H, W, D]
+        queries = apply_rotary(split_heads(self.q_proj(h), self.n_heads, self.head_dim), cos, sin)  # [B, H, W, D]
+        keys = apply_rotary(split_heads(self.k_proj(h), self.n_kv_heads, self.head_dim), cos, sin)  # [B, Hkv, W, D]
+        values = split_heads(self.v_proj(h), self.n_kv_heads, self.head_dim)  # [B, Hkv, W, D]
+        attended = attend(queries, keys, values, mask, cache, layer, window_start)  # [B, H, W, D]
         x = x + self.attn_out(attended.transpose(1, 2).flatten(2))  # [B, W, C]
         h = self.ff_norm(x)
         return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))  # [B, W, C]
@@ -107,22 +103,27 @@ class LLaDAModel(nn.Module):
         return self.transformer.ff_out(hidden)
 
     def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
+        """Logits [B, W', V] of canvas positions [logits_start, logits_end); see base.Adapter.forward."""
         config = self.config
+        window = (window_start, window_start + input_ids.shape[1])
+        mask = attention_mask(key_mask, positions, window, cache is not None, block_size=None)
+        rotary = rotary_cos_sin(positions[:, window[0]:window[1]], config.d_model // config.n_heads,
+                                config.rope_theta)
         x = self.transformer.wte(input_ids)  # [B, W, C]
-        rotary = rotary_cos_sin(positions, config.d_model // config.n_heads, config.rope_theta)
         for layer, block in enumerate(self.transformer.blocks):
-            x = block(x, rotary, key_mask, cache, layer, window_start)
-        stop = None if logits_end is None else logits_end - window_start
-        hidden = self.transformer.ln_f(x[:, logits_start - window_start:stop])  # [B, W', C]
-        return self.lm_head(hidden).float()  # [B, W', V]
+            x = block(x, rotary, mask, cache, layer, window_start)
+        hidden = logits_hidden(x, window_start, logits_start, logits_end, shift=0)  # [B, W', C]
+        return self.lm_head(self.transformer.ln_f(hidden)).float()  # [B, W', V]
 
 
-class LLaDAModelLM(PreTrainedModel):
+class LLaDAModelLM(WholeSequenceForward, PreTrainedModel):
     """The official top-level class name; holds `model` so checkpoint keys read model.transformer.*."""
 
     config_class = LLaDAConfig
     base_model_prefix = "model"
     _no_split_modules = ["LLaDABlock"]
+    logits_shift = 0
+    attention_block_size = None  # bidirectional
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
@@ -135,30 +136,9 @@ class LLaDAModelLM(PreTrainedModel):
         elif isinstance(module, RMSNorm):
             nn.init.ones_(module.weight)
 
-    def forward(self, input_ids, positions=None, key_mask=None, cache=None, window_start=0, logits_start=None):
-        if positions is None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        if key_mask is None:
-            key_mask = torch.ones_like(input_ids, dtype=torch.bool)
-        logits_start = window_start if logits_start is None else logits_start
-        return self.model(input_ids, positions, key_mask, cache, window_start, logits_start)
+    def window_logits(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
+        return self.model(input_ids, positions, key_mask, cache, window_start, logits_start, logits_end)
 
-
-class LLaDAAdapter:
-    """The sampler's view of a LLaDA model (also MMaDA's text path: same backbone)."""
-
-    def __init__(self, model: LLaDAModelLM, spec: ModelSpec):
-        self.model = model
-        self.spec = spec
-        self.device = model.device
-        self.dtype = model.dtype
-
-    def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
-        return self.model.model(input_ids, positions, key_mask, cache, window_start, logits_start, logits_end)
-
-    def new_cache(self, batch, length):
-        config = self.model.config
-        return KVCache.allocate(
-            config.n_layers, batch, config.n_kv_heads, length, config.d_model // config.n_heads,
-            self.dtype, self.device,
-        )
+    def cache_geometry(self) -> tuple[int, int, int]:
+        config = self.config
+        return config.n_layers, config.n_kv_heads, config.d_model // config.n_heads

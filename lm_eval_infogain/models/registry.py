@@ -1,47 +1,81 @@
-"""`pretrained=` -> (adapter, tokenizer): short names, architecture table, dtype and device.
+"""`pretrained=` -> (adapter, tokenizer): short names, the architecture table, dtype, device, peft.
 
-The architecture is read from the checkpoint's config.json `model_type`; an unknown one raises
-with the list of known ones (never a guess from a name substring, never a default mask id).
+The architecture is read from the checkpoint's config.json (`model_type`, then `architectures`, then
+`auto_map`), or named with `arch=`. A checkpoint none of these recognise raises, naming the known
+architectures, unless `trust_remote_code=True`: then transformers' AutoModel runs the checkpoint's own
+code, without a cache (never a guess from a name substring, never a default mask id).
 """
 
+import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, GenerationConfig, PretrainedConfig
+from transformers import AutoConfig, AutoModel, AutoTokenizer, GenerationConfig, PretrainedConfig
 
-from lm_eval_infogain.models.base import ModelSpec
-from lm_eval_infogain.models.llada import LLaDAAdapter, LLaDAModelLM
+from lm_eval_infogain.models.base import ModelAdapter, ModelSpec
+from lm_eval_infogain.models.dream import DreamModel
+from lm_eval_infogain.models.llada import LLaDAModelLM
+from lm_eval_infogain.models.mmada import MMadaModelLM
+from lm_eval_infogain.models.remote import RemoteCodeAdapter
+from lm_eval_infogain.models.sdar import SDARForCausalLM
+
+logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-BUNDLED = {"tiny-random-llada": ASSETS / "tiny-random-llada"}
-ARCHITECTURES = {"llada": (LLaDAModelLM, LLaDAAdapter)}
+# arch name -> our model class (TraDo is the SDAR architecture, named apart for its short names).
+ARCHITECTURES = {"llada": LLaDAModelLM, "mmada": MMadaModelLM, "dream": DreamModel, "sdar": SDARForCausalLM,
+                 "trado": SDARForCausalLM}
+HUB_IDS = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "dream": "Dream-org/Dream-v0-Instruct-7B",
+           "sdar": "JetLM/SDAR-8B-Chat", "trado": "Gen-Verse/TraDo-8B-Instruct", "mmada": "Gen-Verse/MMaDA-8B-MixCoT"}
+BUNDLED = {f"tiny-random-{arch}": ASSETS / f"tiny-random-{arch}" for arch in ARCHITECTURES}
 # AutoTokenizer / AutoConfig read config.json too; let them know our model types.
-for model_cls, _ in ARCHITECTURES.values():
+for model_cls in ARCHITECTURES.values():
     AutoConfig.register(model_cls.config_class.model_type, model_cls.config_class, exist_ok=True)
 
 DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 def resolve_pretrained(pretrained: str) -> str:
-    """A bundled short name -> its directory; anything else is a path or hub id, as for transformers."""
-    return str(BUNDLED.get(pretrained, pretrained))
+    """A short name (llada, tiny-random-dream, ...) -> its hub id or bundled directory; anything else
+    is a path or hub id, as for transformers."""
+    return str(BUNDLED.get(pretrained) or HUB_IDS.get(pretrained, pretrained))
 
 
-def resolve_dtype(name: str, config: PretrainedConfig, device: torch.device) -> torch.dtype:
+def short_name_arch(pretrained: str) -> str | None:
+    """The architecture a short name implies (it tells TraDo from SDAR, which share a config)."""
+    for arch in ARCHITECTURES:
+        if pretrained in (arch, f"tiny-random-{arch}"):
+            return arch
+    return None
+
+
+def detect_architecture(config_dict: dict) -> str | None:
+    """Our arch name for a config.json: its model_type, else its architectures, else its auto_map."""
+    by_model_type = {cls.config_class.model_type.lower(): arch for arch, cls in ARCHITECTURES.items()}
+    by_class_name = {cls.__name__: arch for arch, cls in ARCHITECTURES.items()}
+    model_type = str(config_dict.get("model_type", "")).lower()
+    if model_type in by_model_type:
+        return by_model_type[model_type]
+    class_names = list(config_dict.get("architectures") or [])
+    auto_map = config_dict.get("auto_map") or {}
+    class_names += [ref.rsplit(".", 1)[-1] for ref in auto_map.values() if isinstance(ref, str)]
+    return next((by_class_name[name] for name in class_names if name in by_class_name), None)
+
+
+def resolve_dtype(name: str, checkpoint_dtype, device: torch.device) -> torch.dtype:
     """'auto' keeps the checkpoint's dtype on GPUs and uses float32 on CPU (bf16 matmuls are slow there)."""
     if name not in DTYPES:
         raise ValueError(f"dtype={name!r} is invalid; allowed: {' | '.join(DTYPES)}")
     if DTYPES[name] is not None:
         return DTYPES[name]
-    if device.type == "cpu":
+    if device.type == "cpu" or checkpoint_dtype is None:
         return torch.float32
-    checkpoint_dtype = getattr(config, "dtype", None) or torch.float32
     return getattr(torch, checkpoint_dtype) if isinstance(checkpoint_dtype, str) else checkpoint_dtype
 
 
 def stop_ids(config, tokenizer, path: str) -> tuple[int, ...]:
     """EOS of the config and tokenizer plus generation_config.json's eos list (e.g. end-of-turn)."""
-    ids = [config.eos_token_id, tokenizer.eos_token_id]
+    ids = [getattr(config, "eos_token_id", None), tokenizer.eos_token_id]
     try:
         generation_eos = GenerationConfig.from_pretrained(path).eos_token_id
     except OSError:  # no generation_config.json: config and tokenizer EOS are all there is
@@ -50,38 +84,106 @@ def stop_ids(config, tokenizer, path: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(i for i in ids if i is not None))
 
 
-def model_spec(config, tokenizer, path: str) -> ModelSpec:
+def model_spec(config, tokenizer, path: str, model=None) -> ModelSpec:
+    """The ids and facts the sampler needs; model None: a trust_remote_code model (no cache, no shift)."""
     mask_id = getattr(config, "mask_token_id", None)
     if mask_id is None:
         mask_id = tokenizer.mask_token_id
     if mask_id is None:
-        raise ValueError(f"pretrained={path!r} has no mask token (config.mask_token_id or tokenizer.mask_token)")
-    eos_id = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
+        raise ValueError(f"pretrained={path!r} has no mask token (config.mask_token_id or tokenizer.mask_token); "
+                         "a masked diffusion model needs one")
+    eos_id = config.eos_token_id if getattr(config, "eos_token_id", None) is not None else tokenizer.eos_token_id
+    if isinstance(eos_id, list):
+        eos_id = eos_id[0]
     pad_id = getattr(config, "pad_token_id", None)
     pad_id = eos_id if pad_id is None else pad_id
+    block_size = None if model is None else model.attention_block_size
     return ModelSpec(
         mask_id=mask_id, eos_id=eos_id, pad_id=pad_id,
         vocab_size=getattr(config, "embedding_size", None) or config.vocab_size,  # rows of the LM head
-        stop_ids=stop_ids(config, tokenizer, path), max_length=getattr(config, "max_sequence_length", 4096),
+        stop_ids=stop_ids(config, tokenizer, path),
+        max_length=getattr(config, "max_sequence_length", None) or getattr(config, "max_position_embeddings", 4096),
+        logits_shift=0 if model is None else model.logits_shift, attention_block_size=block_size,
+        cache_modes=supported_cache_modes(model is not None, block_size),
     )
 
 
-def architecture_of(path: str) -> str:
-    config_dict, _ = PretrainedConfig.get_config_dict(path)
-    model_type = config_dict.get("model_type")
-    if model_type not in ARCHITECTURES:
-        raise ValueError(f"pretrained={path!r} has model_type={model_type!r}; supported: {', '.join(ARCHITECTURES)}")
-    return model_type
+def supported_cache_modes(own_model: bool, block_size: int | None) -> tuple[str, ...]:
+    if not own_model:
+        return ("none",)
+    if block_size is not None:  # dual caches positions after the block, which block-causal attention never reads
+        return ("none", "prefix")
+    return ("none", "prefix", "dual")
 
 
-def load(pretrained: str, dtype: str = "auto", device: str = "cpu"):
+def check_config_keys(config_dict: dict, config_class, arch: str, pretrained: str) -> None:
+    """The shape keys the architecture reads must be in config.json: a missing one would silently take
+    the 8B default and build a model of the wrong size (e.g. arch= naming another family)."""
+    missing = [key for key in config_class.shape_keys if key not in config_dict]
+    if missing:
+        raise ValueError(f"pretrained={pretrained!r}: config.json lacks {', '.join(missing)}, which arch={arch!r} "
+                         "reads; is arch= right?")
+
+
+def check_weights(info: dict, path: str) -> None:
+    """Every parameter must come from the checkpoint: a half-random model would only produce noise."""
+    if info["missing_keys"]:
+        names = sorted(info["missing_keys"])
+        raise ValueError(f"pretrained={path!r} lacks {len(names)} weight(s) this architecture needs, e.g. "
+                         f"{', '.join(names[:3])}; is arch= right?")
+    if info["unexpected_keys"]:
+        names = sorted(info["unexpected_keys"])
+        logger.warning("pretrained=%r has %d weight(s) the model does not use, e.g. %s", path, len(names),
+                       ", ".join(names[:3]))
+
+
+def apply_peft(model, peft_dir: str):
+    """Load a LoRA (or other peft) adapter and merge it into the weights: no adapter cost per forward."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, peft_dir).merge_and_unload()
+
+
+def checkpoint_or_error(read, pretrained: str):
+    """Run a transformers loading call; a missing or unreadable file becomes one line naming the checkpoint."""
+    try:
+        return read()
+    except OSError as error:
+        raise ValueError(f"pretrained={pretrained!r} could not be loaded: {str(error).splitlines()[0]}") from None
+
+
+def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | None = None,
+         trust_remote_code: bool = False, peft: str | None = None):
     """Load a checkpoint in its official layout; returns (adapter, tokenizer)."""
     path = resolve_pretrained(pretrained)
-    model_cls, adapter_cls = ARCHITECTURES[architecture_of(path)]
-    config = model_cls.config_class.from_pretrained(path)
+    if arch is not None and arch not in ARCHITECTURES:
+        raise ValueError(f"arch={arch!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(path)
+    except OSError as error:
+        raise ValueError(f"pretrained={pretrained!r}: no config.json found at {path!r} ({error})") from None
+    arch = arch or short_name_arch(pretrained) or detect_architecture(config_dict)
     torch_device = torch.device(device)
-    model = model_cls.from_pretrained(path, dtype=resolve_dtype(dtype, config, torch_device))
+    torch_dtype = resolve_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"), torch_device)
+    tokenizer = checkpoint_or_error(lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code),
+                                    pretrained)
+    if arch is None:
+        if not trust_remote_code:
+            raise ValueError(f"pretrained={pretrained!r} has model_type={config_dict.get('model_type')!r}, which is "
+                             f"not a known architecture ({', '.join(ARCHITECTURES)}); name one with arch=, or pass "
+                             "trust_remote_code=True to run the checkpoint's own code (no cache)")
+        logger.warning("pretrained=%r is not a known architecture: running its own code through AutoModel "
+                       "(trust_remote_code), without a cache", pretrained)
+        model = checkpoint_or_error(lambda: AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch_dtype),
+                                    pretrained)
+        model = apply_peft(model, peft) if peft else model
+        model.to(torch_device).eval()
+        return RemoteCodeAdapter(model, model_spec(model.config, tokenizer, path)), tokenizer
+    model_cls = ARCHITECTURES[arch]
+    check_config_keys(config_dict, model_cls.config_class, arch, pretrained)
+    model, info = checkpoint_or_error(
+        lambda: model_cls.from_pretrained(path, dtype=torch_dtype, output_loading_info=True), pretrained)
+    check_weights(info, path)
+    model = apply_peft(model, peft) if peft else model
     model.to(torch_device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return adapter_cls(model, model_spec(config, tokenizer, path)), tokenizer
-
+    return ModelAdapter(model, model_spec(model.config, tokenizer, path, model)), tokenizer

@@ -1,5 +1,6 @@
 """Every sampler option, validated once, with one-line errors naming the key, value and what is allowed."""
 
+import dataclasses
 from dataclasses import dataclass
 
 # mode names users type (seed README and ALGORITHM.md spellings) -> canonical strategy name
@@ -104,3 +105,25 @@ class SamplerConfig:
     @property
     def steps_per_block(self) -> int:
         return self.steps // self.num_blocks
+
+
+def fit_to_model(config: SamplerConfig, given: set[str], spec) -> SamplerConfig:
+    """The config for this model: its own defaults for what the user left out, and its limits checked.
+
+    A block-causal model (SDAR, TraDo) decodes one of its attention blocks at a time unless told
+    otherwise; a model without a cache of ours (trust_remote_code) runs with use_cache=none.
+    """
+    defaults = {}
+    if spec.attention_block_size is not None and "block_length" not in given:
+        defaults["block_length"] = spec.attention_block_size
+    if config.use_cache not in spec.cache_modes and "use_cache" not in given:
+        defaults["use_cache"] = spec.cache_modes[0]
+    config = dataclasses.replace(config, **defaults)
+    check(config.use_cache in spec.cache_modes, "use_cache", config.use_cache,
+          f"{' | '.join(spec.cache_modes)} for this model"
+          + (" (dual caches positions after the block, which block-causal attention never reads)"
+             if spec.attention_block_size else ""))
+    if spec.attention_block_size is not None:
+        check(config.block_length % spec.attention_block_size == 0, "block_length", config.block_length,
+              f"a multiple of the model's attention block size {spec.attention_block_size}")
+    return config

@@ -14,6 +14,11 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
    forward per step, and none for a prompt whose block is complete.
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
 prompt's output does not depend on its batch.
+
+Architectures differ only through their ModelSpec. A shifted model (Dream) has its cached windows start
+one position before the block. A block-causal model (SDAR, TraDo) never needs what follows the block:
+every window ends with it, and with a cache the block-start forward recomputes only what is not final
+yet (the finished block: its keys/values are committed then), so caching is exact for it.
 """
 
 import functools
@@ -37,9 +42,26 @@ def linear_schedule(num_masked: int, steps: int) -> list[int]:
     return [base + (1 if step < remainder else 0) for step in range(steps)]
 
 
-def block_ranges(gen_length: int, block_length: int) -> list[tuple[int, int]]:
-    """[start, end) offsets of the blocks in the generated region; the last one may be shorter."""
-    return [(start, min(start + block_length, gen_length)) for start in range(0, gen_length, block_length)]
+def block_ranges(prompt_length: int, gen_length: int, block_length: int,
+                 attention_block_size: int | None = None) -> list[tuple[int, int]]:
+    """[start, end) canvas indices of the semi-autoregressive blocks; the last one may be shorter.
+
+    For a block-causal model the blocks follow its own attention blocks: the first one only fills the
+    rest of the block the prompt ends in (the prompt's tail shares it), so that every later one starts
+    on a block boundary (canvas indices are block-aligned, see `generate`).
+    """
+    start, end = prompt_length, prompt_length + gen_length
+    ranges = []
+    if attention_block_size and start % attention_block_size:
+        first_end = min(end, start + attention_block_size - start % attention_block_size)
+        ranges.append((start, first_end))
+        start = first_end
+    ranges += [(block, min(block + block_length, end)) for block in range(start, end, block_length)]
+    return ranges
+
+
+def align_down(index: int, size: int | None) -> int:
+    return index if size is None else index - index % size
 
 
 @functools.lru_cache(maxsize=4)
@@ -124,12 +146,30 @@ class Decoder:
         zeros = lambda dtype: torch.zeros(batch, dtype=dtype, device=canvas.ids.device)  # noqa: E731
         self.stats = DecodeStats(zeros(torch.long), zeros(torch.long), zeros(torch.float64), zeros(torch.long))
         self.cache = adapter.new_cache(batch, total) if config.use_cache != "none" else None
+        self.block_size = adapter.spec.attention_block_size
+        self.cache_final_until = 0  # block-causal: the cache holds final keys/values before this index
+
+    def block_start_window(self, block_end: int) -> tuple[int, int]:
+        """[start, end) of the canvas the forward at a block's start computes.
+
+        Bidirectional: the whole canvas (it refreshes every cached key). Block-causal: nothing after the
+        block matters; with a cache, only what is not final yet (this also commits the finished block).
+        """
+        if self.block_size is None:
+            return 0, self.canvas.ids.shape[1]
+        return (0 if self.cache is None else self.cache_final_until), block_end
 
     def step_window(self, block_start: int, block_end: int) -> tuple[int, int]:
-        """[start, end) of the canvas a within-block forward recomputes, per cache mode."""
-        total = self.canvas.ids.shape[1]
-        return {"none": (0, total), "prefix": (block_start, total), "dual": (block_start, block_end)}[
-            self.config.use_cache]
+        """[start, end) of the canvas a within-block forward recomputes, per cache mode.
+
+        A shifted model (Dream) reads the logit of block_start from block_start - 1, so its cached
+        windows start there. A block-causal model recomputes from the start of the attention block the
+        current block lies in (the prompt's tail shares the first one) up to the block's end.
+        """
+        if self.block_size is not None:
+            return (0 if self.cache is None else align_down(block_start, self.block_size)), block_end
+        total, start = self.canvas.ids.shape[1], block_start - self.adapter.spec.logits_shift
+        return {"none": (0, total), "prefix": (start, total), "dual": (start, block_end)}[self.config.use_cache]
 
     def logits_end(self, block_start: int, block_end: int) -> int:
         """Logits are needed for the block only, except by a lookahead, which also scores the masked
@@ -172,8 +212,8 @@ class Decoder:
     def forward_chunk(self, ids, rows, window, logits_range, cache):
         window_start, window_end = window
         logits = self.adapter.forward(
-            ids[:, window_start:window_end], self.canvas.positions[rows, window_start:window_end],
-            self.canvas.key_mask[rows], cache, window_start, *logits_range,
+            ids[:, window_start:window_end], self.canvas.positions[rows], self.canvas.key_mask[rows], cache,
+            window_start, *logits_range,
         )
         spec, config = self.adapter.spec, self.config
         logits[..., spec.eos_id] -= config.eos_penalty
@@ -265,13 +305,13 @@ class Decoder:
         steps = width if dynamic else min(self.config.steps_per_block, width)
         batch = self.canvas.ids.shape[0]
         all_rows = torch.arange(batch, device=self.canvas.ids.device)
-        total = self.canvas.ids.shape[1]
         has_masks = (self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id).any(-1)  # [B]
         if not has_masks.any():  # every row stopped early (EOS filled the rest)
             return
         logits_range = (block_start, self.logits_end(block_start, block_end))
-        logits = self.forward(self.canvas.ids, all_rows, (0, total), logits_range, share_cache=True,
-                              counted=has_masks)  # [B, L', V]
+        logits = self.forward(self.canvas.ids, all_rows, self.block_start_window(block_end), logits_range,
+                              share_cache=True, counted=has_masks)  # [B, L', V]
+        self.cache_final_until = align_down(block_start, self.block_size)
         for step, count in enumerate(linear_schedule(width, steps)):
             last = step == steps - 1
             # the last step commits everything left in the block
@@ -293,13 +333,32 @@ def generate(adapter, prompts: list[list[int]], config: SamplerConfig, seeds: li
 
     gen_length (<= config.gen_length) shortens the generation, e.g. to a task's max_gen_toks; blocks
     keep config.block_length and each keeps config.steps_per_block steps (the last may be shorter).
+    A block-causal model's blocks count from each prompt's first token, so one canvas holds only
+    prompts whose lengths agree modulo its block size: then their blocks line up (left padding is a
+    whole number of blocks) and so do the semi-autoregressive blocks of the loop.
     """
     gen_length = config.gen_length if gen_length is None else gen_length
+    size = adapter.spec.attention_block_size
+    groups: dict[int, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        groups.setdefault(0 if size is None else len(prompt) % size, []).append(index)
+    generated, stats = [None] * len(prompts), [None] * len(prompts)
+    for indices in groups.values():
+        group_generated, group_stats = decode_canvas(adapter, [prompts[i] for i in indices], config,
+                                                     [seeds[i] for i in indices], gen_length)
+        for index, ids, row in zip(indices, group_generated, group_stats):
+            generated[index], stats[index] = ids, row
+    return generated, stats
+
+
+def decode_canvas(adapter, prompts, config, seeds, gen_length) -> tuple[list[list[int]], list[dict]]:
+    """One padded canvas through the loop, block after block."""
     device = adapter.device
     canvas = build_canvas(prompts, gen_length, adapter.spec, device)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     decoder = Decoder(adapter, config, canvas, generators)
-    for start, end in block_ranges(gen_length, config.block_length):
-        decoder.decode_block(canvas.prompt_length + start, canvas.prompt_length + end)
+    for start, end in block_ranges(canvas.prompt_length, gen_length, config.block_length,
+                                   adapter.spec.attention_block_size):
+        decoder.decode_block(start, end)
     generated = canvas.ids[:, canvas.prompt_length:].tolist()
     return generated, [decoder.stats.row(i) for i in range(len(prompts))]

@@ -1,0 +1,331 @@
+"""The five architectures: official layouts, strict loading, the bundled tiny models, attention patterns,
+Dream's shift, SDAR's block-causal cache, and loading through the harness (arch=, trust_remote_code, peft)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lm_eval_infogain.harness import MDMInfoGainLM
+from lm_eval_infogain.models.registry import ARCHITECTURES, BUNDLED, HUB_IDS, load, resolve_pretrained
+from lm_eval_infogain.models.tiny import TINY_MODELS, build_tiny_random
+from lm_eval_infogain.sampling.loop import build_canvas
+
+ARCHS = list(TINY_MODELS)
+BIDIRECTIONAL = ["llada", "mmada", "dream"]
+QWEN_LAYER = ["input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+              "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+
+def official_keys(arch: str, layers: int) -> set[str]:
+    """Parameter names of the released checkpoints (LLaDA/MMaDA: OLMo names; Dream: Qwen2; SDAR: Qwen3)."""
+    if arch in ("llada", "mmada"):
+        per_block = ["attn_norm", "q_proj", "k_proj", "v_proj", "attn_out", "ff_norm", "ff_proj", "up_proj", "ff_out"]
+        keys = {f"model.transformer.blocks.{i}.{name}.weight" for i in range(layers) for name in per_block}
+        return keys | {"model.transformer.wte.weight", "model.transformer.ln_f.weight",
+                       "model.transformer.ff_out.weight"}
+    per_layer = [f"{name}.weight" for name in QWEN_LAYER]
+    if arch == "dream":
+        per_layer += ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"]
+    else:
+        per_layer += ["self_attn.q_norm.weight", "self_attn.k_norm.weight"]
+    keys = {f"model.layers.{i}.{name}" for i in range(layers) for name in per_layer}
+    return keys | {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return {arch: load(f"tiny-random-{arch}", dtype="float32", device="cpu") for arch in ARCHS}
+
+
+def text_ids(tokenizer, text="Solve: 1 2 3 4. The answer is: 44-15=29") -> torch.Tensor:
+    return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])  # [1, L]
+
+
+# ---------------------------------------------------------------- layouts and loading
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bundled_checkpoint_uses_official_parameter_names(arch):
+    assert set(load_file(BUNDLED[f"tiny-random-{arch}"] / "model.safetensors")) == official_keys(arch, 2)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_official_state_dict_loads_strictly_through_the_harness(arch, tmp_path):
+    # A state dict written under the official names (not by our save_pretrained) loads with nothing missing.
+    source = BUNDLED[f"tiny-random-{arch}"]
+    for name in source.iterdir():
+        if name.name != "model.safetensors":
+            shutil.copy(name, tmp_path / name.name)
+    official = {key: torch.randn(tensor.shape) * 0.1 for key, tensor in load_file(source / "model.safetensors").items()}
+    save_file(official, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    lm = MDMInfoGainLM(pretrained=str(tmp_path), device="cpu")
+    loaded_weights = dict(lm.adapter.model.named_parameters())
+    assert set(loaded_weights) == official_keys(arch, 2)
+    assert all(torch.equal(loaded_weights[key].detach(), official[key]) for key in official)
+
+
+@pytest.mark.parametrize("arch", ["llada", "dream", "sdar"])
+def test_a_checkpoint_missing_a_weight_is_refused(arch, tmp_path):
+    shutil.copytree(BUNDLED[f"tiny-random-{arch}"], tmp_path, dirs_exist_ok=True)
+    weights = load_file(tmp_path / "model.safetensors")
+    dropped = sorted(weights)[0]
+    del weights[dropped]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=f"lacks 1 weight.*{dropped}"):
+        load(str(tmp_path))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rebuilding_gives_the_committed_weights(arch, tmp_path: Path):
+    build_tiny_random(arch, tmp_path)
+    rebuilt = load_file(tmp_path / "model.safetensors")
+    committed = load_file(BUNDLED[f"tiny-random-{arch}"] / "model.safetensors")
+    assert rebuilt.keys() == committed.keys()
+    assert all(torch.equal(rebuilt[key], committed[key]) for key in committed)
+
+
+@pytest.mark.parametrize("arch, mask_token, turn_end", [
+    ("llada", "<|mdm_mask|>", "<|eot_id|>"), ("mmada", "<|mdm_mask|>", "<|eot_id|>"),
+    ("dream", "<|mask|>", None), ("sdar", "<|MASK|>", "<|im_end|>"), ("trado", "<|MASK|>", "<|im_end|>"),
+])
+def test_special_ids_come_from_the_checkpoint(loaded, arch, mask_token, turn_end):
+    adapter, tokenizer = loaded[arch]
+    assert tokenizer.convert_ids_to_tokens(adapter.spec.mask_id) == mask_token
+    assert adapter.spec.eos_id == tokenizer.eos_token_id == adapter.spec.pad_id
+    assert adapter.spec.eos_id in adapter.spec.stop_ids
+    if turn_end is not None:
+        assert tokenizer.convert_tokens_to_ids(turn_end) in adapter.spec.stop_ids
+
+
+@pytest.mark.parametrize("arch, expected", [
+    ("llada", "<|startoftext|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    ("mmada", "<|startoftext|><|start_header_id|>user<|end_header_id|>\nhi<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n"),
+    ("dream", "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+              "<|im_start|>assistant\n"),
+    ("sdar", "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"),
+])
+def test_chat_template_is_the_familys(loaded, arch, expected):
+    _, tokenizer = loaded[arch]
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert chat == expected
+
+
+def test_short_names_and_hub_aliases():
+    assert resolve_pretrained("dream") == "Dream-org/Dream-v0-Instruct-7B"
+    assert resolve_pretrained("trado") == "Gen-Verse/TraDo-8B-Instruct"
+    assert set(HUB_IDS) == set(ARCHITECTURES)
+    assert resolve_pretrained("tiny-random-sdar") == str(BUNDLED["tiny-random-sdar"])
+    assert resolve_pretrained("/some/dir") == "/some/dir"
+
+
+# ---------------------------------------------------------------- forward, attention, shift
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_gives_one_logit_row_per_position(loaded, arch):
+    adapter, tokenizer = loaded[arch]
+    ids = text_ids(tokenizer).repeat(2, 1)
+    logits = adapter.model(ids)
+    assert logits.shape == (2, ids.shape[1], adapter.spec.vocab_size) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("arch", BIDIRECTIONAL)
+def test_bidirectional_models_see_later_tokens(loaded, arch):
+    adapter, tokenizer = loaded[arch]
+    ids = text_ids(tokenizer)
+    changed = ids.clone()
+    changed[0, -1] = adapter.spec.mask_id
+    assert not torch.allclose(adapter.model(ids)[0, 1], adapter.model(changed)[0, 1])
+
+
+@pytest.mark.parametrize("arch", ["sdar", "trado"])
+def test_sdar_attention_is_block_causal(loaded, arch):
+    adapter, tokenizer = loaded[arch]
+    size = adapter.spec.attention_block_size
+    ids = text_ids(tokenizer)[:, :3 * size]  # three blocks
+    logits = adapter.model(ids)
+    later_block = ids.clone()
+    later_block[0, 2 * size] = adapter.spec.mask_id  # first token of the third block
+    changed = adapter.model(later_block)
+    torch.testing.assert_close(changed[:, :2 * size], logits[:, :2 * size])  # earlier blocks cannot see it
+    same_block = ids.clone()
+    same_block[0, 2 * size - 1] = adapter.spec.mask_id  # last token of the second block
+    assert not torch.allclose(adapter.model(same_block)[0, size], logits[0, size])  # its own block sees it
+
+
+def test_dream_logits_are_shifted_by_one(loaded, monkeypatch):
+    adapter, tokenizer = loaded["dream"]
+    ids = text_ids(tokenizer)
+    aligned = adapter.model(ids)
+    monkeypatch.setattr(adapter.model, "logits_shift", 0)
+    raw = adapter.model(ids)
+    torch.testing.assert_close(aligned[:, 1:], raw[:, :-1])
+    torch.testing.assert_close(aligned[:, 0], raw[:, 0])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_left_padding_does_not_change_the_real_positions(loaded, arch):
+    adapter, tokenizer = loaded[arch]
+    ids = text_ids(tokenizer)
+    pad = adapter.spec.attention_block_size or 3  # a block-causal model's canvases pad whole blocks
+    padded = torch.cat([torch.full((1, pad), adapter.spec.pad_id), ids], dim=1)
+    key_mask = torch.cat([torch.zeros(1, pad, dtype=torch.bool), torch.ones_like(ids, dtype=torch.bool)], dim=1)
+    # A shifted model predicts the first real token from a pad: a prompt position, never read by the sampler.
+    skip = adapter.spec.logits_shift
+    torch.testing.assert_close(adapter.model(padded, key_mask)[:, pad + skip:], adapter.model(ids)[:, skip:],
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sliced_forward_against_a_cache_matches_the_full_forward(loaded, arch):
+    # What each cache mode does right after the block-start forward: the loop's own windows.
+    adapter, tokenizer = loaded[arch]
+    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ["Solve: 1 2 3 4", "Write it"]]
+    size = adapter.spec.attention_block_size
+    if size:  # one canvas holds prompts whose lengths agree modulo the block size (see loop.generate)
+        prompts = [prompts[0], prompts[0][:len(prompts[0]) - size]]
+    canvas = build_canvas(prompts, 32, adapter.spec, "cpu")
+    batch, total = canvas.ids.shape
+    canvas.ids[:, -32:-20] = torch.randint(10, 300, (batch, 12))  # some committed tokens, some masks
+    full = adapter.forward(canvas.ids, canvas.positions, canvas.key_mask, None, 0, 0)  # [B, T, V]
+    cache = adapter.new_cache(batch, total)
+    adapter.forward(canvas.ids, canvas.positions, canvas.key_mask, cache, 0, 0)  # builds the cache
+    shift = adapter.spec.logits_shift
+    for start in (canvas.prompt_length, canvas.prompt_length + 16):
+        for end in (start + 16, total):
+            window_start = start - start % size if size else start - shift
+            if size and end == total:
+                continue  # a block-causal window ends with its block
+            sliced = adapter.forward(canvas.ids[:, window_start:end], canvas.positions, canvas.key_mask, cache,
+                                     window_start, start)
+            torch.testing.assert_close(sliced, full[:, start:end], atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- the harness path
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_save_and_load_round_trip_through_the_harness(loaded, arch, tmp_path):
+    adapter, tokenizer = loaded[arch]
+    adapter.model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    shutil.copy(BUNDLED[f"tiny-random-{arch}"] / "generation_config.json", tmp_path)
+    lm = MDMInfoGainLM(pretrained=str(tmp_path), device="cpu", gen_length=16, steps=8, block_length=8)
+    assert lm.adapter.spec == adapter.spec
+    ids = text_ids(tokenizer)
+    torch.testing.assert_close(lm.adapter.model(ids), adapter.model(ids))
+    assert lm.get_model_info()["model_type"] == adapter.model.config.model_type
+
+
+def test_block_causal_models_default_to_their_own_block(loaded):
+    lm = MDMInfoGainLM(pretrained="tiny-random-sdar", device="cpu")
+    assert lm.sampler.block_length == lm.adapter.spec.attention_block_size == 4
+    assert MDMInfoGainLM(pretrained="tiny-random-sdar", device="cpu", block_length=8).sampler.block_length == 8
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(pretrained="tiny-random-sdar", use_cache="dual"), r"use_cache='dual' is invalid; allowed: none \| prefix"),
+    (dict(pretrained="tiny-random-trado", block_length=6, gen_length=36, steps=36),
+     "block_length=6 is invalid; allowed: a multiple of the model's attention block size 4"),
+    (dict(pretrained="tiny-random-llada", arch="gpt2"), "arch='gpt2' is unknown; allowed: llada, mmada"),
+    (dict(pretrained="tiny-random-llada", trust_remote_code="yes"), "trust_remote_code='yes' is invalid"),
+])
+def test_model_mismatches_are_refused_at_construction(args, message):
+    with pytest.raises(ValueError, match=message):
+        MDMInfoGainLM(device="cpu", **args)
+
+
+def test_arch_overrides_detection(tmp_path):
+    # A config.json with no model_type we know: detection fails, arch= names it.
+    shutil.copytree(BUNDLED["tiny-random-dream"], tmp_path, dirs_exist_ok=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(model_type="Dream", architectures=["SomethingElse"])
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert MDMInfoGainLM(pretrained=str(tmp_path), device="cpu").adapter.spec.logits_shift == 1
+    config.update(model_type="my-dream", auto_map={"AutoModel": "modeling_dream.DreamModel"})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert MDMInfoGainLM(pretrained=str(tmp_path), device="cpu").adapter.spec.logits_shift == 1  # from auto_map
+    config.pop("auto_map")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model_type='my-dream', which is not a known architecture"):
+        MDMInfoGainLM(pretrained=str(tmp_path), device="cpu")
+    with pytest.raises(ValueError, match="config.json lacks d_model, n_heads.*arch='llada'"):  # the wrong family
+        MDMInfoGainLM(pretrained=str(tmp_path), device="cpu", arch="llada")
+
+
+REMOTE_MODELING = '''
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class ToyConfig(PretrainedConfig):
+    model_type = "toy-mdm"
+
+    def __init__(self, vocab_size=500, hidden=16, mask_token_id=1, eos_token_id=0, pad_token_id=0, **kwargs):
+        self.vocab_size, self.hidden, self.mask_token_id = vocab_size, hidden, mask_token_id
+        super().__init__(eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+
+
+class ToyModel(PreTrainedModel):
+    config_class = ToyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = torch.nn.Embedding(config.vocab_size, config.hidden)
+        self.head = torch.nn.Linear(config.hidden, config.vocab_size)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None):
+        hidden = self.embed(input_ids)
+        return (self.head(hidden + hidden.mean(1, keepdim=True)),)
+'''
+
+
+def test_unknown_architecture_runs_its_own_code_when_trusted(tmp_path, loaded):
+    _, tokenizer = loaded["sdar"]
+    (tmp_path / "modeling_toy.py").write_text(REMOTE_MODELING)
+    tokenizer.save_pretrained(tmp_path)
+    config = {"model_type": "toy-mdm", "vocab_size": len(tokenizer), "hidden": 16,
+              "mask_token_id": tokenizer.mask_token_id, "eos_token_id": tokenizer.eos_token_id,
+              "pad_token_id": tokenizer.pad_token_id,
+              "auto_map": {"AutoConfig": "modeling_toy.ToyConfig", "AutoModel": "modeling_toy.ToyModel"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    from transformers import AutoConfig, AutoModel
+
+    toy = AutoModel.from_config(AutoConfig.from_pretrained(tmp_path, trust_remote_code=True), trust_remote_code=True)
+    toy.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        MDMInfoGainLM(pretrained=str(tmp_path), device="cpu")
+    with pytest.raises(ValueError, match="use_cache='prefix' is invalid; allowed: none for this model"):
+        MDMInfoGainLM(pretrained=str(tmp_path), device="cpu", trust_remote_code=True, use_cache="prefix")
+    lm = MDMInfoGainLM(pretrained=str(tmp_path), device="cpu", trust_remote_code=True, gen_length=16, steps=8,
+                       block_length=8)
+    assert lm.sampler.use_cache == "none"
+    from lm_eval_infogain.sampling.loop import generate
+
+    prompt = tokenizer("Solve: 1 2", add_special_tokens=False)["input_ids"]
+    generated, stats = generate(lm.adapter, [prompt], lm.sampler, [0])
+    assert len(generated[0]) == 16 and lm.adapter.spec.mask_id not in generated[0] and stats[0]["nfe"] == 8
+
+
+def test_peft_lora_adapter_is_merged(tmp_path, loaded):
+    from peft import LoraConfig, get_peft_model
+
+    adapter, tokenizer = loaded["llada"]
+    base = type(adapter.model).from_pretrained(BUNDLED["tiny-random-llada"])
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path)
+    ids = text_ids(tokenizer)
+    expected = lora(ids)
+    lm = MDMInfoGainLM(pretrained="tiny-random-llada", device="cpu", peft=str(tmp_path))
+    merged = lm.adapter.model(ids)
+    torch.testing.assert_close(merged, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(merged, adapter.model(ids), atol=1e-3)
+    assert not any("lora" in name for name, _ in lm.adapter.model.named_parameters())

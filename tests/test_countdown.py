@@ -1,4 +1,4 @@
-"""The countdown task: generator, data splits, user files, the strict and lenient scorers, and loading through lm-eval."""
+"""The countdown task: generator, splits, user files, the strict and lenient scorers, and loading through lm-eval."""
 
 import json
 import operator
@@ -114,7 +114,8 @@ def test_user_file_replaces_the_test_split_by_metadata_or_env_var(tmp_path, monk
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("a.jsonl", '{"instance": "15,44,79,50"}\n{"instance": "15,44,x,50"}\n', "line 2: instance '15,44,x,50' is not"),
+        ("a.jsonl", '{"instance": "15,44,79,50"}\n{"instance": "15,44,x,50"}\n',
+         "line 2: instance '15,44,x,50' is not"),
         ("a.jsonl", '{"instance": "15,0,79,50"}\n', "line 1: instance '15,0,79,50' has a 0"),
         ("a.jsonl", '{"instance": "50"}\n', "line 1: instance '50' is not"),
         ("a.jsonl", '{"numbers": [1, 2]}\n', "line 1: no field instance or input"),

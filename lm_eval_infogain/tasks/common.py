@@ -72,7 +72,8 @@ def read_jsonl_records(path: Path, label: str) -> list[tuple[int, dict]]:
             except json.JSONDecodeError as error:
                 raise ValueError(f"{label} {path}, line {line_number}: not JSON ({error.msg})") from None
             if not isinstance(record, dict):
-                raise ValueError(f"{label} {path}, line {line_number}: expected a JSON object, got {type(record).__name__}")
+                raise ValueError(f"{label} {path}, line {line_number}: "
+                                 f"expected a JSON object, got {type(record).__name__}")
             records.append((line_number, record))
     return records
 

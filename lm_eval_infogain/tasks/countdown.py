@@ -119,7 +119,7 @@ def parse_instance(text: str) -> tuple[list[int], int]:
     """(numbers, target) of "n1,...,nk,target"; a ValueError saying what is wrong otherwise."""
     parts = [part.strip() for part in text.split(",")]
     if len(parts) < 3 or not all(part.isdigit() for part in parts):
-        raise ValueError(f"instance {text!r} is not 'n1,n2,...,target' with at least two numbers and whole numbers only")
+        raise ValueError(f"instance {text!r} is not 'n1,n2,...,target': at least two numbers, whole numbers only")
     values = [int(part) for part in parts]
     if min(values) < 1:
         raise ValueError(f"instance {text!r} has a 0; numbers and target must be positive")
@@ -236,7 +236,12 @@ def tokenize(text: str) -> list[str]:
 
 
 def parse_expression(tokens: list[str]) -> Node:
-    """expression := product (("+"|"-") product)* ; product := atom (("*"|"/") atom)* ; atom := number | "(" expression ")"."""
+    """The whole token list as one expression, by this grammar:
+
+    expression := product (("+" | "-") product)*
+    product    := atom (("*" | "/") atom)*
+    atom       := number | "(" expression ")"
+    """
     node, position = parse_sum(tokens, 0)
     if position != len(tokens):
         raise InvalidAnswer(f"unexpected {tokens[position]!r}")

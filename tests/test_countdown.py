@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lm_eval_infogain.tasks import countdown
 
@@ -243,6 +245,18 @@ def test_adversarial_answers_are_rejected_quickly_without_running_anything(respo
     assert scores(response) == (0, 0)
     assert time.perf_counter() - start < 0.5
     assert "hacked" not in capfd.readouterr().out
+
+
+ANSWER_ALPHABET = st.sampled_from(list("0123456789+-*/()=, .xe_") + ["15", "44", "79", "50", "**", "×", "÷"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ANSWER_ALPHABET, max_size=80).map("".join))
+def test_any_answer_text_is_scored_without_raising(answer):
+    result = countdown.process_results({"numbers": NUMBERS, "target": TARGET}, [f"The answer is: {answer}"])
+    assert set(result.values()) <= {0, 1}
+    if result["acc"]:  # whatever the strict rule accepts, the lenient rule accepts too
+        assert result["acc_last_step_equals_target"] == 1
 
 
 def test_lenient_rule_evaluates_the_left_side_of_the_last_step():

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import datasets
 
+from lm_eval_infogain.tasks.common import int_option
+
 SIZE = 4
 BOX = 2
 CELLS = SIZE * SIZE
@@ -184,15 +186,6 @@ def read_puzzle_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     if not rows:
         raise ValueError(f"sudoku CSV {path}: no puzzles after the header")
     return rows
-
-
-def int_option(metadata: dict, key: str, default: int, minimum: int, maximum: int | None = None) -> int:
-    value = metadata.get(key, default)
-    in_range = isinstance(value, int) and value >= minimum and (maximum is None or value <= maximum)
-    if isinstance(value, bool) or not in_range:
-        allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in {minimum}..{maximum}"
-        raise ValueError(f"{key}={value!r} is invalid; allowed: {allowed}")
-    return value
 
 
 def load_dataset(**metadata) -> datasets.DatasetDict:

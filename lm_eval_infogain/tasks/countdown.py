@@ -1,0 +1,392 @@
+"""Countdown: reach a target from three numbers with + - * /. A seeded generator, the prompt, and two scorers.
+
+An instance is the string "n1,n2,n3,target" (the paper's schema, target last), e.g. "15,44,79,50"; its
+reference answer is a chain of binary steps separated by commas, e.g. "44-15=29,79-29=50". The task
+YAMLs in task_configs/countdown/ reference `load_dataset`, `doc_to_text`, `doc_to_target` and
+`process_results`.
+
+Instances: three numbers drawn from 1..99, combined by two random steps (the first two numbers, then
+the result with the third) whose results are positive integers; the final value is the target, kept
+when it lies in 1..100 and is not one of the numbers. Everything is drawn from a `random.Random(seed)`.
+
+Scoring reads the text after the last "The answer is:" up to the end of that line.
+- `acc` (ours, strict): the answer is a step chain "a op b = c, ..." where every step is a true
+  binary operation on numbers still available (the given ones and the results of earlier steps, each
+  used at most once) with a positive integer result, and the last result is the target; or a single
+  expression such as "79-(44-15)" (optionally "= target") over the given numbers, each used at most
+  once, whose every intermediate value is a positive integer and whose value is the target.
+- `acc_last_step_equals_target` (the paper's lenient rule): the left side of the answer's last step
+  evaluates (exactly, with fractions) to the target; which numbers it uses is not checked.
+Answers are parsed by the small grammar below, never evaluated as Python: anything else (names,
+`**`, decimals, unbalanced parentheses) makes the answer wrong.
+"""
+
+import operator
+import random
+import re
+from collections import Counter
+from collections.abc import Callable
+from fractions import Fraction
+
+import datasets
+
+from lm_eval_infogain.tasks import common
+
+NUM_NUMBERS = 3
+MIN_NUMBER, MAX_NUMBER = 1, 99
+MIN_TARGET, MAX_TARGET = 1, 100
+DEFAULT_NUM_INSTANCES = 500
+DEFAULT_NUM_TRAIN = 50  # few-shot pool; the few-shot task draws 3 per prompt
+DEFAULT_SEED = 1234
+FILE_ENV_VAR = "COUNTDOWN_FILE"
+METADATA_KEYS = ("countdown_file", "countdown_num_instances", "countdown_seed", "countdown_num_train")
+# Field names accepted in a user's file: ours first, then the generic names other releases use.
+INSTANCE_FIELDS = ("instance", "input")
+REFERENCE_FIELDS = ("reference", "output")
+
+OPERATORS = ("+", "-", "*", "/")
+
+
+# ---------------------------------------------------------------- arithmetic shared by generator and scorers
+
+
+def positive_integer_result(symbol: str, left: int, right: int) -> int | None:
+    """`left symbol right` when it is a positive integer (the rule for every step), else None."""
+    if symbol == "/":
+        return left // right if right != 0 and left % right == 0 and left // right > 0 else None
+    result = {"+": operator.add, "-": operator.sub, "*": operator.mul}[symbol](left, right)
+    return result if result > 0 else None
+
+
+def exact_result(symbol: str, left: int | Fraction, right: int | Fraction) -> Fraction | None:
+    """`left symbol right` in exact fractions; None only for a division by zero."""
+    left, right = Fraction(left), Fraction(right)
+    if symbol == "/":
+        return None if right == 0 else left / right
+    return {"+": operator.add, "-": operator.sub, "*": operator.mul}[symbol](left, right)
+
+
+# ---------------------------------------------------------------- generator
+
+
+def random_step(rng: random.Random, first: int, second: int) -> tuple[str, int] | None:
+    """A random operation on the two numbers in a random order: ("a op b=c", c), or None if c is not allowed."""
+    left, right = (first, second) if rng.random() < 0.5 else (second, first)
+    symbol = rng.choice(OPERATORS)
+    result = positive_integer_result(symbol, left, right)
+    return None if result is None else (f"{left}{symbol}{right}={result}", result)
+
+
+def make_instance(rng: random.Random) -> dict:
+    """One instance whose reference chain uses all three numbers and reaches a target in 1..100."""
+    while True:  # most draws overshoot the target range or divide inexactly; draw again then
+        numbers = [rng.randint(MIN_NUMBER, MAX_NUMBER) for _ in range(NUM_NUMBERS)]
+        first, second, third = rng.sample(numbers, NUM_NUMBERS)
+        step_one = random_step(rng, first, second)
+        if step_one is None:
+            continue
+        step_two = random_step(rng, step_one[1], third)
+        if step_two is None:
+            continue
+        target = step_two[1]
+        if MIN_TARGET <= target <= MAX_TARGET and target not in numbers:
+            return make_doc(numbers, target, f"{step_one[0]},{step_two[0]}")
+
+
+def make_doc(numbers: list[int], target: int, reference: str) -> dict:
+    return {
+        "instance": ",".join(str(number) for number in [*numbers, target]),
+        "numbers": numbers,
+        "target": target,
+        "reference": reference,
+    }
+
+
+def instance_key(doc: dict) -> tuple:
+    """The same puzzle whatever the order its numbers are listed in."""
+    return tuple(sorted(doc["numbers"])), doc["target"]
+
+
+def generate_instances(count: int, seed: int | str, exclude: frozenset = frozenset()) -> list[dict]:
+    """`count` distinct instances, none of whose key is in `exclude`; the same for the same seed."""
+    return common.draw_distinct(make_instance, instance_key, count, seed, exclude)
+
+
+# ---------------------------------------------------------------- data set for lm-eval
+
+
+def parse_instance(text: str) -> tuple[list[int], int]:
+    """(numbers, target) of "n1,...,nk,target"; a ValueError saying what is wrong otherwise."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) < 3 or not all(part.isdigit() for part in parts):
+        raise ValueError(f"instance {text!r} is not 'n1,n2,...,target': at least two numbers, whole numbers only")
+    values = [int(part) for part in parts]
+    if min(values) < 1:
+        raise ValueError(f"instance {text!r} has a 0; numbers and target must be positive")
+    return values[:-1], values[-1]
+
+
+def read_instance_file(path: str) -> list[dict]:
+    """Docs from a user's CSV or JSONL with an `instance` (or `input`) field; `reference` (or `output`) is optional."""
+    docs = []
+    for line_number, record in common.read_records(path, "countdown file"):
+        instance = common.first_field(record, INSTANCE_FIELDS)
+        if instance is None:
+            raise ValueError(f"countdown file {path}, line {line_number}: no field {' or '.join(INSTANCE_FIELDS)}")
+        try:
+            numbers, target = parse_instance(instance)
+        except ValueError as error:
+            raise ValueError(f"countdown file {path}, line {line_number}: {error}") from None
+        docs.append(make_doc(numbers, target, common.first_field(record, REFERENCE_FIELDS) or ""))
+    return docs
+
+
+def load_dataset(**metadata) -> datasets.DatasetDict:
+    """lm-eval's `custom_dataset` hook: splits `test` (the instances to solve) and `train` (few-shot examples).
+
+    Our metadata keys (all optional; other keys are lm-eval's or the backend's and are ignored):
+      countdown_file           a CSV or JSONL of instances that replaces the generated test split
+                               (else the environment variable COUNTDOWN_FILE, else generated instances)
+      countdown_num_instances  generated test instances (500)   countdown_seed  their seed (1234)
+      countdown_num_train      few-shot pool size (50)
+    The train split is generated from its own seed and never repeats a test instance.
+    """
+    common.reject_unknown_keys(metadata, "countdown_", METADATA_KEYS)
+    seed = common.int_option(metadata, "countdown_seed", DEFAULT_SEED, minimum=0)
+    num_train = common.int_option(metadata, "countdown_num_train", DEFAULT_NUM_TRAIN, minimum=1)
+    path = common.user_file(metadata, "countdown_file", FILE_ENV_VAR)
+    if path:
+        test = read_instance_file(path)
+    else:
+        count = common.int_option(metadata, "countdown_num_instances", DEFAULT_NUM_INSTANCES, minimum=1)
+        test = generate_instances(count, seed)
+    train = generate_instances(num_train, f"{seed}-train", exclude=frozenset(instance_key(doc) for doc in test))
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(test), "train": datasets.Dataset.from_list(train)})
+
+
+# ---------------------------------------------------------------- prompt
+
+
+def listed(numbers: list[int]) -> str:
+    words = [str(number) for number in numbers]
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def doc_to_text(doc: dict) -> str:
+    """The rules, the numbers and the target, and the form of the final line.
+
+    It starts with "Question:", the YAML's stop string, so generation ends where a model would begin
+    inventing the next question; it ends with a newline and the YAML sets `target_delimiter: ""`.
+    """
+    return (
+        f"Question: Using the numbers {listed(doc['numbers'])}, make {doc['target']}. "
+        "You may add, subtract, multiply and divide (+, -, *, /); use each number at most once; "
+        "every intermediate result must be a positive whole number. Show your reasoning, then end with "
+        "one line of the form\nThe answer is: <steps>\n"
+        "where <steps> lists each operation as x op y=result, separated by commas, for example 3*4=12,12+5=17.\n"
+    )
+
+
+def doc_to_target(doc: dict) -> str:
+    """A worked answer built from the reference chain: one sentence per step, then the answer line."""
+    if not doc["reference"]:
+        return ""
+    steps = doc["reference"].split(",")
+    sentences = [re.sub(r"([-+*/=])", r" \1 ", step) + "." for step in steps]
+    sentences[-1] = sentences[-1][:-1] + ", the target."
+    return "\n".join(sentences) + f"\nThe answer is: {doc['reference']}"
+
+
+# ---------------------------------------------------------------- answer grammar
+
+# Bounds that keep parsing and evaluation small whatever a model writes: no real answer comes near them.
+MAX_ANSWER_CHARS = 200
+MAX_NUMBER_DIGITS = 6
+MAX_NESTING = 10  # parentheses; also bounds the parser's recursion depth
+ANSWER_LINE = re.compile(r"answer is\s*:?[ \t]*([^\n]*)", re.IGNORECASE)
+TOKEN = re.compile(r"\s*(?:(\d+)|([-+*/()=]))")
+# Signs a model may print for the four operations.
+SIGN_SPELLINGS = str.maketrans({"×": "*", "÷": "/", "−": "-", "–": "-"})
+
+
+class InvalidAnswer(ValueError):
+    """The answer text is not in the grammar or breaks a rule; the scorers turn it into a 0."""
+
+
+# A parsed expression: a number, or (operator, left, right).
+Node = int | tuple[str, "Node", "Node"]
+
+
+def tokenize(text: str) -> list[str]:
+    text = text.translate(SIGN_SPELLINGS)
+    tokens, position, depth = [], 0, 0
+    while position < len(text.rstrip()):
+        match = TOKEN.match(text, position)
+        if match is None:
+            raise InvalidAnswer(f"unexpected {text[position:position + 10]!r}")
+        token = match.group(1) or match.group(2)
+        if len(token) > MAX_NUMBER_DIGITS:
+            raise InvalidAnswer(f"number {token[:10]}... is too long")
+        depth += {"(": 1, ")": -1}.get(token, 0)
+        if depth > MAX_NESTING:
+            raise InvalidAnswer(f"parentheses nested deeper than {MAX_NESTING}")
+        tokens.append(token)
+        position = match.end()
+    return tokens
+
+
+def parse_expression(tokens: list[str]) -> Node:
+    """The whole token list as one expression, by this grammar:
+
+    expression := product (("+" | "-") product)*
+    product    := atom (("*" | "/") atom)*
+    atom       := number | "(" expression ")"
+    """
+    node, position = parse_sum(tokens, 0)
+    if position != len(tokens):
+        raise InvalidAnswer(f"unexpected {tokens[position]!r}")
+    return node
+
+
+def parse_sum(tokens: list[str], position: int) -> tuple[Node, int]:
+    return parse_chain(tokens, position, "+-", parse_product)
+
+
+def parse_product(tokens: list[str], position: int) -> tuple[Node, int]:
+    return parse_chain(tokens, position, "*/", parse_atom)
+
+
+def parse_chain(tokens: list[str], position: int, symbols: str, parse_operand: Callable) -> tuple[Node, int]:
+    """Operands joined left-associatively by any of `symbols`."""
+    node, position = parse_operand(tokens, position)
+    while position < len(tokens) and tokens[position] in symbols:
+        right, next_position = parse_operand(tokens, position + 1)
+        node, position = (tokens[position], node, right), next_position
+    return node, position
+
+
+def parse_atom(tokens: list[str], position: int) -> tuple[Node, int]:
+    if position >= len(tokens):
+        raise InvalidAnswer("the expression ends early")
+    token = tokens[position]
+    if token.isdigit():
+        return int(token), position + 1
+    if token == "(":
+        node, position = parse_sum(tokens, position + 1)
+        if position >= len(tokens) or tokens[position] != ")":
+            raise InvalidAnswer("unbalanced parenthesis")
+        return node, position + 1
+    raise InvalidAnswer(f"unexpected {token!r}")
+
+
+def parse_side(text: str) -> Node:
+    tokens = tokenize(text)
+    if not tokens:
+        raise InvalidAnswer("empty expression")
+    return parse_expression(tokens)
+
+
+def split_step(step: str) -> tuple[str, int | None]:
+    """("expression", stated result) of "expression = result", or ("expression", None) without "="."""
+    sides = step.split("=")
+    if len(sides) > 2:
+        raise InvalidAnswer(f"step {step!r} has more than one '='")
+    if len(sides) == 1:
+        return step, None
+    stated = parse_side(sides[1])
+    if not isinstance(stated, int):
+        raise InvalidAnswer(f"step {step!r} states a result that is not a number")
+    return sides[0], stated
+
+
+def evaluate(node: Node, combine: Callable):
+    """The value of `node`, combining operands with `combine(symbol, left, right)` (None = not allowed)."""
+    if isinstance(node, int):
+        return node
+    symbol, left, right = node
+    value = combine(symbol, evaluate(left, combine), evaluate(right, combine))
+    if value is None:
+        raise InvalidAnswer(f"{symbol} gives a value that is not allowed")
+    return value
+
+
+def leaves(node: Node) -> list[int]:
+    return [node] if isinstance(node, int) else leaves(node[1]) + leaves(node[2])
+
+
+# ---------------------------------------------------------------- scorers
+
+
+def extract_answer(response: str) -> str | None:
+    """The text after the last "The answer is:" to the end of its line, without markdown or a final period."""
+    matches = ANSWER_LINE.findall(response)
+    if not matches:
+        return None
+    answer = matches[-1].strip().strip("*`$ ").rstrip(".").strip()
+    return answer if 0 < len(answer) <= MAX_ANSWER_CHARS else None
+
+
+def take(available: Counter, numbers: list[int]) -> None:
+    """Use up `numbers` from the multiset `available`; InvalidAnswer if one is not (or no longer) there."""
+    for number in numbers:
+        if available[number] == 0:
+            raise InvalidAnswer(f"{number} is not available")
+        available[number] -= 1
+
+
+def chain_value(steps: list[str], numbers: list[int]) -> int:
+    """The last result of a chain of true binary steps over the available numbers."""
+    available = Counter(numbers)
+    value = None
+    for step in steps:
+        expression, stated = split_step(step)
+        node = parse_side(expression)
+        if stated is None or isinstance(node, int) or not all(isinstance(side, int) for side in node[1:]):
+            raise InvalidAnswer(f"step {step!r} is not 'x op y=result'")
+        take(available, leaves(node))
+        value = evaluate(node, positive_integer_result)
+        if value != stated:
+            raise InvalidAnswer(f"step {step!r} is false")
+        available[value] += 1
+    return value
+
+
+def expression_value(answer: str, numbers: list[int]) -> int:
+    """The value of one expression over the given numbers (each at most once), optionally followed by "= result"."""
+    expression, stated = split_step(answer)
+    node = parse_side(expression)
+    take(Counter(numbers), leaves(node))
+    value = evaluate(node, positive_integer_result)
+    if stated is not None and stated != value:
+        raise InvalidAnswer(f"{answer!r} is false")
+    return value
+
+
+def is_correct(answer: str, numbers: list[int], target: int) -> bool:
+    """The strict rule (`acc`): a valid step chain, or a single valid expression, that reaches `target`."""
+    steps = answer.split(",")
+    try:
+        value = chain_value(steps, numbers) if len(steps) > 1 else expression_value(answer, numbers)
+    except InvalidAnswer:
+        return False
+    return value == target
+
+
+def last_step_reaches_target(answer: str, target: int) -> bool:
+    """The paper's lenient rule: the left side of the last step evaluates to `target`, whatever numbers it uses."""
+    try:
+        expression, _ = split_step(answer.split(",")[-1])
+        return evaluate(parse_side(expression), exact_result) == target
+    except InvalidAnswer:
+        return False
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, int]:
+    """lm-eval hook: `results` holds the one generation for `doc`."""
+    answer = extract_answer(results[0])
+    if answer is None:
+        return {"acc": 0, "acc_last_step_equals_target": 0}
+    return {
+        "acc": int(is_correct(answer, doc["numbers"], doc["target"])),
+        "acc_last_step_equals_target": int(last_step_reaches_target(answer, doc["target"])),
+    }

@@ -1,0 +1,309 @@
+"""The countdown task: generator, splits, user files, the strict and lenient scorers, and loading through lm-eval."""
+
+import json
+import operator
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lm_eval_infogain.tasks import countdown
+
+TASK_CONFIGS = Path(__file__).resolve().parents[1] / "task_configs"
+
+NUMBERS, TARGET = [15, 44, 79], 50
+DOC = {"instance": "15,44,79,50", "numbers": NUMBERS, "target": TARGET, "reference": "44-15=29,79-29=50"}
+
+
+def follows_the_rules(numbers: list[int], target: int, chain: str) -> bool:
+    """An independent check of a reference chain: plain regex and int arithmetic, nothing from the module."""
+    functions = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+    available = Counter(numbers)
+    value = None
+    for step in chain.split(","):
+        left, symbol, right, result = re.fullmatch(r"(\d+)([-+*/])(\d+)=(\d+)", step).groups()
+        left, right, result = int(left), int(right), int(result)
+        available.subtract([left, right])
+        if min(available.values()) < 0:
+            return False
+        if symbol == "/":
+            value = left // right if left % right == 0 else None
+        else:
+            value = functions[symbol](left, right)
+        if value is None or value != result or value <= 0:
+            return False
+        available[value] += 1
+    return value == target
+
+
+# ---------------------------------------------------------------- generator
+
+
+def test_generated_instances_are_solved_by_their_reference():
+    for doc in countdown.generate_instances(300, seed=7):
+        numbers, target = doc["numbers"], doc["target"]
+        assert len(numbers) == 3 and all(1 <= number <= 99 for number in numbers)
+        assert 1 <= target <= 100 and target not in numbers
+        assert doc["instance"] == ",".join(map(str, [*numbers, target]))
+        assert len(doc["reference"].split(",")) == 2  # both steps, all three numbers
+        assert follows_the_rules(numbers, target, doc["reference"])
+        assert countdown.process_results(doc, [f"The answer is: {doc['reference']}"])["acc"] == 1
+
+
+def test_generator_is_deterministic_per_seed_and_leaves_global_random_alone():
+    random.seed(99)
+    before = random.random()
+    random.seed(99)
+    first = countdown.generate_instances(40, seed=5)
+    assert random.random() == before
+    assert countdown.generate_instances(40, seed=5) == first
+    assert countdown.generate_instances(40, seed=6) != first
+    assert len({countdown.instance_key(doc) for doc in first}) == 40
+
+
+def test_train_split_is_disjoint_from_test_even_with_numbers_reordered(monkeypatch):
+    monkeypatch.delenv(countdown.FILE_ENV_VAR, raising=False)
+    splits = countdown.load_dataset(countdown_num_instances=200, countdown_num_train=50)
+    test = {(tuple(sorted(doc["numbers"])), doc["target"]) for doc in splits["test"]}
+    train = {(tuple(sorted(doc["numbers"])), doc["target"]) for doc in splits["train"]}
+    assert len(test) == 200 and len(train) == 50 and not test & train
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"countdown_seeds": 1}, "unknown countdown metadata countdown_seeds"),
+        ({"countdown_num_train": 0}, "countdown_num_train=0 is invalid"),
+        ({"countdown_seed": "7"}, "countdown_seed='7' is invalid"),
+    ],
+)
+def test_bad_metadata_is_one_clear_error(metadata, message):
+    with pytest.raises(ValueError, match=message):
+        countdown.load_dataset(**metadata)
+
+
+def test_other_metadata_keys_are_ignored(monkeypatch):
+    monkeypatch.delenv(countdown.FILE_ENV_VAR, raising=False)
+    splits = countdown.load_dataset(pretrained="tiny-random-llada", seed=3, countdown_num_instances=2)
+    assert len(splits["test"]) == 2
+
+
+# ---------------------------------------------------------------- user files
+
+
+def test_user_file_replaces_the_test_split_by_metadata_or_env_var(tmp_path, monkeypatch):
+    monkeypatch.delenv(countdown.FILE_ENV_VAR, raising=False)
+    jsonl = tmp_path / "paper.jsonl"
+    jsonl.write_text('{"input": "15,44,79,50", "output": "44-15=29,79-29=50"}\n\n{"instance": "3,4,5,6,7"}\n')
+    csv = tmp_path / "mine.csv"
+    csv.write_text('instance\n"15,44,79,50"\n')
+
+    docs = countdown.load_dataset(countdown_file=str(jsonl))["test"].to_list()
+    assert docs[0] == DOC
+    assert docs[1]["numbers"] == [3, 4, 5, 6] and docs[1]["target"] == 7 and docs[1]["reference"] == ""
+
+    monkeypatch.setenv(countdown.FILE_ENV_VAR, str(csv))
+    splits = countdown.load_dataset()
+    assert splits["test"]["instance"] == ["15,44,79,50"]
+    assert ([15, 44, 79], 50) not in [(sorted(doc["numbers"]), doc["target"]) for doc in splits["train"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("a.jsonl", '{"instance": "15,44,79,50"}\n{"instance": "15,44,x,50"}\n',
+         "line 2: instance '15,44,x,50' is not"),
+        ("a.jsonl", '{"instance": "15,0,79,50"}\n', "line 1: instance '15,0,79,50' has a 0"),
+        ("a.jsonl", '{"instance": "50"}\n', "line 1: instance '50' is not"),
+        ("a.jsonl", '{"numbers": [1, 2]}\n', "line 1: no field instance or input"),
+        ("a.jsonl", "not json\n", "line 1: not JSON"),
+        ("a.jsonl", "[1, 2]\n", "line 1: expected a JSON object"),
+        ("a.csv", 'puzzle\n"1,2,3"\n', "line 2: no field instance or input"),
+        ("a.csv", "instance\n", "no records"),
+        ("a.txt", "15,44,79,50\n", "unknown extension '.txt'; allowed: .csv, .jsonl"),
+    ],
+)
+def test_malformed_user_file_is_one_clear_value_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        countdown.load_dataset(countdown_file=str(path))
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_user_file_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        countdown.load_dataset(countdown_file=str(tmp_path / "absent.jsonl"))
+
+
+# ---------------------------------------------------------------- prompt
+
+
+def test_prompt_shows_numbers_target_and_answer_line_and_target_is_a_worked_answer():
+    text = countdown.doc_to_text(DOC)
+    assert text.startswith("Question: Using the numbers 15, 44 and 79, make 50.")
+    assert "\nThe answer is: <steps>\n" in text and text.endswith("\n")
+    assert countdown.doc_to_target(DOC) == "44 - 15 = 29.\n79 - 29 = 50, the target.\nThe answer is: 44-15=29,79-29=50"
+
+
+# ---------------------------------------------------------------- strict scorer
+
+
+def scores(response: str, numbers=NUMBERS, target=TARGET) -> tuple[int, int]:
+    doc = {"numbers": numbers, "target": target}
+    result = countdown.process_results(doc, [response])
+    return result["acc"], result["acc_last_step_equals_target"]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "The answer is: 44-15=29,79-29=50",
+        "First 44 - 15 = 29.\nThen 79 - 29 = 50.\nThe answer is: 44 - 15 = 29, 79 - 29 = 50.",
+        "the answer is 15-44=... no.\nThe answer is: **44-15=29,79-29=50**",  # the last answer line counts
+        "The answer is: 79-(44-15)",  # one expression
+        "The answer is: 79 - (44 - 15) = 50",
+        "The answer is: 79−(44−15)",  # a typographic minus
+        "The answer is: 44-15=29,79-29=50\n\nQuestion",
+    ],
+)
+def test_strict_score_accepts_right_answers(response):
+    assert scores(response) == (1, 1)
+
+
+def test_strict_score_accepts_a_chain_through_a_division_and_unused_numbers():
+    assert scores("The answer is: 12/4=3,3*7=21", numbers=[12, 4, 7, 99], target=21) == (1, 1)
+    assert scores("The answer is: 6*7=42", numbers=[6, 7, 5], target=42) == (1, 1)  # 5 unused
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "The answer is: 44-15=29,79-29=51",  # last value is not the target
+        "The answer is: 44+15=59,79-29=50",  # 29 was never computed
+        "The answer is: 44-15=28,79-28=51",  # a false step
+        "The answer is: 79+29=108",  # a single wrong step
+        "The answer is: 79-44",  # an expression with the wrong value
+        "The answer is: 79-(44-15)=51",  # the stated result is wrong
+        "The answer is:",
+        "The answer is: fifty",
+        "I think it is 44-15=29,79-29=50",  # no answer line
+        "",
+    ],
+)
+def test_strict_score_rejects_wrong_answers(response):
+    assert scores(response)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("response", "lenient"),
+    [
+        ("The answer is: 44-15=29,29-15=14,14+36=50", 1),  # reuses 15 and brings 36 out of nowhere
+        ("The answer is: 25+25=50", 1),  # numbers that were never given
+        ("The answer is: 79-(15+15-1)", 1),  # an expression reusing 15
+        ("The answer is: 44-15=29,79-29-0=50", 1),  # a step that is not binary
+        ("The answer is: 79-29=50,44-15=29", 0),  # 29 used before it exists; last step gives 29
+        ("The answer is: 44-15=29,79-29=50,50=50", 1),  # a step without an operation
+        ("The answer is: 15-44=-29,79+(-29)=50", 0),  # negative intermediate (and a unary minus)
+        ("The answer is: 44/15=2.93,79-29=50", 1),  # a non-integer step
+        ("The answer is: 100/2=50", 1),
+        ("The answer is: 44-15=29=29,79-29=50", 1),  # a step with two '='
+    ],
+)
+def test_strict_score_rejects_rule_breaking_answers_that_the_lenient_rule_may_accept(response, lenient):
+    assert scores(response) == (0, lenient)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "The answer is: __import__('os').system('echo hacked')",
+        "The answer is: 79-(44-15) or __import__('os')",
+        "The answer is: 9**9**9",
+        "The answer is: 9**9**9**9**9=50",
+        "The answer is: 44/(15-15)=50",
+        "The answer is: 50/0",
+        "The answer is: 79-(44-15",
+        "The answer is: ((((79))))-)((",
+        "The answer is: " + "(" * 98 + "49" + ")" * 98,  # deep nesting that fits in the length limit
+        "The answer is: " + "(" * 150 + "50" + ")" * 150,  # longer than any answer may be
+        "The answer is: " + "9" * 5000,
+        "The answer is: " + "9*" * 90 + "9",
+        "The answer is: 1e3",
+        "The answer is: 50.0",
+        "The answer is: [50]",
+        "The answer is: lambda: 50",
+    ],
+)
+def test_adversarial_answers_are_rejected_quickly_without_running_anything(response, capfd):
+    start = time.perf_counter()
+    assert scores(response) == (0, 0)
+    assert time.perf_counter() - start < 0.5
+    assert "hacked" not in capfd.readouterr().out
+
+
+ANSWER_ALPHABET = st.sampled_from(list("0123456789+-*/()=, .xe_") + ["15", "44", "79", "50", "**", "×", "÷"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ANSWER_ALPHABET, max_size=80).map("".join))
+def test_any_answer_text_is_scored_without_raising(answer):
+    result = countdown.process_results({"numbers": NUMBERS, "target": TARGET}, [f"The answer is: {answer}"])
+    assert set(result.values()) <= {0, 1}
+    if result["acc"]:  # whatever the strict rule accepts, the lenient rule accepts too
+        assert result["acc_last_step_equals_target"] == 1
+
+
+def test_lenient_rule_evaluates_the_left_side_of_the_last_step():
+    assert scores("The answer is: 44-15=29,79-29=49") == (0, 1)  # a typo in the stated result: 79-29 is 50
+    assert scores("The answer is: 44-15=29,79-30=50") == (0, 0)  # the stated result alone does not count
+    assert scores("The answer is: 44-15=29,79-29=50", target=51) == (0, 0)
+
+
+# ---------------------------------------------------------------- lm-eval
+
+
+@pytest.fixture(scope="module")
+def loaded_tasks():
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(TASK_CONFIGS / "countdown"), include_defaults=False,
+                          metadata={"countdown_num_instances": 8})
+    assert {"countdown", "countdown_fewshot"} <= set(manager.all_subtasks)
+    assert not any(name.startswith("_") for name in manager.all_tasks)
+    return manager.load(["countdown", "countdown_fewshot"])["tasks"]
+
+
+@pytest.mark.parametrize(("name", "shots"), [("countdown", 0), ("countdown_fewshot", 3)])
+def test_task_manager_builds_prompts_from_train_examples(loaded_tasks, name, shots):
+    task = loaded_tasks[name]
+    task.set_fewshot_seed(1234)
+    task.build_all_requests(limit=2)
+    assert task.config.num_fewshot == shots and len(task.eval_docs) == 8
+    test_instances = set(task.eval_docs["instance"])
+    for instance in task.instances:
+        prompt, gen_kwargs = instance.args
+        assert prompt.endswith(countdown.doc_to_text(instance.doc))
+        assert prompt.count("Question:") == shots + 1 and len(re.findall(r"\nThe answer is: \d", prompt)) == shots
+        shown = set(re.findall(r"numbers (\d+), (\d+) and (\d+), make (\d+)", prompt))
+        assert len(shown) == shots + 1
+        assert {",".join(numbers) for numbers in shown} & test_instances == {instance.doc["instance"]}
+        assert gen_kwargs["until"] == ["Question:"] and gen_kwargs["do_sample"] is False
+        assert task.process_results(instance.doc, [f"The answer is: {instance.doc['reference']}"]) == {
+            "acc": 1, "acc_last_step_equals_target": 1}
+
+
+def test_task_manager_passes_the_user_file_through_metadata(tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    path = tmp_path / "paper.jsonl"
+    path.write_text(json.dumps({"input": "15,44,79,50"}) + "\n")
+    manager = TaskManager(include_path=str(TASK_CONFIGS / "countdown"), include_defaults=False,
+                          metadata={"countdown_file": str(path)})
+    task = manager.load("countdown")["tasks"]["countdown"]
+    assert task.eval_docs["instance"] == ["15,44,79,50"]

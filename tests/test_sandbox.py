@@ -207,3 +207,9 @@ def test_signals_to_other_processes_are_refused():
 def test_invalid_limits_are_refused(bad):
     with pytest.raises(ValueError, match=f"Limits.{next(iter(bad))}="):
         Limits(**bad)
+
+
+def test_resource_limits_cannot_be_raised_by_the_program():
+    program = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)"
+    execution = run_program(program, QUICK)
+    assert execution.status is Status.FAILED and "refuses resource.setrlimit" in execution.reason

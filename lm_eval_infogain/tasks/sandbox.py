@@ -4,7 +4,8 @@
 passed (the program ran to its end and exited 0), failed (with a reason: the last line of its output,
 the signal that killed it, or the output limit) or timed out.
 
-What holds for every program, enforced by the operating system (Linux):
+What holds for every program, enforced by the operating system (Linux); the rlimits are set by
+sandbox_guard.py in the child before the program's first line runs:
 - a wall-clock limit, after which the program's whole process group is killed; RLIMIT_CPU backs it up;
 - RLIMIT_AS caps memory; RLIMIT_FSIZE caps output (stdout and stderr go to one capped file) and any
   file the program writes; RLIMIT_CORE=0, so a crash leaves no core file;
@@ -17,16 +18,16 @@ What holds for every program, enforced by the operating system (Linux):
   no proxies); the interpreter runs with -I, so PYTHON* variables and the user site are ignored.
 
 What the Python-level guard (sandbox_guard.py, an audit hook installed before the program runs) adds,
-best-effort, since a C extension can bypass it: no sockets (there are no network namespaces here),
-no ctypes, no new processes, no signals to other processes, no writes outside the directory, and no
-reads outside the directory and Python's import paths. Without namespaces or a separate user, files the
-evaluating user can write stay writable to a program that gets past the guard; run code tasks as an
-unprivileged user (or in a container) for an operating-system guarantee.
+best-effort, since a C extension can bypass it: no sockets (this runs without network namespaces), no
+C calls through ctypes, no new processes, no signals to other processes, no changed rlimits, no writes
+outside the directory, and no reads outside the directory and Python's import paths. Without namespaces
+or a separate user, what the evaluating user may read or write stays open to a program that gets past
+the guard; run code tasks as an unprivileged user (or in a container) for an operating-system guarantee.
 """
 
+import json
 import math
 import os
-import resource
 import secrets
 import shutil
 import signal
@@ -36,7 +37,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from enum import Enum
-from functools import partial
 from pathlib import Path
 
 GUARD = Path(__file__).with_name("sandbox_guard.py")
@@ -91,14 +91,13 @@ def run_program(source: str, limits: Limits = Limits()) -> Execution:
 def run_in(directory: Path, source: str, limits: Limits, run_id: str) -> Execution:
     program = directory / "program.py"
     program.write_text(source, encoding="utf-8")
-    command = [sys.executable, "-I", str(GUARD), str(directory), str(program), str(limits.processes)]
-    max_tasks = tasks_of_user(os.getuid()) + THREAD_ALLOWANCE + limits.processes
+    settings = {"rlimits": resource_limits(limits), "processes": limits.processes}
+    command = [sys.executable, "-I", str(GUARD), str(directory), str(program), json.dumps(settings)]
     # Read back through our own handle: the program may rename the file or put a symlink in its place.
     with (directory / "output.txt").open("w+b") as output:
         process = subprocess.Popen(
             command, cwd=directory, env=scrubbed_environment(directory, run_id), stdin=subprocess.DEVNULL,
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=partial(apply_limits, limits, max_tasks),
         )
         try:
             returncode = process.wait(timeout=limits.seconds)
@@ -131,14 +130,16 @@ def scrubbed_environment(directory: Path, run_id: str) -> dict[str, str]:
             MARKER: run_id}
 
 
-def apply_limits(limits: Limits, max_tasks: int) -> None:
-    """Runs in the child between fork and exec: only setrlimit calls, nothing that could deadlock."""
-    cpu_seconds = math.ceil(limits.seconds) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NPROC, (max_tasks, max_tasks))
+def resource_limits(limits: Limits) -> dict[str, int]:
+    """The rlimits sandbox_guard.py sets, soft = hard, before the program runs."""
+    return {
+        # A backstop for the wall-clock limit, in whole CPU seconds.
+        "RLIMIT_CPU": math.ceil(limits.seconds) + 1,
+        "RLIMIT_AS": limits.memory_bytes,
+        "RLIMIT_FSIZE": limits.output_bytes,
+        "RLIMIT_CORE": 0,
+        "RLIMIT_NPROC": tasks_of_user(os.getuid()) + THREAD_ALLOWANCE + limits.processes,
+    }
 
 
 def tasks_of_user(uid: int) -> int:

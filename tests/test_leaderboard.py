@@ -83,7 +83,7 @@ def test_command_reproduces_the_run(runs):
         results = json.loads((root / row["results_file"]).read_text())
         words = shlex.split(row["command"])
         assert words[:3] == ["lm_eval", "--model", "mdm_infogain"]
-        option = lambda name: words[words.index(name) + 1]  # noqa: E731
+        option = dict(zip(words, words[1:])).get
         assert simple_parse_args_string(option("--model_args")) == results["config"]["model_args"]
         assert (option("--tasks"), option("--limit"), option("--num_fewshot")) == ("sudoku_4x4", "2", "0")
         assert "--log_samples" in words and "--apply_chat_template" not in words

@@ -23,6 +23,7 @@ yet (the finished block: its keys/values are committed then), so caching is exac
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -138,7 +139,7 @@ class CommitTrace:
     def row(self, index: int) -> dict:
         entropies = self.entropy[index].tolist()
         return {"commit_step": self.step[index].tolist(),
-                "commit_entropy": [None if value != value else value for value in entropies]}
+                "commit_entropy": [None if math.isnan(value) else value for value in entropies]}
 
 
 @dataclass

@@ -66,6 +66,22 @@ def choose_device(requested: str | None, accelerator) -> str:
     return requested
 
 
+def sampler_config(sampler_args: dict, max_new_tokens: int | None = None) -> SamplerConfig:
+    """model_args' sampler keys -> SamplerConfig (before fit_to_model); sampler_args gains what aliases set."""
+    unknown = sorted(set(sampler_args) - set(SAMPLER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown model_args key(s) {', '.join(unknown)}; allowed: "
+                         f"{', '.join(HARNESS_KEYS + SAMPLER_KEYS)}")
+    if max_new_tokens is not None:  # alias of gen_length (the seed README's name)
+        if "gen_length" in sampler_args and sampler_args["gen_length"] != max_new_tokens:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} and gen_length={sampler_args['gen_length']!r} "
+                             "disagree; give one of them")
+        sampler_args["gen_length"] = max_new_tokens
+    if sampler_args.get("use_cache", "prefix") is None:  # lm-eval parses the string 'none' as None
+        sampler_args["use_cache"] = "none"
+    return SamplerConfig(**sampler_args)
+
+
 @register_model("mdm_infogain")
 class MDMInfoGainLM(LM):
     def __init__(self, pretrained: str = "tiny-random-llada", arch: str | None = None, trust_remote_code=False,
@@ -73,18 +89,7 @@ class MDMInfoGainLM(LM):
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
                  decode_stats: str | None = None, **sampler_args):
         super().__init__()
-        unknown = sorted(set(sampler_args) - set(SAMPLER_KEYS))
-        if unknown:
-            raise ValueError(f"unknown model_args key(s) {', '.join(unknown)}; allowed: "
-                             f"{', '.join(HARNESS_KEYS + SAMPLER_KEYS)}")
-        if max_new_tokens is not None:  # alias of gen_length (the seed README's name)
-            if "gen_length" in sampler_args and sampler_args["gen_length"] != max_new_tokens:
-                raise ValueError(f"max_new_tokens={max_new_tokens!r} and gen_length={sampler_args['gen_length']!r} "
-                                 "disagree; give one of them")
-            sampler_args["gen_length"] = max_new_tokens
-        if sampler_args.get("use_cache", "prefix") is None:  # lm-eval parses the string 'none' as None
-            sampler_args["use_cache"] = "none"
-        self.sampler = SamplerConfig(**sampler_args)
+        self.sampler = sampler_config(sampler_args, max_new_tokens)
         self.batch_size_per_canvas = parse_batch_size(batch_size)
         check(seed is None or is_int(seed), "seed", seed, "an integer")
         # lm-eval's --seed seeds torch before building the model, so it reaches us through torch.

@@ -4,9 +4,10 @@
 
 The model is loaded once, in __init__. generate_until groups requests by gen_kwargs (lm-eval's
 Collator, longest prompt first), decodes `batch_size` prompts per canvas and cuts each answer at the
-first stop id and stop string. Every prompt draws its randomness from its own generator, seeded from
-the run's seed and the request (task, document, request index, repeat), so outputs do not depend on
-batch size, request order or the number of processes.
+first stop id and stop string. loglikelihood (multiple choice) and loglikelihood_rolling return the
+Monte Carlo ELBO of sampling/likelihood.py. Every request draws its randomness from its own generator,
+seeded from the run's seed and the request (task, document, request index, repeat), so outputs do not
+depend on batch size, request order or the number of processes.
 """
 
 import dataclasses

@@ -3,7 +3,7 @@
 A masked diffusion model has no left-to-right factorisation, so the exact log-likelihood is out of
 reach; lm-eval's `loglikelihood` gets the evidence lower bound instead, estimated by Monte Carlo.
 
-The estimator (LLaDA, Nie et al. 2025, eq. 14 of the appendix: the "lower variance" form). For a
+The estimator (LLaDA, Nie et al. 2025: the "lower variance" form of its likelihood bound). For a
 continuation x of L tokens after a context c, one draw picks l uniformly in 1..L, masks l of the L
 tokens chosen uniformly without replacement (the set S), and returns
 

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from lm_eval.api.instance import Instance
+from lm_eval.tasks import TaskManager
 
 from lm_eval_infogain.harness import MDMInfoGainLM
 from lm_eval_infogain.models.registry import load
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, elbo_rows, loglikelihoods, segment_bounds
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+OFFLINE_CONFIGS = Path(__file__).resolve().parents[1] / "task_configs" / "offline"
 ARCHITECTURES = ("llada", "mmada", "dream", "sdar", "trado")
 
 
@@ -222,6 +224,19 @@ def test_model_info_records_the_monte_carlo_settings(lm):
 
 
 # ---------------------------------------------------------------- the stock CLI on a multiple-choice task
+
+
+def test_arc_easy_local_reads_the_fixture_and_asks_for_a_train_file_before_shots():
+    metadata = {"arc_easy_local_jsonl": str(FIXTURES / "arc_easy_test.jsonl")}
+    manager = TaskManager(include_path=str(OFFLINE_CONFIGS), include_defaults=False, metadata=metadata)
+    task = manager.load(["arc_easy_local"])["tasks"]["arc_easy_local"]
+    docs = list(task.eval_docs)
+    assert len(docs) == 6 and task.OUTPUT_TYPE == "multiple_choice"
+    assert task.doc_to_choice(docs[0]) == ["a rock", "the Sun", "a shadow", "a cup of water"]
+    assert task.doc_to_target(docs[0]) == 1
+    assert task.fewshot_context(docs[0], num_fewshot=0).startswith("Question: Which of these")
+    with pytest.raises(ValueError, match="ARC_EASY_LOCAL_TRAIN_JSONL"):
+        task.fewshot_context(docs[0], num_fewshot=1)
 
 
 def test_stock_cli_runs_arc_easy_local(tmp_path):

@@ -78,10 +78,9 @@ def segment_bounds(context_length: int, continuation_length: int, block_size: in
 
 def mask_counts(length: int, num_draws: int, generator: torch.Generator, stratified: bool = True) -> torch.Tensor:
     """j in 1..length for each draw [N]: stratified (draw k's u in (k/N, (k+1)/N]) or iid uniform."""
-    jitter = torch.rand(num_draws, generator=generator, dtype=torch.float64)  # [N] in [0, 1)
-    offsets = torch.arange(num_draws, dtype=torch.float64) if stratified else torch.zeros(num_draws, dtype=torch.float64)
-    scale = num_draws if stratified else 1
-    u = (offsets + 1 - jitter) / scale  # [N] in (0, 1]
+    u = 1 - torch.rand(num_draws, generator=generator, dtype=torch.float64)  # [N] in (0, 1]
+    if stratified:
+        u = (torch.arange(num_draws, dtype=torch.float64) + u) / num_draws  # [N] draw k in (k/N, (k+1)/N]
     return torch.ceil(u * length).long().clamp(1, length)  # [N]
 
 

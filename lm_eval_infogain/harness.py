@@ -27,7 +27,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from lm_eval_infogain import __version__
-from lm_eval_infogain.models.registry import load, resolve_pretrained
+from lm_eval_infogain.models.registry import checkpoint_sampler_defaults, load, resolve_pretrained
 from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
 from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
@@ -92,6 +92,11 @@ class MDMInfoGainLM(LM):
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
                  decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32, **sampler_args):
         super().__init__()
+        # The checkpoint's own defaults (generation_config.json) under the model_args given.
+        checkpoint_defaults = checkpoint_sampler_defaults(pretrained)
+        if max_new_tokens is not None:
+            checkpoint_defaults.pop("gen_length", None)
+        sampler_args = checkpoint_defaults | sampler_args
         self.sampler = sampler_config(sampler_args, max_new_tokens)
         self.batch_size_per_canvas = parse_batch_size(batch_size)
         check(is_int(mc_num) and mc_num >= 1, "mc_num", mc_num, "an integer >= 1")

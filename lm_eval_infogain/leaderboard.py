@@ -26,6 +26,12 @@ own table in the README, hollow markers in the chart.
 
 Output (same input, same bytes): `leaderboard.json`, `README.md` and `leaderboard.png` (metric against
 mean NFE, one panel per task and metric, one colour per sampler) in the output folder.
+
+Info-Gain against confidence order: for every model, task, metric and cache mode measured with both
+`info_gain` and `original`, `comparisons` in the JSON and a README section say in words whether
+Info-Gain's value is above, equal to or below original's, with the difference's standard error
+sqrt(se_info_gain^2 + se_original^2) (the runs' own stderrs, treated as independent) and both mean
+cumulative entropies.
 """
 
 import argparse
@@ -255,8 +261,54 @@ def sort_key(row: dict) -> tuple:
 
 
 def build(folders: list[Path], reference_files: list[Path]) -> dict:
-    rows = [row for folder, path in find_results(folders) for row in rows_of_run(folder, path)]
-    return {"rows": sorted(rows, key=sort_key), "reference_rows": read_reference(reference_files)}
+    rows = sorted((row for folder, path in find_results(folders) for row in rows_of_run(folder, path)), key=sort_key)
+    return {"rows": rows, "comparisons": compare(rows, "info_gain", "original"),
+            "reference_rows": read_reference(reference_files)}
+
+
+def compare(rows: list[dict], challenger: str, baseline: str) -> list[dict]:
+    """`challenger` against `baseline` (sampler modes) per model, task, metric, filter and cache mode:
+    the difference of the values, its standard error and the verdict in a word. With several runs of
+    one cell, the latest counts."""
+    latest = {}
+    for row in rows:  # sorted by date within a cell, so the last one wins
+        mode, _, cache = row["sampler"].partition("/")
+        latest[(row["model"], row["task"], row["metric"], row["filter"], cache, mode)] = row
+    comparisons = []
+    for (model, task, metric, filter_name, cache, mode), ours in sorted(latest.items(), key=lambda item: str(item[0])):
+        theirs = latest.get((model, task, metric, filter_name, cache, baseline))
+        if mode != challenger or theirs is None:
+            continue
+        difference = ours["value"] - theirs["value"]
+        errors = (ours["stderr"], theirs["stderr"])
+        stderr = math.hypot(*errors) if None not in errors else None
+        comparisons.append({
+            "model": model, "task": task, "metric": metric, "filter": filter_name, "use_cache": cache,
+            "challenger": challenger, "baseline": baseline, "challenger_value": ours["value"],
+            "baseline_value": theirs["value"], "difference": difference, "difference_stderr": stderr,
+            "verdict": "above" if difference > 0 else "below" if difference < 0 else "equal",
+            "challenger_cumulative_entropy": ours["mean_cumulative_entropy"],
+            "baseline_cumulative_entropy": theirs["mean_cumulative_entropy"],
+        })
+    return comparisons
+
+
+def comparison_sentence(item: dict) -> str:
+    """One plain line, e.g. "tiny / sudoku_4x4, acc (prefix): info_gain 0.52 is above original 0.46 by 0.06
+    (stderr of the difference 0.07, 0.9 stderr); mean cumulative entropy 3.1 vs 4.2"."""
+    where = f"{item['model']} / {item['task']}, {item['metric']}"
+    where += f" {item['filter']}" if item["filter"] and item["filter"] != "none" else ""
+    head = (f"{where} (use_cache={item['use_cache']}): {item['challenger']} {fmt(item['challenger_value'])} is "
+            f"**{item['verdict']}** {item['baseline']} {fmt(item['baseline_value'])}")
+    if item["verdict"] != "equal":
+        head += f" by {fmt(abs(item['difference']))}"
+    stderr = item["difference_stderr"]
+    if stderr:
+        head += f" (stderr of the difference {fmt(stderr, 2)}, {abs(item['difference']) / stderr:.1f} stderr)"
+    elif stderr is None:
+        head += " (no stderr)"
+    return (head + f"; mean cumulative entropy {fmt(item['challenger_cumulative_entropy'])} vs "
+            f"{fmt(item['baseline_cumulative_entropy'])}")
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -287,6 +339,11 @@ def markdown(board: dict) -> str:
             row["model"], row["task"], row["sampler"], metric, fmt(row["value"]), fmt(row["stderr"]), fmt(row["n"]),
             fmt(row["mean_nfe"]), fmt(row["mean_cumulative_entropy"]), fmt(row["lm_eval_version"]),
             fmt(row["date"]), row["machine"], number[row["command"]])) + " |")
+    if board["comparisons"]:
+        lines += ["", "## Info-Gain against confidence order (original)", "",
+                  "Is Info-Gain's value above original's? The difference's stderr treats the two runs as "
+                  "independent.", ""]
+        lines += [f"- {comparison_sentence(item)}" for item in board["comparisons"]]
     lines += ["", "![metric against mean NFE](leaderboard.png)", "", "## Commands", ""]
     for text in commands:
         lines += [f"{number[text]}.", "", "```bash", text, "```", ""]

@@ -1,12 +1,15 @@
 """Train a tiny LLaDA-architecture masked diffusion model on one of the project's generated tasks, on CPU.
 
     python -m lm_eval_infogain.train_tiny --task sudoku_4x4 --out /tmp/tiny-sudoku --steps 1500
+    python -m lm_eval_infogain.train_tiny --task countdown --metadata '{"countdown_max_number": 9}' --out ...
 
 Each training example is the task's lm-eval prompt followed by its reference answer, exactly as the
 task formats them (`doc_to_text` + `doc_to_target`), the answer padded with EOS to a fixed length as
 LLaDA's SFT does; so the saved model runs on the lm-eval task unchanged, with gen_length equal to
-that answer length. Examples come from the task's own generator under a training seed, and every
-instance of the task's default evaluation data (its `test` split and few-shot pool) is skipped.
+that answer length. Examples come from the task's own generator under a training seed, with the
+generator settings of `--metadata` (the task's metadata keys, e.g. sudoku_num_blanks), and every
+instance of the task's evaluation data under that metadata (its `test` split and few-shot pool) is
+skipped; evaluate with the same metadata.
 
 Objective (LLaDA SFT): per sequence draw t ~ U(0, 1) and mask each answer token with probability
 p = (1 - eps) t + eps; the prompt stays clean. The loss is the cross-entropy on masked positions,
@@ -14,7 +17,9 @@ each weighted 1/p, summed and divided by the number of answer positions in the b
 
 The output folder holds model.safetensors, config.json, the tokenizer (a byte-level BPE learnt from
 the task's prompts, one token per digit, LLaDA's special tokens and chat template),
-generation_config.json and training_args.json; `pretrained=<folder>` loads it.
+generation_config.json and training_args.json; `pretrained=<folder>` loads it. `--save-at 2000,2400`
+also saves the model as it is after those steps, in <folder>/step-2000/ and so on (a less trained
+model, on the same learning-rate schedule).
 """
 
 import argparse
@@ -38,11 +43,12 @@ from lm_eval_infogain.tasks import countdown, sudoku
 
 @dataclass(frozen=True)
 class TrainTask:
-    """A task as training sees it: its module (doc_to_text, doc_to_target, load_dataset), a generator of
-    one doc from a random.Random, the key that tells two instances apart, and the answer length."""
+    """A task as training sees it: its module (doc_to_text, doc_to_target, load_dataset, generator_options),
+    a generator of one doc from a random.Random and the generator options, the key that tells two
+    instances apart, and the answer length."""
 
     module: ModuleType
-    draw: Callable[[random.Random], dict]
+    draw: Callable[..., dict]
     key: Callable[[dict], Hashable]
     answer_length: int  # tokens of answer + EOS padding; the gen_length to evaluate with
 
@@ -55,24 +61,26 @@ TOKENIZER_CORPUS_DOCS = 200  # prompts + answers the tokenizer learns its merges
 VOCAB_SIZE = 512
 
 
-def evaluation_keys(task: TrainTask) -> frozenset:
-    """Keys of every instance the task evaluates by default (test split and few-shot pool)."""
-    splits = task.module.load_dataset()
+def evaluation_keys(task: TrainTask, metadata: dict | None = None) -> frozenset:
+    """Keys of every instance the task evaluates under `metadata` (test split and few-shot pool)."""
+    splits = task.module.load_dataset(**(metadata or {}))
     return frozenset(task.key(doc) for split in splits.values() for doc in split)
 
 
-def training_docs(task: TrainTask, seed: int, exclude: frozenset):
-    """An endless stream of generated docs whose keys are not in `exclude`."""
+def training_docs(task: TrainTask, seed: int, exclude: frozenset, metadata: dict | None = None):
+    """An endless stream of generated docs (generator settings from `metadata`) whose keys are not in `exclude`."""
     rng = random.Random(f"train-{seed}")
+    options = task.module.generator_options(metadata or {})
     while True:
-        doc = task.draw(rng)
+        doc = task.draw(rng, **options)
         if task.key(doc) not in exclude:
             yield doc
 
 
-def task_tokenizer(task: TrainTask, seed: int):
+def task_tokenizer(task: TrainTask, seed: int, metadata: dict | None = None):
     rng = random.Random(f"tokenizer-{seed}")
-    docs = [task.draw(rng) for _ in range(TOKENIZER_CORPUS_DOCS)]
+    options = task.module.generator_options(metadata or {})
+    docs = [task.draw(rng, **options) for _ in range(TOKENIZER_CORPUS_DOCS)]
     corpus = [task.module.doc_to_text(doc) + task.module.doc_to_target(doc) for doc in docs]
     return build_tokenizer(LLAMA3, VOCAB_SIZE, corpus=corpus, split_digits=True)
 
@@ -123,7 +131,7 @@ def train(args) -> Path:
     torch.set_num_threads(args.threads)
     task = TASKS[args.task]
     answer_length = args.answer_length or task.answer_length
-    tokenizer = task_tokenizer(task, args.seed)
+    tokenizer = task_tokenizer(task, args.seed, args.metadata)
     config = LLaDAConfig(d_model=args.hidden, n_heads=args.heads, n_kv_heads=args.heads, n_layers=args.layers,
                          mlp_hidden_size=args.mlp, vocab_size=len(tokenizer),
                          rope_theta=10000.0, max_sequence_length=1024, architectures=["LLaDAModelLM"],
@@ -131,7 +139,7 @@ def train(args) -> Path:
     model = LLaDAModelLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                   betas=(0.9, 0.98))
-    docs = training_docs(task, args.seed, evaluation_keys(task))
+    docs = training_docs(task, args.seed, evaluation_keys(task, args.metadata), args.metadata)
     generator = torch.Generator().manual_seed(args.seed)
     warmup = max(1, args.steps // 20)
     started = time.perf_counter()
@@ -149,21 +157,28 @@ def train(args) -> Path:
         optimizer.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         progress.set_postfix(loss=f"{running:.3f}")
+        if step + 1 in args.save_at:
+            save(model, tokenizer, args, args.out / f"step-{step + 1}", step + 1, answer_length,
+                 time.perf_counter() - started, running)
     seconds = time.perf_counter() - started
-    return save(model, tokenizer, args, answer_length, seconds, running)
+    return save(model, tokenizer, args, args.out, args.steps, answer_length, seconds, running)
 
 
-def save(model, tokenizer, args, answer_length: int, seconds: float, final_loss: float) -> Path:
-    out = Path(args.out)
+def save(model, tokenizer, args, out: Path, steps_done: int, answer_length: int, seconds: float,
+         final_loss: float) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    # gen_length, steps and block_length: the sampler settings the model was trained for (the backend's
+    # defaults for this checkpoint): the whole answer as one block, one token per step.
     generation_config = {"eos_token_id": tokenizer.convert_tokens_to_ids(LLAMA3.stop_tokens),
-                         "pad_token_id": tokenizer.pad_token_id}
+                         "pad_token_id": tokenizer.pad_token_id, "gen_length": answer_length,
+                         "steps": answer_length, "block_length": answer_length}
     (out / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
     record = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
               if key != "out"}
-    record |= {"answer_length": answer_length, "train_seconds": round(seconds, 1),
+    record |= {"save_at": sorted(args.save_at), "steps_done": steps_done, "answer_length": answer_length,
+               "train_seconds": round(seconds, 1),
                "final_loss_ema": round(final_loss, 4)}
     (out / "training_args.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
@@ -174,6 +189,11 @@ def parse_args(argv=None):
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--out", type=Path, required=True, help="folder to save the model in")
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps")
+    parser.add_argument("--save-at", default="", help="comma-separated steps after which to also save the model, "
+                        "in <out>/step-<n>/")
+    parser.add_argument("--metadata", type=json.loads, default={},
+                        help="task metadata (JSON) for the generator and the excluded evaluation data, "
+                             "e.g. '{\"sudoku_num_blanks\": 12}'; evaluate with the same")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.01)
@@ -192,6 +212,14 @@ def parse_args(argv=None):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')}={getattr(args, key)} is invalid; allowed: an integer >= 1")
     args.mlp = args.mlp or 2 * args.hidden
+    try:
+        args.save_at = {int(step) for step in args.save_at.split(",") if step.strip()}
+    except ValueError:
+        parser.error(f"--save-at={args.save_at!r} is invalid; allowed: comma-separated step numbers")
+    if not all(1 <= step < args.steps for step in args.save_at):
+        parser.error(f"--save-at={sorted(args.save_at)} is invalid; allowed: steps in 1..{args.steps - 1}")
+    if not isinstance(args.metadata, dict):
+        parser.error(f"--metadata={args.metadata!r} is invalid; allowed: a JSON object")
     if args.hidden % args.heads:
         parser.error(f"--hidden={args.hidden} is invalid; allowed: a multiple of --heads={args.heads}")
     return args

@@ -55,6 +55,17 @@ def test_generated_instances_are_solved_by_their_reference():
         assert countdown.process_results(doc, [f"The answer is: {doc['reference']}"])["acc"] == 1
 
 
+def test_smaller_ranges_from_metadata_make_an_easier_variant(monkeypatch):
+    monkeypatch.delenv(countdown.FILE_ENV_VAR, raising=False)
+    splits = countdown.load_dataset(countdown_max_number=9, countdown_max_target=20, countdown_num_instances=300)
+    for doc in [*splits["test"], *splits["train"]]:
+        assert all(1 <= number <= 9 for number in doc["numbers"]) and 1 <= doc["target"] <= 20
+        assert follows_the_rules(doc["numbers"], doc["target"], doc["reference"])
+    assert max(doc["target"] for doc in splits["test"]) > 9  # targets are not capped by the numbers' range
+    with pytest.raises(ValueError, match="countdown_max_number=1 is invalid"):
+        countdown.load_dataset(countdown_max_number=1)
+
+
 def test_generator_is_deterministic_per_seed_and_leaves_global_random_alone():
     random.seed(99)
     before = random.random()

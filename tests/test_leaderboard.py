@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from lm_eval.utils import simple_parse_args_string
 
-from lm_eval_infogain.leaderboard import LeaderboardError, build, main
+from lm_eval_infogain.leaderboard import LeaderboardError, build, compare, main
 
 FAST_ARGS = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16"
 SAMPLERS = {"original": "original/prefix", "info_gain": "info_gain/prefix"}
@@ -101,6 +101,39 @@ def test_readme_chart_and_deterministic_output(runs, tmp_path):
     main([str(root), "-o", str(tmp_path)])  # same input, same bytes
     for name in ("leaderboard.json", "README.md"):
         assert (tmp_path / name).read_bytes() == (board_dir / name).read_bytes()
+
+
+def test_readme_says_whether_info_gain_is_above_original(runs):
+    root, board_dir, board = runs
+    value = {}
+    for mode in SAMPLERS:
+        results_path = next((root / "tiny-random-llada" / "sudoku_4x4" / mode).rglob("results_*.json"))
+        task = json.loads(results_path.read_text())["results"]["sudoku_4x4"]
+        value[mode] = (task["acc,none"], task["acc_stderr,none"])
+    (item,) = board["comparisons"]
+    expected = "above" if value["info_gain"][0] > value["original"][0] else "below"  # the relabelled run has 0.5
+    assert (item["task"], item["metric"], item["use_cache"], item["verdict"]) == ("sudoku_4x4", "acc", "prefix",
+                                                                                expected)
+    assert item["difference"] == pytest.approx(value["info_gain"][0] - value["original"][0])
+    assert item["difference_stderr"] == pytest.approx((value["info_gain"][1] ** 2 + value["original"][1] ** 2) ** 0.5)
+    readme = (board_dir / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("- tiny-random-llada / sudoku_4x4, acc"))
+    assert f"info_gain 0.5 is **{expected}** original" in line and "stderr of the difference" in line
+
+
+def test_comparison_pairs_runs_of_one_cache_mode_and_names_the_verdict():
+    def row(sampler, value, stderr=0.05, model="m", date="2026-01-01"):
+        return {"model": model, "task": "t", "metric": "acc", "filter": "none", "sampler": sampler, "value": value,
+                "stderr": stderr, "mean_cumulative_entropy": 1.0, "date": date}
+
+    rows = [row("info_gain/prefix", 0.4), row("original/prefix", 0.5), row("info_gain/none", 0.3, stderr=None),
+            row("original/none", 0.3), row("info_gain/dual", 0.9), row("original/prefix", 0.9, model="other")]
+    found = {(item["model"], item["use_cache"]): item for item in compare(rows, "info_gain", "original")}
+    assert set(found) == {("m", "prefix"), ("m", "none")}  # no original/dual; no info_gain for "other"
+    assert (found["m", "prefix"]["verdict"], found["m", "none"]["verdict"]) == ("below", "equal")
+    assert found["m", "prefix"]["difference"] == pytest.approx(-0.1)
+    assert found["m", "prefix"]["difference_stderr"] == pytest.approx(0.05 * 2 ** 0.5)
+    assert found["m", "none"]["difference_stderr"] is None
 
 
 def test_decode_stats_found_by_name_then_from_config(runs, tmp_path):

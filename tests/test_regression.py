@@ -7,6 +7,7 @@ orderings are the ones that make these models worth bundling: informed orders be
 Info-Gain commits tokens at lower entropy than confidence order does.
 """
 
+import json
 import statistics
 
 import pytest
@@ -90,14 +91,18 @@ def test_trained_models_are_short_names_read_as_llada_from_their_config(name):
 # ---------------------------------------------------------------- train_tiny
 
 
-@pytest.mark.parametrize("task", sorted(train_tiny.TASKS))
-def test_training_data_never_holds_an_evaluation_instance(task):
+@pytest.mark.parametrize("task,metadata", [("sudoku_4x4", {}), ("countdown", {}),
+                                           ("countdown", {"countdown_max_number": 9, "countdown_max_target": 20})])
+def test_training_data_never_holds_an_evaluation_instance(task, metadata):
     spec = train_tiny.TASKS[task]
-    excluded = train_tiny.evaluation_keys(spec)
-    test_keys = {spec.key(doc) for doc in spec.module.load_dataset()["test"]}
+    excluded = train_tiny.evaluation_keys(spec, metadata)
+    test_keys = {spec.key(doc) for doc in spec.module.load_dataset(**metadata)["test"]}
     assert test_keys <= excluded and len(test_keys) == 500
-    stream = train_tiny.training_docs(spec, seed=0, exclude=excluded)
-    assert not {spec.key(next(stream)) for _ in range(2000)} & excluded
+    stream = train_tiny.training_docs(spec, seed=0, exclude=excluded, metadata=metadata)
+    drawn = [next(stream) for _ in range(2000)]
+    assert not {spec.key(doc) for doc in drawn} & excluded
+    if metadata:  # the generator follows the metadata's ranges
+        assert all(max(doc["numbers"]) <= 9 and doc["target"] <= 20 for doc in drawn)
 
 
 @pytest.mark.parametrize("task", sorted(train_tiny.TASKS))
@@ -119,14 +124,24 @@ def test_training_text_is_the_task_prompt_then_its_answer_padded_with_eos(task):
 def test_train_tiny_saves_a_model_the_backend_loads_and_runs(tmp_path):
     out = tmp_path / "tiny-sudoku"
     train_tiny.main(["--task", "sudoku_4x4", "--out", str(out), "--steps", "20", "--batch-size", "8",
-                     "--layers", "1", "--hidden", "32", "--seed", "3"])
+                     "--layers", "1", "--hidden", "32", "--seed", "3", "--save-at", "5",
+                     "--metadata", '{"sudoku_num_blanks": 11}'])
     adapter, tokenizer = load(str(out), device="cpu")
     assert adapter.model.config.model_type == "llada"
     assert {tokenizer.mask_token, tokenizer.eos_token, tokenizer.pad_token} <= set(tokenizer.get_vocab())
     assert tokenizer.chat_template and (out / "generation_config.json").is_file()
-    lm = MDMInfoGainLM(pretrained=str(out), mode="info_gain", gen_length=24, steps=12, block_length=24,
-                       device="cpu", seed=0)
-    doc = sudoku.load_dataset()["test"][0]
+    early = load(str(out / "step-5"), device="cpu")[0].model.state_dict()
+    final = adapter.model.state_dict()
+    assert early.keys() == final.keys() and not all(torch.equal(early[key], final[key]) for key in final)
+    record = json.loads((out / "training_args.json").read_text())
+    assert (record["steps_done"], record["metadata"]) == (20, {"sudoku_num_blanks": 11})
+    assert json.loads((out / "step-5" / "training_args.json").read_text())["steps_done"] == 5
+    # The checkpoint's generation_config.json gives the backend its answer length as the default setting.
+    defaults = MDMInfoGainLM(pretrained=str(out), device="cpu").sampler
+    assert (defaults.gen_length, defaults.steps, defaults.block_length) == (24, 24, 24)
+    lm = MDMInfoGainLM(pretrained=str(out), mode="info_gain", steps=12, device="cpu", seed=0)
+    assert (lm.sampler.gen_length, lm.sampler.steps) == (24, 12)  # model_args win over the checkpoint's
+    doc = sudoku.load_dataset(sudoku_num_blanks=11)["test"][0]
     request = Instance("generate_until", doc, (sudoku.doc_to_text(doc), {"until": ["</answer>"]}), idx=0,
                        metadata=("sudoku_4x4", 0, 1))
     [answer] = lm.generate_until([request], disable_tqdm=True)

@@ -75,13 +75,29 @@ def resolve_dtype(name: str, checkpoint_dtype, device: torch.device) -> torch.dt
     return getattr(torch, checkpoint_dtype) if isinstance(checkpoint_dtype, str) else checkpoint_dtype
 
 
-def stop_ids(config, tokenizer, path: str) -> tuple[int, ...]:
+# generation_config.json keys that set sampler defaults for the checkpoint (train_tiny writes them)
+GENERATION_DEFAULT_KEYS = ("gen_length", "steps", "block_length")
+
+
+def generation_config(path: str) -> dict:
+    """The checkpoint's generation_config.json as a dict; empty when it has none."""
+    try:
+        return GenerationConfig.from_pretrained(path).to_dict()
+    except OSError:  # no generation_config.json
+        return {}
+
+
+def checkpoint_sampler_defaults(pretrained: str) -> dict:
+    """Sampler settings the checkpoint's generation_config.json names (gen_length, steps, block_length),
+    e.g. the answer length a train_tiny model learnt; model_args override them."""
+    generation = generation_config(resolve_pretrained(pretrained))
+    return {key: generation[key] for key in GENERATION_DEFAULT_KEYS if key in generation}
+
+
+def stop_ids(config, tokenizer, generation: dict) -> tuple[int, ...]:
     """EOS of the config and tokenizer plus generation_config.json's eos list (e.g. end-of-turn)."""
     ids = [getattr(config, "eos_token_id", None), tokenizer.eos_token_id]
-    try:
-        generation_eos = GenerationConfig.from_pretrained(path).eos_token_id
-    except OSError:  # no generation_config.json: config and tokenizer EOS are all there is
-        generation_eos = None
+    generation_eos = generation.get("eos_token_id")
     ids += generation_eos if isinstance(generation_eos, list) else [generation_eos]
     return tuple(dict.fromkeys(i for i in ids if i is not None))
 
@@ -100,10 +116,11 @@ def model_spec(config, tokenizer, path: str, model=None) -> ModelSpec:
     pad_id = getattr(config, "pad_token_id", None)
     pad_id = eos_id if pad_id is None else pad_id
     block_size = None if model is None else model.attention_block_size
+    generation = generation_config(path)
     return ModelSpec(
         mask_id=mask_id, eos_id=eos_id, pad_id=pad_id,
         vocab_size=getattr(config, "embedding_size", None) or config.vocab_size,  # rows of the LM head
-        stop_ids=stop_ids(config, tokenizer, path),
+        stop_ids=stop_ids(config, tokenizer, generation),
         max_length=getattr(config, "max_sequence_length", None) or getattr(config, "max_position_embeddings", 4096),
         logits_shift=0 if model is None else model.logits_shift, attention_block_size=block_size,
         cache_modes=supported_cache_modes(model is not None, block_size),

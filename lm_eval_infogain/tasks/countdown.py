@@ -8,6 +8,7 @@ YAMLs in task_configs/countdown/ reference `load_dataset`, `doc_to_text`, `doc_t
 Instances: three numbers drawn from 1..99, combined by two random steps (the first two numbers, then
 the result with the third) whose results are positive integers; the final value is the target, kept
 when it lies in 1..100 and is not one of the numbers. Everything is drawn from a `random.Random(seed)`.
+Smaller ranges (metadata `countdown_max_number`, `countdown_max_target`) make an easier variant.
 
 Scoring reads the text after the last "The answer is:" up to the end of that line.
 - `acc` (ours, strict): the answer is a step chain "a op b = c, ..." where every step is a true
@@ -39,7 +40,8 @@ DEFAULT_NUM_INSTANCES = 500
 DEFAULT_NUM_TRAIN = 50  # few-shot pool; the few-shot task draws 3 per prompt
 DEFAULT_SEED = 1234
 FILE_ENV_VAR = "COUNTDOWN_FILE"
-METADATA_KEYS = ("countdown_file", "countdown_num_instances", "countdown_seed", "countdown_num_train")
+METADATA_KEYS = ("countdown_file", "countdown_num_instances", "countdown_seed", "countdown_num_train",
+                 "countdown_max_number", "countdown_max_target")
 # Field names accepted in a user's file: ours first, then the generic names other releases use.
 INSTANCE_FIELDS = ("instance", "input")
 REFERENCE_FIELDS = ("reference", "output")
@@ -77,10 +79,14 @@ def random_step(rng: random.Random, first: int, second: int) -> tuple[str, int] 
     return None if result is None else (f"{left}{symbol}{right}={result}", result)
 
 
-def make_instance(rng: random.Random) -> dict:
-    """One instance whose reference chain uses all three numbers and reaches a target in 1..100."""
+def make_instance(rng: random.Random, max_number: int = MAX_NUMBER, max_target: int = MAX_TARGET) -> dict:
+    """One instance whose reference chain uses all three numbers (each in 1..max_number) and reaches a
+    target in 1..max_target."""
+    if max_number < 2 or max_target < 3:
+        raise ValueError(f"max_number={max_number}, max_target={max_target} leave no instance; "
+                         "allowed: max_number >= 2, max_target >= 3")
     while True:  # most draws overshoot the target range or divide inexactly; draw again then
-        numbers = [rng.randint(MIN_NUMBER, MAX_NUMBER) for _ in range(NUM_NUMBERS)]
+        numbers = [rng.randint(MIN_NUMBER, max_number) for _ in range(NUM_NUMBERS)]
         first, second, third = rng.sample(numbers, NUM_NUMBERS)
         step_one = random_step(rng, first, second)
         if step_one is None:
@@ -89,7 +95,7 @@ def make_instance(rng: random.Random) -> dict:
         if step_two is None:
             continue
         target = step_two[1]
-        if MIN_TARGET <= target <= MAX_TARGET and target not in numbers:
+        if MIN_TARGET <= target <= max_target and target not in numbers:
             return make_doc(numbers, target, f"{step_one[0]},{step_two[0]}")
 
 
@@ -107,9 +113,16 @@ def instance_key(doc: dict) -> tuple:
     return tuple(sorted(doc["numbers"])), doc["target"]
 
 
-def generate_instances(count: int, seed: int | str, exclude: frozenset = frozenset()) -> list[dict]:
-    """`count` distinct instances, none of whose key is in `exclude`; the same for the same seed."""
-    return common.draw_distinct(make_instance, instance_key, count, seed, exclude)
+def generate_instances(count: int, seed: int | str, exclude: frozenset = frozenset(), **options) -> list[dict]:
+    """`count` distinct instances, none of whose key is in `exclude`; the same for the same seed.
+    `options` are make_instance's ranges (generator_options)."""
+    return common.draw_distinct(lambda rng: make_instance(rng, **options), instance_key, count, seed, exclude)
+
+
+def generator_options(metadata: dict) -> dict:
+    """make_instance's keyword arguments from the task metadata (countdown_max_number, countdown_max_target)."""
+    return {"max_number": common.int_option(metadata, "countdown_max_number", MAX_NUMBER, minimum=2),
+            "max_target": common.int_option(metadata, "countdown_max_target", MAX_TARGET, minimum=3)}
 
 
 # ---------------------------------------------------------------- data set for lm-eval
@@ -149,18 +162,21 @@ def load_dataset(**metadata) -> datasets.DatasetDict:
                                (else the environment variable COUNTDOWN_FILE, else generated instances)
       countdown_num_instances  generated test instances (500)   countdown_seed  their seed (1234)
       countdown_num_train      few-shot pool size (50)
+      countdown_max_number     largest given number (99)      countdown_max_target  largest target (100)
     The train split is generated from its own seed and never repeats a test instance.
     """
     common.reject_unknown_keys(metadata, "countdown_", METADATA_KEYS)
     seed = common.int_option(metadata, "countdown_seed", DEFAULT_SEED, minimum=0)
     num_train = common.int_option(metadata, "countdown_num_train", DEFAULT_NUM_TRAIN, minimum=1)
+    options = generator_options(metadata)
     path = common.user_file(metadata, "countdown_file", FILE_ENV_VAR)
     if path:
         test = read_instance_file(path)
     else:
         count = common.int_option(metadata, "countdown_num_instances", DEFAULT_NUM_INSTANCES, minimum=1)
-        test = generate_instances(count, seed)
-    train = generate_instances(num_train, f"{seed}-train", exclude=frozenset(instance_key(doc) for doc in test))
+        test = generate_instances(count, seed, **options)
+    train = generate_instances(num_train, f"{seed}-train", exclude=frozenset(instance_key(doc) for doc in test),
+                               **options)
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(test), "train": datasets.Dataset.from_list(train)})
 
 

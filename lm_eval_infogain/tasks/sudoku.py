@@ -188,6 +188,11 @@ def read_puzzle_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     return rows
 
 
+def generator_options(metadata: dict) -> dict:
+    """make_puzzle's keyword arguments from the task metadata (sudoku_num_blanks)."""
+    return {"num_blanks": int_option(metadata, "sudoku_num_blanks", DEFAULT_NUM_BLANKS, minimum=0, maximum=MAX_BLANKS)}
+
+
 def load_dataset(**metadata) -> datasets.DatasetDict:
     """lm-eval's `custom_dataset` hook: splits `test` (the puzzles to solve) and `train` (few-shot examples).
 
@@ -203,7 +208,7 @@ def load_dataset(**metadata) -> datasets.DatasetDict:
     if unknown:
         raise ValueError(f"unknown sudoku metadata {', '.join(unknown)}; allowed: {', '.join(METADATA_KEYS)}")
     seed = int_option(metadata, "sudoku_seed", DEFAULT_SEED, minimum=0)
-    num_blanks = int_option(metadata, "sudoku_num_blanks", DEFAULT_NUM_BLANKS, minimum=0, maximum=MAX_BLANKS)
+    num_blanks = generator_options(metadata)["num_blanks"]
     num_train = int_option(metadata, "sudoku_num_train", DEFAULT_NUM_TRAIN, minimum=1)
     csv_path = metadata.get("sudoku_csv") or os.environ.get(CSV_ENV_VAR)
     if csv_path:

@@ -18,13 +18,19 @@
 #   EXTRA_MODEL_ARGS  appended to every --model_args, e.g. eos_penalty=4,pad_penalty=4 (the paper's
 #              Info-Gain runs) or pc_baseline=freq.json
 #   EXTRA_ARGS more lm_eval arguments, split on whitespace, e.g. "--batch_size 4"
+#   SETTINGS   model_args that replace the paper's per-task generation settings below; set but empty:
+#              none, so each checkpoint's generation_config.json defaults apply (launch/tiny_grid.sh)
+#   CACHE      use_cache of every sampler [prefix]
+#   CHAT_TEMPLATE=0  no --apply_chat_template (models trained on raw prompts) [1]
+#   METADATA   lm_eval --metadata JSON, e.g. '{"countdown_max_number": 9}' (task variants)
+#   LEADERBOARD=0  skip the leaderboard at the end [1]
 #   PYTHON     interpreter for the leaderboard [python]
 #   DRY_RUN=1  print each command (shell-quoted, one a line) instead of running it
 #
 # Settings (TASKS.md): reasoning and code gen_length=256 steps=256 block_length=32 temperature=0;
 # creative writing gen_length=512 steps=512 block_length=32 temperature=0.7. The paper gives none of
 # its own for sudoku_4x4 and countdown; they get the reasoning settings. Every sampler runs with
-# use_cache=prefix; Info-Gain with candidate_number=8 position_temperature=0.2 threshold=0.8.
+# use_cache=prefix (CACHE); Info-Gain with candidate_number=8 position_temperature=0.2 threshold=0.8.
 # All models are instruct/chat checkpoints: --apply_chat_template everywhere, zero-shot gsm8k and
 # minerva_math500; the code tasks run their programs (HF_ALLOW_CODE_EVAL=1, --confirm_run_unsafe_code).
 # Each run writes lm-eval's results and samples (--log_samples) and the per-request
@@ -43,6 +49,11 @@ runs=${RUNS:-results/runs}
 board=${BOARD:-results}
 python=${PYTHON:-python}
 dry_run=${DRY_RUN:-0}
+cache=${CACHE:-prefix}
+chat_template=()
+[[ ${CHAT_TEMPLATE:-1} == 0 ]] || chat_template=(--apply_chat_template)
+metadata=()
+[[ -z ${METADATA:-} ]] || metadata=(--metadata "$METADATA")
 
 fail() {
     echo "paper_grid.sh: $*" >&2
@@ -50,6 +61,10 @@ fail() {
 }
 
 task_settings() {  # the generation settings of a task, as model_args
+    if [[ -n ${SETTINGS+set} ]]; then
+        echo "$SETTINGS"
+        return
+    fi
     case $1 in
         gsm8k* | minerva_math500* | humaneval* | mbpp* | sudoku_4x4* | countdown*)
             echo "gen_length=256,steps=256,block_length=32,temperature=0" ;;
@@ -71,10 +86,10 @@ task_args() {  # lm_eval arguments a task needs
 
 sampler_settings() {  # a sampler's model_args
     case $1 in
-        info_gain) echo "mode=info_gain,candidate_number=8,position_temperature=0.2,threshold=0.8,use_cache=prefix" ;;
-        lookum) echo "mode=info_gain,variant=lookum,candidate_number=8,position_temperature=0.2,threshold=0.8,use_cache=prefix" ;;
-        fast_dllm) echo "mode=fast_dllm,threshold=0.8,use_cache=prefix" ;;
-        original | random | entropy | margin | eb_sampler | pc_sampler) echo "mode=$1,use_cache=prefix" ;;
+        info_gain) echo "mode=info_gain,candidate_number=8,position_temperature=0.2,threshold=0.8,use_cache=$cache" ;;
+        lookum) echo "mode=info_gain,variant=lookum,candidate_number=8,position_temperature=0.2,threshold=0.8,use_cache=$cache" ;;
+        fast_dllm) echo "mode=fast_dllm,threshold=0.8,use_cache=$cache" ;;
+        original | random | entropy | margin | eb_sampler | pc_sampler) echo "mode=$1,use_cache=$cache" ;;
         *) fail "unknown sampler '$1'; known: info_gain lookum original random entropy margin fast_dllm eb_sampler pc_sampler" ;;
     esac
 }
@@ -102,9 +117,10 @@ for model in "${models[@]}"; do
                 echo "skip (done): $out" >&2
                 continue
             fi
-            model_args="pretrained=$model,$settings,$sampler_args${EXTRA_MODEL_ARGS:+,$EXTRA_MODEL_ARGS},decode_stats=$out/decode_stats.jsonl"
+            model_args="pretrained=$model,${settings:+$settings,}$sampler_args${EXTRA_MODEL_ARGS:+,$EXTRA_MODEL_ARGS}"
+            model_args+=",decode_stats=$out/decode_stats.jsonl"
             command=("${code_env[@]}" accelerate launch --config_file "$config" -m lm_eval --model mdm_infogain
-                     --model_args "$model_args" --tasks "$task" --apply_chat_template
+                     --model_args "$model_args" --tasks "$task" "${chat_template[@]}" "${metadata[@]}"
                      --output_path "$out" --log_samples ${LIMIT:+--limit "$LIMIT"} "${needs[@]}" "${extra_args[@]}")
             if [[ $dry_run == 1 ]]; then
                 show "${command[@]}"
@@ -118,7 +134,9 @@ for model in "${models[@]}"; do
 done
 
 leaderboard=("$python" -m lm_eval_infogain.leaderboard "$runs" -o "$board")
-if [[ $dry_run == 1 ]]; then
+if [[ ${LEADERBOARD:-1} == 0 ]]; then
+    exit 0
+elif [[ $dry_run == 1 ]]; then
     show "${leaderboard[@]}"
 else
     "${leaderboard[@]}"

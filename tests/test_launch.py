@@ -1,5 +1,6 @@
 """launch/: the accelerate configs parse, and paper_grid.sh prints the paper's grid with DRY_RUN=1."""
 
+import json
 import os
 import shlex
 import shutil
@@ -13,6 +14,7 @@ from lm_eval.utils import simple_parse_args_string
 
 LAUNCH = Path(__file__).resolve().parent.parent / "launch"
 GRID = LAUNCH / "paper_grid.sh"
+TINY_GRID = LAUNCH / "tiny_grid.sh"
 REASONING = {"gen_length": 256, "steps": 256, "block_length": 32, "temperature": 0}
 CREATIVE = {"gen_length": 512, "steps": 512, "block_length": 32, "temperature": 0.7}
 
@@ -30,10 +32,10 @@ def test_accelerate_configs_parse(name, distributed, machines, processes):
     assert ClusterConfig.from_yaml_file(str(path)).num_processes == processes  # accelerate knows every key
 
 
-def grid(tmp_path, **env) -> subprocess.CompletedProcess:
+def grid(tmp_path, script=GRID, **env) -> subprocess.CompletedProcess:
     env = {"DRY_RUN": "1", "RUNS": str(tmp_path / "runs"), "BOARD": str(tmp_path / "board"),
            "CONFIG": str(LAUNCH / "cpu.yaml"), **env}
-    return subprocess.run(["bash", str(GRID)], env=os.environ | env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(["bash", str(script)], env=os.environ | env, capture_output=True, text=True, timeout=60)
 
 
 def parse(line: str) -> tuple[list[str], dict]:
@@ -89,6 +91,42 @@ def test_done_cells_are_skipped(tmp_path):
     assert "skip (done):" in result.stderr
 
 
+def test_tiny_grid_dry_run_pairs_each_trained_model_with_its_task(tmp_path):
+    result = grid(tmp_path, script=TINY_GRID, SAMPLERS="original random info_gain")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 * 3 + 1
+    cells = []
+    for line in lines[:-1]:
+        words, options = parse(line)
+        assert words[:2] == ["accelerate", "launch"] and options["--config_file"] == str(LAUNCH / "cpu.yaml")
+        args = simple_parse_args_string(options["--model_args"])
+        model, task = args["pretrained"], options["--tasks"]
+        cells.append((model, task, args["mode"]))
+        out = tmp_path / "runs" / model / task / args["mode"]
+        assert options["--output_path"] == str(out) and args["decode_stats"] == str(out / "decode_stats.jsonl")
+        # the checkpoint's generation_config sets the generation; raw prompts, no chat template; no cache
+        assert not {"gen_length", "steps", "block_length"} & set(args) and "--apply_chat_template" not in options
+        assert "use_cache=none" in options["--model_args"].split(",")  # lm-eval reads the value 'none' as None
+        assert options["--limit"] == "100" and "--log_samples" in options
+        metadata = json.loads(options["--metadata"]) if "--metadata" in options else {}
+        assert metadata == ({"countdown_max_number": 9, "countdown_max_target": 20} if task == "countdown" else {})
+    assert cells == [(model, task, sampler) for model, task in (("tiny-llada-sudoku", "sudoku_4x4"),
+                                                                ("tiny-llada-countdown", "countdown"))
+                     for sampler in ("original", "random", "info_gain")]
+    assert shlex.split(lines[-1])[1:] == ["-m", "lm_eval_infogain.leaderboard", str(tmp_path / "runs"), "-o",
+                                          str(tmp_path / "board")]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tiny_grid_metadata_matches_what_the_countdown_model_was_trained_on():
+    from lm_eval_infogain.models.registry import BUNDLED
+
+    script = TINY_GRID.read_text()
+    trained = json.loads((BUNDLED["tiny-llada-countdown"] / "training_args.json").read_text())["metadata"]
+    assert f"COUNTDOWN_METADATA='{json.dumps(trained, separators=(',', ':'))}'" in script
+
+
 @pytest.mark.parametrize("env,message", [({"TASKS": "nope"}, "no paper settings for task 'nope'"),
                                          ({"SAMPLERS": "nope"}, "unknown sampler 'nope'")])
 def test_unknown_names_fail_with_one_line(tmp_path, env, message):
@@ -97,6 +135,7 @@ def test_unknown_names_fail_with_one_line(tmp_path, env, message):
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-def test_paper_grid_is_shellcheck_clean():
-    result = subprocess.run(["shellcheck", str(GRID)], capture_output=True, text=True)
+@pytest.mark.parametrize("script", [GRID, TINY_GRID])
+def test_grid_scripts_are_shellcheck_clean(script):
+    result = subprocess.run(["shellcheck", "-x", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

@@ -76,7 +76,7 @@ def resolve_dtype(name: str, checkpoint_dtype, device: torch.device) -> torch.dt
 
 
 # generation_config.json keys that set sampler defaults for the checkpoint (train_tiny writes them)
-GENERATION_DEFAULT_KEYS = ("gen_length", "steps", "block_length")
+GENERATION_DEFAULT_KEYS = ("gen_length", "steps", "block_length", "use_cache")
 
 
 def generation_config(path: str) -> dict:
@@ -88,7 +88,7 @@ def generation_config(path: str) -> dict:
 
 
 def checkpoint_sampler_defaults(pretrained: str) -> dict:
-    """Sampler settings the checkpoint's generation_config.json names (gen_length, steps, block_length),
+    """Sampler settings the checkpoint's generation_config.json names (gen_length, steps, block_length, use_cache),
     e.g. the answer length a train_tiny model learnt; model_args override them."""
     generation = generation_config(resolve_pretrained(pretrained))
     return {key: generation[key] for key in GENERATION_DEFAULT_KEYS if key in generation}

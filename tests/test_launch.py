@@ -108,7 +108,7 @@ def test_tiny_grid_dry_run_pairs_each_trained_model_with_its_task(tmp_path):
         # the checkpoint's generation_config sets the generation; raw prompts, no chat template; no cache
         assert not {"gen_length", "steps", "block_length"} & set(args) and "--apply_chat_template" not in options
         assert "use_cache=none" in options["--model_args"].split(",")  # lm-eval reads the value 'none' as None
-        assert options["--limit"] == "100" and "--log_samples" in options
+        assert options["--limit"] == "100" and options["--batch_size"] == "50" and "--log_samples" in options
         metadata = json.loads(options["--metadata"]) if "--metadata" in options else {}
         assert metadata == ({"countdown_max_number": 9, "countdown_max_target": 20} if task == "countdown" else {})
     assert cells == [(model, task, sampler) for model, task in (("tiny-llada-sudoku", "sudoku_4x4"),

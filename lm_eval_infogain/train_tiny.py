@@ -175,8 +175,9 @@ def save(model, tokenizer, args, out: Path, steps_done: int, answer_length: int,
     # step, and no cache (a prefix cache would hold prompt keys computed beside a fully masked answer,
     # an approximation that costs a model this small accuracy for little time saved).
     generation_config = {"eos_token_id": tokenizer.convert_tokens_to_ids(LLAMA3.stop_tokens),
-                         "pad_token_id": tokenizer.pad_token_id, "gen_length": answer_length,
-                         "steps": answer_length, "block_length": answer_length, "use_cache": "none"}
+                         "pad_token_id": tokenizer.pad_token_id,
+                         "sampler_defaults": {"gen_length": answer_length, "steps": answer_length,
+                                              "block_length": answer_length, "use_cache": "none"}}
     (out / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
     record = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
               if key != "out"}

@@ -9,6 +9,7 @@ informed orders beat a random one, and Info-Gain commits tokens at lower entropy
 """
 
 import json
+import shutil
 import statistics
 
 import pytest
@@ -17,7 +18,7 @@ from lm_eval.api.instance import Instance
 
 from lm_eval_infogain import train_tiny
 from lm_eval_infogain.harness import MDMInfoGainLM
-from lm_eval_infogain.models.registry import BUNDLED, load, short_name_arch
+from lm_eval_infogain.models.registry import BUNDLED, checkpoint_sampler_defaults, load, short_name_arch
 from lm_eval_infogain.tasks import countdown, sudoku
 
 MODES = ("original", "random", "info_gain")
@@ -151,3 +152,18 @@ def test_train_tiny_saves_a_model_the_backend_loads_and_runs(tmp_path):
     [answer] = lm.generate_until([request], disable_tqdm=True)
     assert isinstance(answer, str)
     assert lm.decode_stats[0]["nfe"] >= 1
+
+
+def test_sampler_defaults_come_only_from_their_own_generation_config_entry(tmp_path):
+    checkpoint = tmp_path / "model"
+    shutil.copytree(BUNDLED["tiny-random-llada"], checkpoint)
+    path = checkpoint / "generation_config.json"
+    generation = json.loads(path.read_text())
+    path.write_text(json.dumps(generation | {"use_cache": True, "max_new_tokens": 7}))  # transformers' own keys
+    assert checkpoint_sampler_defaults(str(checkpoint)) == {}
+    path.write_text(json.dumps(generation | {"sampler_defaults": {"gen_length": 16, "block_length": 16}}))
+    lm = MDMInfoGainLM(pretrained=str(checkpoint), device="cpu", steps=8)
+    assert (lm.sampler.gen_length, lm.sampler.block_length, lm.sampler.steps) == (16, 16, 8)
+    path.write_text(json.dumps(generation | {"sampler_defaults": {"gen_lenght": 16}}))
+    with pytest.raises(ValueError, match="unknown key.*gen_lenght"):
+        MDMInfoGainLM(pretrained=str(checkpoint), device="cpu")

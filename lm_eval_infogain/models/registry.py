@@ -75,7 +75,10 @@ def resolve_dtype(name: str, checkpoint_dtype, device: torch.device) -> torch.dt
     return getattr(torch, checkpoint_dtype) if isinstance(checkpoint_dtype, str) else checkpoint_dtype
 
 
-# generation_config.json keys that set sampler defaults for the checkpoint (train_tiny writes them)
+# generation_config.json may hold {"sampler_defaults": {...}} with these keys: the checkpoint's own
+# defaults for our sampler (train_tiny writes them). A sub-dict, so that transformers' own keys of the
+# same name (use_cache: true) never read as ours.
+SAMPLER_DEFAULTS_KEY = "sampler_defaults"
 GENERATION_DEFAULT_KEYS = ("gen_length", "steps", "block_length", "use_cache")
 
 
@@ -88,10 +91,14 @@ def generation_config(path: str) -> dict:
 
 
 def checkpoint_sampler_defaults(pretrained: str) -> dict:
-    """Sampler settings the checkpoint's generation_config.json names (gen_length, steps, block_length, use_cache),
-    e.g. the answer length a train_tiny model learnt; model_args override them."""
-    generation = generation_config(resolve_pretrained(pretrained))
-    return {key: generation[key] for key in GENERATION_DEFAULT_KEYS if key in generation}
+    """Sampler settings the checkpoint's generation_config.json names under "sampler_defaults" (gen_length,
+    steps, block_length, use_cache), e.g. the answer length a train_tiny model learnt; model_args win."""
+    defaults = generation_config(resolve_pretrained(pretrained)).get(SAMPLER_DEFAULTS_KEY) or {}
+    unknown = sorted(set(defaults) - set(GENERATION_DEFAULT_KEYS))
+    if unknown:
+        raise ValueError(f"pretrained={pretrained!r}: generation_config.json {SAMPLER_DEFAULTS_KEY} has unknown "
+                         f"key(s) {', '.join(unknown)}; allowed: {', '.join(GENERATION_DEFAULT_KEYS)}")
+    return dict(defaults)
 
 
 def stop_ids(config, tokenizer, generation: dict) -> tuple[int, ...]:

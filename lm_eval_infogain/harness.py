@@ -11,6 +11,7 @@ batch size, request order or the number of processes.
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences, postprocess_generated_text
 from tqdm import tqdm
 
-from lm_eval_infogain import __version__
+from lm_eval_infogain import __version__, request_cache
 from lm_eval_infogain.models.registry import load, resolve_pretrained
 from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int
 from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
@@ -91,6 +92,7 @@ class MDMInfoGainLM(LM):
         self.seed = torch.initial_seed() if seed is None else seed
         self.accelerator = self.setup_data_parallel()
         self.pretrained = pretrained
+        self.peft = peft
         check(isinstance(trust_remote_code, bool), "trust_remote_code", trust_remote_code, "True or False")
         self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
                                             arch=arch, trust_remote_code=trust_remote_code, peft=peft)
@@ -227,8 +229,29 @@ class MDMInfoGainLM(LM):
                 answers.append(answer)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answer)
                 progress.update(1)
+            self.commit_cache()
         progress.close()
         return collator.get_original(answers)
+
+    # --- lm-eval's request cache (--use_cache), see request_cache.py ---
+    def set_cache_hook(self, cache_hook) -> None:
+        """Called by lm-eval's CachingLM with the cache file: refuse one made with other settings."""
+        if cache_hook.dbdict is not None:
+            request_cache.guard(cache_hook.dbdict, self.output_settings())
+        super().set_cache_hook(cache_hook)
+
+    def output_settings(self) -> dict:
+        """Everything get_model_info reports that can change an answer (not batch size, stats or paths)."""
+        info = self.get_model_info()
+        for key in ("decode_stats_mean", "batch_size_per_canvas", "pretrained_path", "device"):
+            info.pop(key, None)
+        return info | {"device_type": self.device.type, "peft": self.peft,
+                       "lm_eval_version": importlib.metadata.version("lm_eval")}
+
+    def commit_cache(self) -> None:
+        """Make a finished batch's answers durable, so a run killed later keeps them."""
+        if self.cache_hook.dbdict is not None:
+            self.cache_hook.dbdict.commit()
 
     def get_model_info(self) -> dict:
         """Everything that decides the outputs, defaults included, for lm-eval's results JSON."""

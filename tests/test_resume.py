@@ -1,0 +1,106 @@
+"""Resuming with lm-eval's request cache (--use_cache): a killed run keeps its finished requests, a
+rerun of the same command computes only the rest, and a cache made with other settings is refused."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lm_eval
+import pytest
+from lm_eval.api.model import CachingLM
+from sqlitedict import SqliteDict
+
+from lm_eval_infogain.harness import MDMInfoGainLM
+from lm_eval_infogain.request_cache import SETTINGS_KEY
+
+TASK, LIMIT = "sudoku_4x4", 8
+MODEL_ARGS = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16,mode=info_gain"
+
+
+def command(model_args: str, cache: Path, output: Path) -> list[str]:
+    return [sys.executable, "-m", "lm_eval", "--model", "mdm_infogain", "--model_args", model_args,
+            "--tasks", TASK, "--limit", str(LIMIT), "--use_cache", str(cache), "--output_path", str(output),
+            "--log_samples"]
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def samples(output: Path) -> dict[int, list]:
+    rows = [json.loads(line) for line in next(output.rglob(f"samples_{TASK}_*.jsonl")).read_text().splitlines()]
+    return {row["doc_id"]: row["resps"] for row in rows}
+
+
+def uninterrupted_samples() -> dict[int, list]:
+    """The same evaluation in this process, without a cache (the CLI's default seeds)."""
+    results = lm_eval.simple_evaluate(model="mdm_infogain", model_args=MODEL_ARGS + ",device=cpu", tasks=[TASK],
+                                      limit=LIMIT, log_samples=True)
+    return {row["doc_id"]: row["resps"] for row in results["samples"][TASK]}
+
+
+def cached_answers(db: Path) -> int:
+    with SqliteDict(str(db), flag="r") as cache:
+        return sum(1 for key in cache.keys() if key != SETTINGS_KEY)
+
+
+def test_killed_run_resumes_without_recomputing_and_matches_an_uninterrupted_run(tmp_path):
+    stats = tmp_path / "stats.jsonl"
+    cache, db = tmp_path / "cache" / "run", tmp_path / "cache" / "run_rank0.db"
+    resumed = command(MODEL_ARGS + f",decode_stats={stats}", cache, tmp_path / "resumed")
+
+    process = subprocess.Popen(resumed, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while lines(stats) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished (or failed) before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = cached_answers(db)
+    assert 0 < done_before < LIMIT
+    stats_before = lines(stats)
+
+    rerun = run(resumed, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert lines(stats) - stats_before == LIMIT - done_before  # only the missing requests ran
+    assert cached_answers(db) == LIMIT
+
+    resumed_samples = samples(tmp_path / "resumed")
+    assert len(resumed_samples) == LIMIT and resumed_samples == uninterrupted_samples()
+
+
+FAST = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16,device=cpu"
+
+
+def caching_lm(model_args: str, db: Path) -> CachingLM:
+    return CachingLM(MDMInfoGainLM.create_from_arg_string(FAST + "," + model_args), str(db))
+
+
+@pytest.mark.parametrize("changed", ["mode=original", "seed=2", "use_cache=dual", "temperature=0.5", "dtype=bfloat16",
+                                     "eos_penalty=1"])
+def test_a_cache_made_with_other_settings_is_refused(tmp_path, changed):
+    db = tmp_path / "cache.db"
+    caching_lm("seed=1", db).dbdict.close()
+    caching_lm("seed=1", db).dbdict.close()  # the same settings reopen it
+    with pytest.raises(ValueError, match=f"^--use_cache file {db} holds answers made with other settings") as error:
+        caching_lm(f"seed=1,{changed}", db)
+    assert changed.split("=")[0] in str(error.value) and "\n" not in str(error.value)
+    if changed == "mode=original":
+        assert "(sampler.mode: 'info_gain' -> 'original')" in str(error.value)
+
+
+def test_a_cache_filled_by_something_else_is_refused(tmp_path):
+    db = tmp_path / "cache.db"
+    with SqliteDict(str(db), autocommit=True) as cache:
+        cache["0" * 64] = "an answer of another model"
+    with pytest.raises(ValueError, match="did not record its settings"):
+        caching_lm("seed=1", db)

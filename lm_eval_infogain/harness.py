@@ -4,9 +4,10 @@
 
 The model is loaded once, in __init__. generate_until groups requests by gen_kwargs (lm-eval's
 Collator, longest prompt first), decodes `batch_size` prompts per canvas and cuts each answer at the
-first stop id and stop string. Every prompt draws its randomness from its own generator, seeded from
-the run's seed and the request (task, document, request index, repeat), so outputs do not depend on
-batch size, request order or the number of processes.
+first stop id and stop string. loglikelihood (multiple choice) and loglikelihood_rolling return the
+Monte Carlo ELBO of sampling/likelihood.py. Every request draws its randomness from its own generator,
+seeded from the run's seed and the request (task, document, request index, repeat), so outputs do not
+depend on batch size, request order or the number of processes.
 """
 
 import dataclasses
@@ -23,18 +24,20 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences, postprocess_generated_text
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from lm_eval_infogain import __version__, request_cache
 from lm_eval_infogain.models.registry import load, resolve_pretrained
 from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int
+from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
 from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
 
 logger = logging.getLogger(__name__)
 
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
 HARNESS_KEYS = ("pretrained", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
-                "max_batch_size", "dtype", "device", "seed", "decode_stats")
+                "max_batch_size", "dtype", "device", "seed", "decode_stats", "mc_num", "mc_batch_size")
 KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample"}
 
 
@@ -67,26 +70,34 @@ def choose_device(requested: str | None, accelerator) -> str:
     return requested
 
 
+def sampler_config(sampler_args: dict, max_new_tokens: int | None = None) -> SamplerConfig:
+    """model_args' sampler keys -> SamplerConfig (before fit_to_model); sampler_args gains what aliases set."""
+    unknown = sorted(set(sampler_args) - set(SAMPLER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown model_args key(s) {', '.join(unknown)}; allowed: "
+                         f"{', '.join(HARNESS_KEYS + SAMPLER_KEYS)}")
+    if max_new_tokens is not None:  # alias of gen_length (the seed README's name)
+        if "gen_length" in sampler_args and sampler_args["gen_length"] != max_new_tokens:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} and gen_length={sampler_args['gen_length']!r} "
+                             "disagree; give one of them")
+        sampler_args["gen_length"] = max_new_tokens
+    if sampler_args.get("use_cache", "prefix") is None:  # lm-eval parses the string 'none' as None
+        sampler_args["use_cache"] = "none"
+    return SamplerConfig(**sampler_args)
+
+
 @register_model("mdm_infogain")
 class MDMInfoGainLM(LM):
     def __init__(self, pretrained: str = "tiny-random-llada", arch: str | None = None, trust_remote_code=False,
                  peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
-                 decode_stats: str | None = None, **sampler_args):
+                 decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32, **sampler_args):
         super().__init__()
-        unknown = sorted(set(sampler_args) - set(SAMPLER_KEYS))
-        if unknown:
-            raise ValueError(f"unknown model_args key(s) {', '.join(unknown)}; allowed: "
-                             f"{', '.join(HARNESS_KEYS + SAMPLER_KEYS)}")
-        if max_new_tokens is not None:  # alias of gen_length (the seed README's name)
-            if "gen_length" in sampler_args and sampler_args["gen_length"] != max_new_tokens:
-                raise ValueError(f"max_new_tokens={max_new_tokens!r} and gen_length={sampler_args['gen_length']!r} "
-                                 "disagree; give one of them")
-            sampler_args["gen_length"] = max_new_tokens
-        if sampler_args.get("use_cache", "prefix") is None:  # lm-eval parses the string 'none' as None
-            sampler_args["use_cache"] = "none"
-        self.sampler = SamplerConfig(**sampler_args)
+        self.sampler = sampler_config(sampler_args, max_new_tokens)
         self.batch_size_per_canvas = parse_batch_size(batch_size)
+        check(is_int(mc_num) and mc_num >= 1, "mc_num", mc_num, "an integer >= 1")
+        check(is_int(mc_batch_size) and mc_batch_size >= 1, "mc_batch_size", mc_batch_size, "an integer >= 1")
+        self.mc_num, self.mc_batch_size = mc_num, mc_batch_size
         check(seed is None or is_int(seed), "seed", seed, "an integer")
         # lm-eval's --seed seeds torch before building the model, so it reaches us through torch.
         self.seed = torch.initial_seed() if seed is None else seed
@@ -153,12 +164,69 @@ class MDMInfoGainLM(LM):
                                                   add_generation_prompt=add_generation_prompt)
 
     # --- requests ---
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError("mdm_infogain does not support loglikelihood (multiple-choice tasks) yet; "
-                                  "use generate_until tasks")
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """(ELBO estimate of log p(continuation | context), is_greedy) per request; see sampling/likelihood.py."""
+        scoring = [ScoringRequest(*self.encode_pair(*instance.args), request_seed(self.seed, instance, 0))
+                   for instance in requests]
+        progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                        desc="Running loglikelihood requests")
+        results = loglikelihoods(self.adapter, scoring, self.mc_num, self.mc_batch_size, progress.update)
+        progress.close()
+        for instance, result in zip(requests, results):
+            self.cache_hook.add_partial("loglikelihood", instance.args, result)
+        return results
 
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError("mdm_infogain does not support loglikelihood_rolling (perplexity tasks) yet")
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """The ELBO of each whole text, as lm-eval's causal models chunk it: disjoint windows of at most the
+        model's max length, each scored given the window before it (the first given the prefix token)."""
+        scoring, owners = [], []
+        for index, instance in enumerate(requests):
+            (text,) = instance.args
+            windows = get_rolling_token_windows(self.encode(text), self.prefix_token_id,
+                                                self.adapter.spec.max_length, context_len=1)
+            for window, (context, continuation) in enumerate(map(make_disjoint_window, windows)):
+                scoring.append(ScoringRequest(context, continuation, request_seed(self.seed, instance, window)))
+                owners.append(index)
+        progress = tqdm(total=len(scoring), disable=disable_tqdm or self.rank != 0,
+                        desc="Running loglikelihood_rolling windows")
+        window_results = loglikelihoods(self.adapter, scoring, self.mc_num, self.mc_batch_size, progress.update)
+        progress.close()
+        totals = [0.0] * len(requests)
+        for owner, (log_prob, _) in zip(owners, window_results):
+            totals[owner] += log_prob
+        for instance, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", instance.args, total)
+        return totals
+
+    @property
+    def prefix_token_id(self) -> int:
+        """The context of an empty one (lm-eval's convention): BOS, or EOS when the tokenizer has none."""
+        bos = self.tokenizer.bos_token_id
+        return self.adapter.spec.eos_id if bos is None else bos
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of (context, continuation), split as lm-eval's causal models split them.
+
+        The context's trailing spaces move to the continuation; the continuation is what the whole text
+        adds to the context's tokens; an empty context is the prefix token. A context too long for the
+        model loses its start.
+        """
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        if not context:
+            return [self.prefix_token_id], self.encode(continuation)
+        context_ids = self.encode(context)
+        continuation_ids = self.encode(context + continuation)[len(context_ids):]
+        room = self.adapter.spec.max_length - len(continuation_ids)
+        check(room >= 1, "continuation", continuation[:40], f"at most {self.adapter.spec.max_length - 1} tokens")
+        if len(context_ids) > room:
+            self.warn_once(f"loglikelihood contexts are left-truncated to fit the model max length "
+                           f"{self.adapter.spec.max_length}")
+        return context_ids[-room:], continuation_ids
 
     def warn_once(self, message: str) -> None:
         if message not in self.warned:
@@ -185,7 +253,7 @@ class MDMInfoGainLM(LM):
         return until, min(max_gen_toks, self.sampler.gen_length), temperature
 
     def encode_prompt(self, context: str, gen_length: int) -> list[int]:
-        ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+        ids = self.encode(context)
         if not ids:
             raise ValueError("an empty prompt was given; masked diffusion needs at least one prompt token")
         room = self.adapter.spec.max_length - gen_length
@@ -266,6 +334,8 @@ class MDMInfoGainLM(LM):
             "device": str(self.device),
             "seed": self.seed,
             "batch_size_per_canvas": self.batch_size_per_canvas,
+            "mc_num": self.mc_num,
+            "mc_batch_size": self.mc_batch_size,
             "sampler": dataclasses.asdict(self.sampler),
             "decode_stats_mean": self.mean_decode_stats(),
         }

@@ -84,11 +84,6 @@ def test_model_info_records_every_setting_and_version(lm):
     assert info["model_type"] == "llada" and isinstance(info["seed"], int)
 
 
-def test_loglikelihood_says_not_supported(lm):
-    with pytest.raises(NotImplementedError, match="does not support loglikelihood"):
-        lm.loglikelihood([])
-
-
 def test_stop_strings_and_stop_ids_cut_the_answer(lm, monkeypatch):
     tokenizer = lm.tokenizer
     eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")

@@ -49,21 +49,6 @@ def test_block_ranges_follow_a_block_causal_models_blocks():
     assert block_ranges(8, 16, 8, attention_block_size=4) == [(8, 16), (16, 24)]
 
 
-@pytest.mark.parametrize("window_end", ["block", "canvas"])
-def test_sliced_forward_against_cache_matches_full_forward(tiny, prompts, window_end):
-    adapter, _ = tiny
-    canvas = build_canvas(prompts, 32, adapter.spec, "cpu")
-    batch, total = canvas.ids.shape
-    canvas.ids[:, -32:-20] = torch.randint(10, 400, (batch, 12))  # some committed tokens, some masks
-    full = adapter.forward(canvas.ids, canvas.positions, canvas.key_mask, None, 0, 0)  # [B, T, V]
-    cache = adapter.new_cache(batch, total)
-    adapter.forward(canvas.ids, canvas.positions, canvas.key_mask, cache, 0, 0)  # builds the cache
-    for start in (canvas.prompt_length, canvas.prompt_length + 16):
-        end = start + 16 if window_end == "block" else total  # dual: the block; prefix: to the end
-        sliced = adapter.forward(canvas.ids[:, start:end], canvas.positions, canvas.key_mask, cache, start, start)
-        torch.testing.assert_close(sliced, full[:, start:end], atol=1e-5, rtol=1e-5)
-
-
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 @pytest.mark.parametrize("mode", ["original", "info_gain"])
 def test_cache_agrees_with_no_cache_on_most_tokens(tiny, prompts, mode, cache):

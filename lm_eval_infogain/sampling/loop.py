@@ -23,6 +23,7 @@ yet (the finished block: its keys/values are committed then), so caching is exac
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -112,6 +113,36 @@ class DecodeStats:
 
 
 @dataclass
+class CommitTrace:
+    """Opt-in record of the decode order: per generated position, the step that committed it and the
+    entropy of its distribution at that step. Steps count the loop's commits over all blocks, from 0;
+    a position filled by early stop (EOS after EOS) gets the step of the fill and no entropy (NaN)."""
+
+    step: torch.Tensor  # [B, G] long, -1 until committed
+    entropy: torch.Tensor  # [B, G] float64, NaN until committed by the strategy
+    steps_taken: int = 0
+
+    @classmethod
+    def empty(cls, batch: int, gen_length: int, device) -> "CommitTrace":
+        step = torch.full((batch, gen_length), -1, dtype=torch.long, device=device)  # [B, G]
+        return cls(step, torch.full(step.shape, float("nan"), dtype=torch.float64, device=device))
+
+    def record(self, was_masked, is_masked, commit, entropy, block_offset: int) -> None:
+        """was_masked / is_masked [B, G]: generation masks around one commit; commit, entropy [B, Lb]."""
+        newly = was_masked & ~is_masked  # [B, G]
+        self.step[newly] = self.steps_taken
+        block = self.entropy[:, block_offset:block_offset + commit.shape[1]]  # [B, Lb] view
+        chosen = commit & newly[:, block_offset:block_offset + commit.shape[1]]  # [B, Lb]
+        block.copy_(torch.where(chosen, entropy.double(), block))
+        self.steps_taken += 1
+
+    def row(self, index: int) -> dict:
+        entropies = self.entropy[index].tolist()
+        return {"commit_step": self.step[index].tolist(),
+                "commit_entropy": [None if math.isnan(value) else value for value in entropies]}
+
+
+@dataclass
 class Canvas:
     ids: torch.Tensor  # [B, T] prompt (left-padded) + generation
     positions: torch.Tensor  # [B, T] absolute positions, counted from each prompt's first real token
@@ -136,7 +167,7 @@ def build_canvas(prompts: list[list[int]], gen_length: int, spec, device) -> Can
 class Decoder:
     """Runs one batch through the loop; holds the per-batch state the step functions share."""
 
-    def __init__(self, adapter, config: SamplerConfig, canvas: Canvas, generators):
+    def __init__(self, adapter, config: SamplerConfig, canvas: Canvas, generators, trace: bool = False):
         self.adapter = adapter
         self.config = config
         self.strategy = make_strategy(config, adapter.spec, adapter.device)
@@ -148,6 +179,7 @@ class Decoder:
         self.cache = adapter.new_cache(batch, total) if config.use_cache != "none" else None
         self.block_size = adapter.spec.attention_block_size
         self.cache_final_until = 0  # block-causal: the cache holds final keys/values before this index
+        self.trace = CommitTrace.empty(batch, total - canvas.prompt_length, canvas.ids.device) if trace else None
 
     def block_start_window(self, block_end: int) -> tuple[int, int]:
         """[start, end) of the canvas the forward at a block's start computes.
@@ -292,10 +324,15 @@ class Decoder:
     def commit(self, ctx, proposal, winner, block_start, block_end):
         pick = lambda t: t[torch.arange(t.shape[0], device=t.device), winner]  # noqa: E731  [B, Lb]
         commit, tokens = pick(proposal.commit), pick(proposal.tokens)
+        if self.trace is not None:
+            was_masked = self.canvas.ids[:, self.canvas.prompt_length:] == self.adapter.spec.mask_id  # [B, G]
         block = self.canvas.ids[:, block_start:block_end]
         self.canvas.ids[:, block_start:block_end] = torch.where(commit, tokens, block)
         self.fill_after_eos(self.canvas.ids)
         self.stats.cumulative_entropy += (ctx.entropy * commit).sum(-1).double()
+        if self.trace is not None:
+            is_masked = self.canvas.ids[:, self.canvas.prompt_length:] == self.adapter.spec.mask_id  # [B, G]
+            self.trace.record(was_masked, is_masked, commit, ctx.entropy, block_start - self.canvas.prompt_length)
         if proposal.bypass is not None:
             self.stats.bypass_tokens += commit.sum(-1) * proposal.bypass
 
@@ -328,7 +365,7 @@ class Decoder:
 
 @torch.inference_mode()
 def generate(adapter, prompts: list[list[int]], config: SamplerConfig, seeds: list[int],
-             gen_length: int | None = None) -> tuple[list[list[int]], list[dict]]:
+             gen_length: int | None = None, trace: bool = False) -> tuple[list[list[int]], list[dict]]:
     """Decode a batch of tokenized prompts; returns the generated ids and per-prompt stats.
 
     gen_length (<= config.gen_length) shortens the generation, e.g. to a task's max_gen_toks; blocks
@@ -336,6 +373,7 @@ def generate(adapter, prompts: list[list[int]], config: SamplerConfig, seeds: li
     A block-causal model's blocks count from each prompt's first token, so one canvas holds only
     prompts whose lengths agree modulo its block size: then their blocks line up (left padding is a
     whole number of blocks) and so do the semi-autoregressive blocks of the loop.
+    trace=True adds each prompt's decode order to its stats (`commit_step`, `commit_entropy`: see CommitTrace).
     """
     gen_length = config.gen_length if gen_length is None else gen_length
     size = adapter.spec.attention_block_size
@@ -345,20 +383,23 @@ def generate(adapter, prompts: list[list[int]], config: SamplerConfig, seeds: li
     generated, stats = [None] * len(prompts), [None] * len(prompts)
     for indices in groups.values():
         group_generated, group_stats = decode_canvas(adapter, [prompts[i] for i in indices], config,
-                                                     [seeds[i] for i in indices], gen_length)
+                                                     [seeds[i] for i in indices], gen_length, trace)
         for index, ids, row in zip(indices, group_generated, group_stats):
             generated[index], stats[index] = ids, row
     return generated, stats
 
 
-def decode_canvas(adapter, prompts, config, seeds, gen_length) -> tuple[list[list[int]], list[dict]]:
+def decode_canvas(adapter, prompts, config, seeds, gen_length, trace=False) -> tuple[list[list[int]], list[dict]]:
     """One padded canvas through the loop, block after block."""
     device = adapter.device
     canvas = build_canvas(prompts, gen_length, adapter.spec, device)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-    decoder = Decoder(adapter, config, canvas, generators)
+    decoder = Decoder(adapter, config, canvas, generators, trace)
     for start, end in block_ranges(canvas.prompt_length, gen_length, config.block_length,
                                    adapter.spec.attention_block_size):
         decoder.decode_block(start, end)
     generated = canvas.ids[:, canvas.prompt_length:].tolist()
-    return generated, [decoder.stats.row(i) for i in range(len(prompts))]
+    stats = [decoder.stats.row(i) for i in range(len(prompts))]
+    if decoder.trace is not None:
+        stats = [row | decoder.trace.row(i) for i, row in enumerate(stats)]
+    return generated, stats

@@ -31,7 +31,7 @@ from lm_eval.api.task import ConfigurableTask
 BUILTIN_TASKS_DIR = Path(lm_eval.tasks.__file__).parent
 # Keys of a built-in that a copy reading local files must not inherit.
 NOT_INHERITED = ("tag", "group", "task_list", "dataset_path", "dataset_name", "dataset_kwargs")
-TYPE_NAMES = {str: "a string", int: "an integer", list: "a list"}
+TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
 # Field -> JSON type of each record, per (dataset_path, dataset_name) of the built-ins we copy.
 SCHEMAS = {
     ("openai/gsm8k", "main"): {"question": str, "answer": str},
@@ -41,6 +41,7 @@ SCHEMAS = {
     ("openai/openai_humaneval", None): {
         "task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str,
     },
+    ("allenai/ai2_arc", "ARC-Easy"): {"id": str, "question": str, "choices": dict, "answerKey": str},
     ("google-research-datasets/mbpp", "full"): {
         "task_id": int, "text": str, "code": str, "test_list": list, "test_setup_code": str,
         "challenge_test_list": list,
@@ -179,8 +180,21 @@ class LocalDataTask(ConfigurableTask):
             if path
         })
 
+    def has_training_docs(self) -> bool:
+        """Only splits read from a file exist (a built-in may name train/validation splits not given)."""
+        return self.config.training_split in self.dataset
+
+    def has_validation_docs(self) -> bool:
+        return self.config.validation_split in self.dataset
+
+    def fewshot_split(self) -> str | None:
+        """Where few-shot examples come from: the configured split, else lm-eval's rule (train, then validation)."""
+        if self.fewshot_cfg.split is not None:
+            return self.fewshot_cfg.split
+        return self.config.validation_split if self.has_validation_docs() else self.config.training_split
+
     def lacks_fewshot_file(self) -> bool:
-        split = self.fewshot_cfg.split
+        split = self.fewshot_split()
         return split is not None and split not in self.dataset
 
     def fewshot_docs(self):
@@ -190,7 +204,7 @@ class LocalDataTask(ConfigurableTask):
 
     def fewshot_context(self, doc, num_fewshot, **kwargs):
         if num_fewshot > 0 and self.lacks_fewshot_file():
-            split, task = self.fewshot_cfg.split, self.config.task
+            split, task = self.fewshot_split(), self.config.task
             raise ValueError(f"{task}: {num_fewshot}-shot prompts draw from the {split} split: "
                              f"{how_to_set(task, split, self.config.test_split)}, or run with --num_fewshot 0")
         return super().fewshot_context(doc, num_fewshot=num_fewshot, **kwargs)

@@ -35,6 +35,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -104,8 +105,10 @@ def run_in(directory: Path, source: str, limits: Limits, run_id: str) -> Executi
         except subprocess.TimeoutExpired:
             returncode = None
         finally:
+            started = marked_processes(run_id)  # before the kill: a dying process soon hides its environment
             kill_group(process.pid)  # children still in the group die with it
             process.wait()
+            wait_until_gone(started)
         output_size = os.fstat(output.fileno()).st_size
         output.seek(max(0, output_size - OUTPUT_TAIL_CHARS))
         text = output.read().decode("utf-8", errors="replace")
@@ -188,7 +191,25 @@ def kill_marked_processes(run_id: str) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        wait_until_gone(pids)
     raise RuntimeError(f"processes {marked_processes(run_id)} of sandbox run {run_id} survive SIGKILL")
+
+
+def is_alive(pid: int) -> bool:
+    """True while `pid` exists and has not finished dying (a zombie is dead, only not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_until_gone(pids: list[int], seconds: float = 10.0) -> None:
+    """Wait for SIGKILLed processes to finish dying: on a loaded machine that takes a moment, and
+    nothing of a run may outlive run_program."""
+    deadline = time.monotonic() + seconds
+    while any(map(is_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def remove_tree(directory: str) -> None:

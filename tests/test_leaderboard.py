@@ -1,0 +1,152 @@
+"""python -m lm_eval_infogain.leaderboard over real lm-eval output of the bundled tiny model."""
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lm_eval.utils import simple_parse_args_string
+
+from lm_eval_infogain.leaderboard import LeaderboardError, build, main
+
+FAST_ARGS = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16"
+SAMPLERS = {"original": "original/prefix", "info_gain": "info_gain/prefix"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One lm-eval run (mode=original, 2 sudoku puzzles) and a copy of it relabelled as an info_gain run with
+    other numbers (a second real run would double the time), and the leaderboard of both."""
+    root = tmp_path_factory.mktemp("runs")
+    out = root / "tiny-random-llada" / "sudoku_4x4" / "original"
+    out.mkdir(parents=True)
+    command = [sys.executable, "-m", "lm_eval", "--model", "mdm_infogain", "--model_args",
+               f"{FAST_ARGS},mode=original,decode_stats={out / 'decode_stats.jsonl'}", "--tasks", "sudoku_4x4",
+               "--limit", "2", "--output_path", str(out), "--log_samples"]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    relabel(out, out.parent / "info_gain")
+    board_dir = root.parent / f"{root.name}-board"
+    result = subprocess.run([sys.executable, "-m", "lm_eval_infogain.leaderboard", str(root), "-o", str(board_dir)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, board_dir, json.loads((board_dir / "leaderboard.json").read_text())
+
+
+def relabel(run: Path, copy: Path) -> None:
+    """A copy of `run` that reads as a mode=info_gain run with acc 0.5 and twice the NFE of each request."""
+    shutil.copytree(run, copy)
+    results_path = next(copy.rglob("results_*.json"))
+    results = json.loads(results_path.read_text())
+    results["config"]["model_args"] |= {"mode": "info_gain", "decode_stats": str(copy / "decode_stats.jsonl")}
+    results["config"]["sampler"]["mode"] = "info_gain"
+    results["results"]["sudoku_4x4"] |= {"acc,none": 0.5, "acc_stderr,none": 0.5}
+    results_path.write_text(json.dumps(results))
+    requests = [json.loads(line) for line in (copy / "decode_stats.jsonl").read_text().splitlines()]
+    (copy / "decode_stats.jsonl").write_text("".join(json.dumps(row | {"nfe": 2 * row["nfe"]}) + "\n"
+                                                     for row in requests))
+
+
+def stats_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_rows_carry_the_results_and_decode_stats(runs):
+    root, _, board = runs
+    assert board["reference_rows"] == []
+    assert {row["sampler"] for row in board["rows"]} == set(SAMPLERS.values())
+    for mode, label in SAMPLERS.items():
+        (row,) = [row for row in board["rows"] if row["sampler"] == label]
+        results_path = next((root / "tiny-random-llada" / "sudoku_4x4" / mode).rglob("results_*.json"))
+        results = json.loads(results_path.read_text())
+        task = results["results"]["sudoku_4x4"]
+        assert (row["model"], row["task"], row["metric"], row["filter"]) == ("tiny-random-llada", "sudoku_4x4", "acc",
+                                                                             "none")
+        assert row["value"] == task["acc,none"] and row["stderr"] == task["acc_stderr,none"]
+        assert row["n"] == results["n-samples"]["sudoku_4x4"]["effective"] == 2
+        requests = stats_lines(results_path.parent.parent / "decode_stats.jsonl")
+        assert row["decode_stats_requests"] == len(requests) == 2
+        assert row["mean_nfe"] == pytest.approx(sum(r["nfe"] for r in requests) / 2)
+        assert row["mean_cumulative_entropy"] == pytest.approx(sum(r["cumulative_entropy"] for r in requests) / 2)
+        assert row["decode_stats_source"].startswith("model_args")
+        assert row["lm_eval_version"] == results["lm_eval_version"] == "0.4.13"
+        assert row["sampler_config"] == results["config"]["sampler"] and row["machine"]
+        assert row["results_file"] == results_path.relative_to(root).as_posix()
+
+
+def test_command_reproduces_the_run(runs):
+    root, _, board = runs
+    for row in board["rows"]:
+        results = json.loads((root / row["results_file"]).read_text())
+        words = shlex.split(row["command"])
+        assert words[:3] == ["lm_eval", "--model", "mdm_infogain"]
+        option = dict(zip(words, words[1:])).get
+        assert simple_parse_args_string(option("--model_args")) == results["config"]["model_args"]
+        assert (option("--tasks"), option("--limit"), option("--num_fewshot")) == ("sudoku_4x4", "2", "0")
+        assert "--log_samples" in words and "--apply_chat_template" not in words
+
+
+def test_readme_chart_and_deterministic_output(runs, tmp_path):
+    root, board_dir, board = runs
+    readme = (board_dir / "README.md").read_text()
+    for row in board["rows"]:
+        assert f"| tiny-random-llada | sudoku_4x4 | {row['sampler']} | acc |" in readme
+        assert row["command"] in readme
+    assert (board_dir / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    keys = [(row["model"], row["task"], row["sampler"], row["metric"]) for row in board["rows"]]
+    assert keys == sorted(keys)
+    main([str(root), "-o", str(tmp_path)])  # same input, same bytes
+    for name in ("leaderboard.json", "README.md"):
+        assert (tmp_path / name).read_bytes() == (board_dir / name).read_bytes()
+
+
+def test_decode_stats_found_by_name_then_from_config(runs, tmp_path):
+    root, _, _ = runs
+    run = tmp_path / "run"
+    shutil.copytree(root / "tiny-random-llada" / "sudoku_4x4" / "info_gain", run)
+    results_path = next(run.rglob("results_*.json"))
+    results = json.loads(results_path.read_text())
+    del results["config"]["model_args"]["decode_stats"]
+    results_path.write_text(json.dumps(results))
+    stats = run / "decode_stats.jsonl"
+    stats.rename(run / "decode_stats_sudoku.jsonl")
+    lines = (run / "decode_stats_sudoku.jsonl").read_text()
+    (run / "decode_stats_sudoku.jsonl").write_text(lines + lines)  # a request logged twice counts once
+    (row,) = build([tmp_path], [])["rows"]
+    assert row["decode_stats_source"] == "next_to_results: run/decode_stats_sudoku.jsonl"
+    assert row["decode_stats_requests"] == 2
+    (run / "decode_stats_sudoku.jsonl").unlink()
+    (row,) = build([tmp_path], [])["rows"]
+    means = results["config"]["decode_stats_mean"]["sudoku_4x4"]
+    assert row["decode_stats_source"] == "config.decode_stats_mean" and row["mean_nfe"] == means["nfe"]
+
+
+def test_reference_rows_stay_apart(runs, tmp_path):
+    root, _, _ = runs
+    reference = tmp_path / "reference" / "paper.json"
+    reference.parent.mkdir()
+    reference.write_text(json.dumps({"source": "a test table", "rows": [
+        {"model": "tiny-random-llada", "task": "sudoku_4x4", "sampler": "info_gain/prefix", "metric": "acc",
+         "value": 0.5, "nfe": 16}]}))
+    main([str(root), "-o", str(tmp_path)])  # default: <output>/reference/*.json
+    board = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert {row["kind"] for row in board["rows"]} == {"measured"}
+    assert [(row["kind"], row["value"], row["source"]) for row in board["reference_rows"]] == [
+        ("reference", 0.5, "a test table")]
+    assert "## Published (reference, not measured here)" in (tmp_path / "README.md").read_text()
+    reference.write_text(json.dumps({"rows": []}))
+    with pytest.raises(LeaderboardError, match="needs a 'source'"):
+        build([root], [reference])
+
+
+def test_folder_without_results_is_a_one_line_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "missing"):
+        with pytest.raises(SystemExit) as error:
+            main([str(folder), "-o", str(tmp_path / "out")])
+        message = str(error.value.code)
+        assert message.startswith("leaderboard: ") and str(folder) in message and "\n" not in message
+    assert not (tmp_path / "out").exists()

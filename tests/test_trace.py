@@ -1,0 +1,63 @@
+"""The opt-in decode-order trace of the loop, and python -m lm_eval_infogain.trace."""
+
+import json
+import math
+
+import pytest
+
+from lm_eval_infogain.sampling.config import SamplerConfig
+from lm_eval_infogain.sampling.loop import generate
+from lm_eval_infogain.trace import main
+
+GEN = 32
+
+
+def test_original_with_one_step_per_position_commits_one_position_per_step(tiny, prompts):
+    adapter, _ = tiny
+    config = SamplerConfig(mode="original", gen_length=GEN, steps=GEN, block_length=16, early_stop=False)
+    _, stats = generate(adapter, prompts[:2], config, [1, 2], trace=True)
+    for row in stats:
+        assert sorted(row["commit_step"]) == list(range(GEN))  # each position once, one per step
+        assert max(row["commit_step"][:16]) < min(row["commit_step"][16:])  # block 0 before block 1
+        assert all(value is not None and math.isfinite(value) and value >= 0 for value in row["commit_entropy"])
+        assert sum(row["commit_entropy"]) == pytest.approx(row["cumulative_entropy"], rel=1e-5)
+
+
+@pytest.mark.parametrize("mode,cache", [("info_gain", "prefix"), ("fast_dllm", "dual")])
+def test_every_position_is_committed_once_within_the_steps(tiny, prompts, mode, cache):
+    adapter, _ = tiny
+    config = SamplerConfig(mode=mode, use_cache=cache, gen_length=GEN, steps=16, block_length=16)
+    batch, seeds = prompts[:2], [3, 4]  # two prompt lengths: the canvas has padding
+    generated, stats = generate(adapter, batch, config, seeds, trace=True)
+    plain_generated, plain_stats = generate(adapter, batch, config, seeds)
+    most_steps = GEN if mode == "fast_dllm" else 16  # a dynamic rule may take up to one step per position
+    assert generated == plain_generated  # tracing changes nothing
+    for row, plain in zip(stats, plain_stats):
+        assert "commit_step" not in plain and row == plain | {key: row[key] for key in ("commit_step",
+                                                                                        "commit_entropy")}
+        assert len(row["commit_step"]) == GEN and all(0 <= step < most_steps for step in row["commit_step"])
+        chosen = [value for value in row["commit_entropy"] if value is not None]  # None: filled by early stop
+        assert sum(chosen) == pytest.approx(row["cumulative_entropy"], rel=1e-5)
+
+
+def test_cli_writes_png_html_and_json_for_two_samplers(tmp_path):
+    out = tmp_path / "pictures" / "trace.png"
+    main(["--model_args", f"pretrained=tiny-random-llada,gen_length={GEN},steps=16,block_length=16,device=cpu",
+          "--prompt", "Solve: 1 2 3 4", "--compare", "mode=original,steps=32,early_stop=False", "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = out.with_suffix(".html").read_text()
+    traces = json.loads(out.with_suffix(".json").read_text())["traces"]
+    assert [trace["sampler"] for trace in traces] == ["info_gain/prefix", "original/prefix"]
+    assert sorted(traces[1]["commit_step"]) == list(range(GEN))
+    for trace in traces:
+        assert len(trace["commit_step"]) == len(trace["tokens"]) == GEN
+        assert f"<h2>{trace['sampler']}: NFE {trace['nfe']}" in page
+    assert page.count('class="tok"') == 2 * GEN
+
+
+def test_compare_takes_sampler_keys_only(tmp_path):
+    with pytest.raises(SystemExit) as error:
+        main(["--model_args", "pretrained=tiny-random-llada,gen_length=32,steps=32,block_length=16", "--prompt", "x",
+              "--compare", "pretrained=tiny-random-dream", "--out", str(tmp_path / "t.png")])
+    assert str(error.value.code).startswith("trace: --compare takes sampler keys only") and "pretrained" in str(
+        error.value.code)

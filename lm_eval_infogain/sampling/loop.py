@@ -14,6 +14,8 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
    forward per step, and none for a prompt whose block is complete.
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
 prompt's output does not depend on its batch.
+Out of memory: a forward retries its rows in smaller chunks; a batch that still does not fit is split
+into halves down to single prompts (`decode_splitting`), with the same outputs.
 
 Architectures differ only through their ModelSpec. A shifted model (Dream) has its cached windows start
 one position before the block. A block-causal model (SDAR, TraDo) never needs what follows the block:
@@ -382,11 +384,35 @@ def generate(adapter, prompts: list[list[int]], config: SamplerConfig, seeds: li
         groups.setdefault(0 if size is None else len(prompt) % size, []).append(index)
     generated, stats = [None] * len(prompts), [None] * len(prompts)
     for indices in groups.values():
-        group_generated, group_stats = decode_canvas(adapter, [prompts[i] for i in indices], config,
-                                                     [seeds[i] for i in indices], gen_length, trace)
+        group_generated, group_stats = decode_splitting(adapter, [prompts[i] for i in indices], config,
+                                                        [seeds[i] for i in indices], gen_length, trace)
         for index, ids, row in zip(indices, group_generated, group_stats):
             generated[index], stats[index] = ids, row
     return generated, stats
+
+
+def decode_splitting(adapter, prompts, config, seeds, gen_length, trace=False) -> tuple[list[list[int]], list[dict]]:
+    """decode_canvas, retried in halves (down to one prompt) when the batch runs out of memory.
+
+    The forward already retries its own rows in smaller chunks; this covers what lies outside it (the
+    cache allocation, the step's softmax over [B, Lb, V], a forward that fails even one row at a time).
+    Each half starts afresh from its prompts and seeds, and every row draws from its own generator, so
+    the outputs are those of the whole batch. Only a single prompt that does not fit is raised.
+    """
+    try:
+        return decode_canvas(adapter, prompts, config, seeds, gen_length, trace)
+    except torch.OutOfMemoryError:
+        if len(prompts) == 1:
+            raise
+    # retried outside the except block: its traceback holds the failed batch's tensors
+    half = (len(prompts) + 1) // 2
+    logger.warning("out of memory decoding a batch of %d prompts; retrying as %d and %d",
+                   len(prompts), half, len(prompts) - half)
+    if adapter.device.type == "cuda":
+        torch.cuda.empty_cache()  # give the failed batch's blocks back before the halves allocate
+    first = decode_splitting(adapter, prompts[:half], config, seeds[:half], gen_length, trace)
+    second = decode_splitting(adapter, prompts[half:], config, seeds[half:], gen_length, trace)
+    return first[0] + second[0], first[1] + second[1]
 
 
 def decode_canvas(adapter, prompts, config, seeds, gen_length, trace=False) -> tuple[list[list[int]], list[dict]]:

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
 HARNESS_KEYS = ("pretrained", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
                 "max_batch_size", "dtype", "device", "seed", "decode_stats", "mc_num", "mc_batch_size")
+# model_args that never change an answer: a --use_cache file filled with other values of them still
+# answers this run. Every other model_arg is part of the settings the cache file records.
+OUTPUT_NEUTRAL_KEYS = ("batch_size", "max_batch_size", "device", "decode_stats")
 KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample"}
 
 
@@ -92,6 +95,8 @@ class MDMInfoGainLM(LM):
                  peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
                  decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32, **sampler_args):
+        # the harness keys as given (here, before any other name is bound, locals() holds just the parameters)
+        self.model_args = {key: value for key, value in locals().items() if key in HARNESS_KEYS}
         super().__init__()
         self.sampler = sampler_config(sampler_args, max_new_tokens)
         self.batch_size_per_canvas = parse_batch_size(batch_size)
@@ -103,7 +108,6 @@ class MDMInfoGainLM(LM):
         self.seed = torch.initial_seed() if seed is None else seed
         self.accelerator = self.setup_data_parallel()
         self.pretrained = pretrained
-        self.peft = peft
         check(isinstance(trust_remote_code, bool), "trust_remote_code", trust_remote_code, "True or False")
         self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
                                             arch=arch, trust_remote_code=trust_remote_code, peft=peft)
@@ -309,12 +313,14 @@ class MDMInfoGainLM(LM):
         super().set_cache_hook(cache_hook)
 
     def output_settings(self) -> dict:
-        """Everything get_model_info reports that can change an answer (not batch size, stats or paths)."""
+        """What decides the answers: every model_arg but OUTPUT_NEUTRAL_KEYS (sampler keys as fitted to the
+        model, the seed as drawn), what they resolve to (model type, dtype) and the software versions."""
+        given = {key: value for key, value in self.model_args.items() if key not in OUTPUT_NEUTRAL_KEYS}
         info = self.get_model_info()
         for key in ("decode_stats_mean", "batch_size_per_canvas", "pretrained_path", "device"):
-            info.pop(key, None)
-        return info | {"device_type": self.device.type, "peft": self.peft,
-                       "lm_eval_version": importlib.metadata.version("lm_eval")}
+            info.pop(key)  # stats, and where the checkpoint and the process happen to live
+        return given | info | {"device_type": self.device.type,
+                               "lm_eval_version": importlib.metadata.version("lm_eval")}
 
     def commit_cache(self) -> None:
         """Make a finished batch's answers durable, so a run killed later keeps them."""

@@ -267,10 +267,13 @@ class Decoder:
         width = block_end - block_start
         block_logits = logits[:, :width]  # [B, Lb, V]
         probs = torch.softmax(block_logits, dim=-1)  # [B, Lb, V]
-        tokens = sample_tokens(block_logits, self.generators, self.config.temperature)  # [B, Lb]
+        # The mask token is never a prediction: committed, it would leave its position masked for good.
+        mask_id = torch.tensor([self.adapter.spec.mask_id], device=logits.device)
+        token_logits = block_logits.index_fill(-1, mask_id, float("-inf"))  # [B, Lb, V]
+        tokens = sample_tokens(token_logits, self.generators, self.config.temperature)  # [B, Lb]
         masked = self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id  # [B, Lb]
         return StepContext(
-            logits=block_logits, probs=probs, masked=masked,
+            logits=token_logits, probs=probs, masked=masked,
             num_to_commit=torch.minimum(num_to_commit, masked.sum(-1)), tokens=tokens,
             confidence=probs.gather(-1, tokens[..., None]).squeeze(-1), entropy=entropy(block_logits),
             generators=self.generators, temperature=self.config.temperature,

@@ -134,8 +134,13 @@ class MDMInfoGainLM(LM):
             return None
         from accelerate import Accelerator
 
-        accelerator = Accelerator()
+        # Without CUDA, accelerate joins the processes only when told to run on the CPU (gloo); otherwise each
+        # would see itself alone and run every request.
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+        if self._world_size != int(os.environ["WORLD_SIZE"]):
+            raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but accelerate joined {self._world_size} "
+                               "process(es); every process would run every request")
         return accelerator
 
     # --- lm-eval distributed primitives (used by the evaluator to gather results) ---

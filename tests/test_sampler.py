@@ -178,6 +178,23 @@ def test_eos_penalty_applies_to_every_mode(tiny, prompts, mode):
     assert not any(token == eos_id for row in penalised for token in row)
 
 
+class MaskLovingAdapter(EosLovingAdapter):
+    """The bundled model with the mask token's logit raised by 50: its top prediction everywhere."""
+
+    def forward(self, *args):
+        logits = self.adapter.forward(*args)
+        logits[..., self.spec.mask_id] += 50
+        return logits
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("mode", MODES)
+def test_the_mask_token_is_never_committed(tiny, prompts, mode, temperature, pc_baseline_file):
+    config = SamplerConfig(temperature=temperature, **mode_settings(mode, pc_baseline_file), **SMALL)
+    generated, _ = generate(MaskLovingAdapter(tiny[0]), prompts, config, [0, 1, 2, 3])
+    assert all(len(row) == SMALL["gen_length"] and tiny[0].spec.mask_id not in row for row in generated)
+
+
 @pytest.mark.parametrize("mode", ["original", "info_gain", "fast_dllm"])
 def test_early_stop_fills_after_eos_and_stops_forwarding(tiny, prompts, mode):
     eos_loving = EosLovingAdapter(tiny[0])

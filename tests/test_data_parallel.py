@@ -53,6 +53,7 @@ def launch_two_processes(args: str, output: Path, stats: Path) -> subprocess.Com
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                "-m", "lm_eval", "--model", "mdm_infogain", "--model_args", f"{args},decode_stats={stats}",
                "--tasks", TASK, "--limit", str(LIMIT), "--output_path", str(output), "--log_samples"]
+    # no GPU even where there is one; one thread, as this process (conftest), so float sums agree
     env = os.environ | {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=output.parent, env=env, capture_output=True, text=True, timeout=600)
 

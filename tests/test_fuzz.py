@@ -11,7 +11,6 @@ the forward count within what the mode allows (ALGORITHM.md):
 """
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,16 +23,6 @@ FIXED_MODES = ["original", "random", "entropy", "margin", "info_gain", "lookum",
 DYNAMIC_MODES = ["fast_dllm", "fast_dllm_factor", "eb_sampler"]
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many tiny forwards: on a loaded CPU, torch's worker threads waiting on each other cost far more
-    than they give (tens of times slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

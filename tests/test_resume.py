@@ -27,6 +27,9 @@ TASK, LIMIT = "sudoku_4x4", 4
 MODEL_ARGS = "pretrained=tiny-random-llada,gen_length=8,steps=4,block_length=8,mode=info_gain"
 
 
+ONE_THREAD = os.environ | {"OMP_NUM_THREADS": "1"}  # as this process (conftest), so float sums agree
+
+
 def command(model_args: str, cache: Path, output: Path) -> list[str]:
     return [sys.executable, "-m", "lm_eval", "--model", "mdm_infogain", "--model_args", model_args,
             "--tasks", TASK, "--limit", str(LIMIT), "--use_cache", str(cache),
@@ -72,7 +75,7 @@ def test_killed_run_resumes_without_recomputing_and_matches_an_uninterrupted_run
     log = tmp_path / "killed.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(resumed, cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   env=ONE_THREAD, start_new_session=True)
     # A request's stats line is written just before its answer is committed: wait for the line (cheap to
     # poll), then for the commit, and kill at once; the other requests are still to come.
     wait_for(lambda: lines(stats) >= 1, process)
@@ -84,7 +87,7 @@ def test_killed_run_resumes_without_recomputing_and_matches_an_uninterrupted_run
     assert 0 < done_before < LIMIT
     stats_before = lines(stats)
 
-    rerun = subprocess.run(resumed, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(resumed, cwd=tmp_path, env=ONE_THREAD, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert lines(stats) - stats_before == LIMIT - done_before  # only the missing requests ran
     assert cached_answers(db) == LIMIT

@@ -34,7 +34,7 @@ from lm_eval_infogain.pc_baseline import load_baseline
 from lm_eval_infogain.sampling import strategies
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
-from lm_eval_infogain.sampling.strategies import SCORE_STRATEGIES, ScoreStrategy, StepContext, sample_tokens
+from lm_eval_infogain.sampling.strategies import NEG_INF, SCORE_STRATEGIES, ScoreStrategy, StepContext, sample_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ class Decoder:
         probs = torch.softmax(block_logits, dim=-1)  # [B, Lb, V]
         # The mask token is never a prediction: committed, it would leave its position masked for good.
         mask_id = torch.tensor([self.adapter.spec.mask_id], device=logits.device)
-        token_logits = block_logits.index_fill(-1, mask_id, float("-inf"))  # [B, Lb, V]
+        token_logits = block_logits.index_fill(-1, mask_id, NEG_INF)  # [B, Lb, V]
         tokens = sample_tokens(token_logits, self.generators, self.config.temperature)  # [B, Lb]
         masked = self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id  # [B, Lb]
         return StepContext(

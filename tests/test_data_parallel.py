@@ -48,6 +48,10 @@ def model_args(mode: str, pc_baseline: str) -> str:
     return f"{BASE_ARGS},{MODES[mode].format(pc_baseline=pc_baseline)}"
 
 
+def json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def launch_two_processes(args: str, output: Path, stats: Path) -> subprocess.CompletedProcess:
     command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
@@ -78,10 +82,9 @@ def check_two_processes_match_one(mode: str, pc_baseline: str, tasks: TaskManage
     run = launch_two_processes(args, tmp_path / "out", stats)
     assert run.returncode == 0, run.stderr[-3000:]
     # each rank decoded its own share, and the shares make up the whole
-    shares = [{json.loads(line)["doc_id"] for line in stats.with_name(f"stats.jsonl.rank{rank}").read_text().splitlines()}
-              for rank in (0, 1)]
+    shares = [{row["doc_id"] for row in json_lines(stats.with_name(f"stats.jsonl.rank{rank}"))} for rank in (0, 1)]
     assert all(shares) and not shares[0] & shares[1] and shares[0] | shares[1] == set(range(LIMIT))
-    rows = [json.loads(line) for line in next((tmp_path / "out").rglob(f"samples_{TASK}_*.jsonl")).read_text().splitlines()]
+    rows = json_lines(next((tmp_path / "out").rglob(f"samples_{TASK}_*.jsonl")))
     assert {row["doc_id"]: row["resps"] for row in rows} == single_process_samples(args, tasks)
 
 

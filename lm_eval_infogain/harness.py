@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from lm_eval_infogain import __version__, request_cache
 from lm_eval_infogain.models.registry import load, resolve_pretrained
-from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int
+from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int, is_number
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
 from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
 
@@ -50,11 +50,27 @@ def request_seed(run_seed: int, instance, repeat: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
 
 
+def check_gen_kwarg(condition: bool, key: str, value, allowed: str) -> None:
+    """check() for a task's gen_kwargs (or --gen_kwargs): the message says where the value came from."""
+    check(condition, f"gen_kwargs {key}", value, allowed)
+
+
+def stop_strings(until) -> list[str]:
+    """gen_kwargs' `until` as a list; an empty or non-string stop would fail only when the first answer is cut."""
+    check_gen_kwarg(until is None or isinstance(until, str) or (
+        isinstance(until, list) and all(isinstance(stop, str) and stop for stop in until)),
+        "until", until, "a string or a list of non-empty strings")
+    return handle_stop_sequences(until, eos=None)
+
+
 def parse_batch_size(value) -> int:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     check(is_int(value) and value >= 1, "batch_size", value, "an integer >= 1")
     return value
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def choose_device(requested: str | None, accelerator) -> str:
@@ -67,9 +83,19 @@ def choose_device(requested: str | None, accelerator) -> str:
         return str(accelerator.device)
     if requested is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+    allowed = "cpu | cuda | cuda:N (N below the number of GPUs) | mps"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={requested!r} is invalid; allowed: {allowed}") from None
+    check(device.type in DEVICE_TYPES, "device", requested, allowed)
+    if device.type == "cuda" and not torch.cuda.is_available():
         logger.warning("device=%r is not available on this machine; using cpu", requested)
         return "cpu"
+    check(device.type != "cuda" or (device.index or 0) < torch.cuda.device_count(), "device", requested,
+          f"{allowed}; this machine has {torch.cuda.device_count()} GPU(s)")
+    check(device.type != "mps" or torch.backends.mps.is_available(), "device", requested,
+          f"{allowed}; mps is not available on this machine")
     return requested
 
 
@@ -250,11 +276,16 @@ class MDMInfoGainLM(LM):
         ignored = sorted(set(gen_kwargs) - KNOWN_GEN_KWARGS)
         if ignored:
             self.warn_once(f"gen_kwargs {', '.join(ignored)} have no meaning for mdm_infogain and are ignored")
-        until = handle_stop_sequences(gen_kwargs.get("until"), eos=None)
+        until = stop_strings(gen_kwargs.get("until"))
         max_gen_toks = gen_kwargs.get("max_gen_toks", self.sampler.gen_length)
-        check(is_int(max_gen_toks) and max_gen_toks >= 1, "max_gen_toks", max_gen_toks, "an integer >= 1")
-        temperature = float(gen_kwargs.get("temperature", self.sampler.temperature))
-        if gen_kwargs.get("do_sample") is False:
+        check_gen_kwarg(is_int(max_gen_toks) and max_gen_toks >= 1, "max_gen_toks", max_gen_toks, "an integer >= 1")
+        temperature = gen_kwargs.get("temperature", self.sampler.temperature)
+        check_gen_kwarg(is_number(temperature) and temperature >= 0, "temperature", temperature,
+                        "a number >= 0 (0 = greedy)")
+        do_sample = gen_kwargs.get("do_sample")
+        check_gen_kwarg(do_sample is None or isinstance(do_sample, bool), "do_sample", do_sample, "true | false")
+        temperature = float(temperature)
+        if do_sample is False:
             temperature = 0.0
         if temperature != self.sampler.temperature:
             self.warn_once(f"task gen_kwargs set temperature={temperature} (model_args temperature="
@@ -279,6 +310,8 @@ class MDMInfoGainLM(LM):
         return postprocess_generated_text(text, until, None)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        for instance in requests:  # every request's gen_kwargs are checked before any is decoded
+            self.request_settings(instance.args[1])
         repeats = Counter()
         items = []
         for instance in requests:

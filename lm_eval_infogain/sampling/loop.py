@@ -34,6 +34,7 @@ from lm_eval_infogain.pc_baseline import load_baseline
 from lm_eval_infogain.sampling import strategies
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
+from lm_eval_infogain.sampling.memory import split_on_out_of_memory
 from lm_eval_infogain.sampling.strategies import NEG_INF, SCORE_STRATEGIES, ScoreStrategy, StepContext, sample_tokens
 
 logger = logging.getLogger(__name__)
@@ -400,22 +401,15 @@ def decode_splitting(adapter, prompts, config, seeds, gen_length, trace=False) -
     The forward already retries its own rows in smaller chunks; this covers what lies outside it (the
     cache allocation, the step's softmax over [B, Lb, V], a forward that fails even one row at a time).
     Each half starts afresh from its prompts and seeds, and every row draws from its own generator, so
-    the outputs are those of the whole batch. Only a single prompt that does not fit is raised.
+    the outputs are those of the whole batch.
     """
-    try:
-        return decode_canvas(adapter, prompts, config, seeds, gen_length, trace)
-    except torch.OutOfMemoryError:
-        if len(prompts) == 1:
-            raise
-    # retried outside the except block: its traceback holds the failed batch's tensors
-    half = (len(prompts) + 1) // 2
-    logger.warning("out of memory decoding a batch of %d prompts; retrying as %d and %d",
-                   len(prompts), half, len(prompts) - half)
-    if adapter.device.type == "cuda":
-        torch.cuda.empty_cache()  # give the failed batch's blocks back before the halves allocate
-    first = decode_splitting(adapter, prompts[:half], config, seeds[:half], gen_length, trace)
-    second = decode_splitting(adapter, prompts[half:], config, seeds[half:], gen_length, trace)
-    return first[0] + second[0], first[1] + second[1]
+    def decode(batch: list[tuple[list[int], int]]) -> list[tuple[list[int], dict]]:
+        batch_prompts, batch_seeds = zip(*batch)
+        return list(zip(*decode_canvas(adapter, list(batch_prompts), config, list(batch_seeds), gen_length, trace)))
+
+    results = split_on_out_of_memory(decode, list(zip(prompts, seeds)), adapter.device,
+                                     "decoding a batch of {} prompts")
+    return [generated for generated, _ in results], [stats for _, stats in results]
 
 
 def decode_canvas(adapter, prompts, config, seeds, gen_length, trace=False) -> tuple[list[list[int]], list[dict]]:

@@ -12,6 +12,7 @@ depend on batch size, request order or the number of processes.
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -26,9 +27,9 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, postprocess_ge
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from lm_eval_infogain import __version__
+from lm_eval_infogain import __version__, request_cache
 from lm_eval_infogain.models.registry import checkpoint_sampler_defaults, load, resolve_pretrained
-from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int
+from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int, is_number
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
 from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
 
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
 HARNESS_KEYS = ("pretrained", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
                 "max_batch_size", "dtype", "device", "seed", "decode_stats", "mc_num", "mc_batch_size")
+# model_args that never change an answer: a --use_cache file filled with other values of them still
+# answers this run. Every other model_arg is part of the settings the cache file records.
+OUTPUT_NEUTRAL_KEYS = ("batch_size", "max_batch_size", "device", "decode_stats")
 KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample"}
 
 
@@ -46,11 +50,27 @@ def request_seed(run_seed: int, instance, repeat: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
 
 
+def check_gen_kwarg(condition: bool, key: str, value, allowed: str) -> None:
+    """check() for a task's gen_kwargs (or --gen_kwargs): the message says where the value came from."""
+    check(condition, f"gen_kwargs {key}", value, allowed)
+
+
+def stop_strings(until) -> list[str]:
+    """gen_kwargs' `until` as a list; an empty or non-string stop would fail only when the first answer is cut."""
+    check_gen_kwarg(until is None or isinstance(until, str) or (
+        isinstance(until, list) and all(isinstance(stop, str) and stop for stop in until)),
+        "until", until, "a string or a list of non-empty strings")
+    return handle_stop_sequences(until, eos=None)
+
+
 def parse_batch_size(value) -> int:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     check(is_int(value) and value >= 1, "batch_size", value, "an integer >= 1")
     return value
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def choose_device(requested: str | None, accelerator) -> str:
@@ -63,9 +83,19 @@ def choose_device(requested: str | None, accelerator) -> str:
         return str(accelerator.device)
     if requested is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+    allowed = "cpu | cuda | cuda:N (N below the number of GPUs) | mps"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={requested!r} is invalid; allowed: {allowed}") from None
+    check(device.type in DEVICE_TYPES, "device", requested, allowed)
+    if device.type == "cuda" and not torch.cuda.is_available():
         logger.warning("device=%r is not available on this machine; using cpu", requested)
         return "cpu"
+    check(device.type != "cuda" or (device.index or 0) < torch.cuda.device_count(), "device", requested,
+          f"{allowed}; this machine has {torch.cuda.device_count()} GPU(s)")
+    check(device.type != "mps" or torch.backends.mps.is_available(), "device", requested,
+          f"{allowed}; mps is not available on this machine")
     return requested
 
 
@@ -91,6 +121,8 @@ class MDMInfoGainLM(LM):
                  peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
                  decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32, **sampler_args):
+        # the harness keys as given (here, before any other name is bound, locals() holds just the parameters)
+        self.model_args = {key: value for key, value in locals().items() if key in HARNESS_KEYS}
         super().__init__()
         # The checkpoint's own defaults (generation_config.json) under the model_args given.
         checkpoint_defaults = checkpoint_sampler_defaults(pretrained)
@@ -133,8 +165,13 @@ class MDMInfoGainLM(LM):
             return None
         from accelerate import Accelerator
 
-        accelerator = Accelerator()
+        # Without CUDA, accelerate joins the processes only when told to run on the CPU (gloo); otherwise each
+        # would see itself alone and run every request.
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+        if self._world_size != int(os.environ["WORLD_SIZE"]):
+            raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but accelerate joined {self._world_size} "
+                               "process(es); every process would run every request")
         return accelerator
 
     # --- lm-eval distributed primitives (used by the evaluator to gather results) ---
@@ -244,11 +281,16 @@ class MDMInfoGainLM(LM):
         ignored = sorted(set(gen_kwargs) - KNOWN_GEN_KWARGS)
         if ignored:
             self.warn_once(f"gen_kwargs {', '.join(ignored)} have no meaning for mdm_infogain and are ignored")
-        until = handle_stop_sequences(gen_kwargs.get("until"), eos=None)
+        until = stop_strings(gen_kwargs.get("until"))
         max_gen_toks = gen_kwargs.get("max_gen_toks", self.sampler.gen_length)
-        check(is_int(max_gen_toks) and max_gen_toks >= 1, "max_gen_toks", max_gen_toks, "an integer >= 1")
-        temperature = float(gen_kwargs.get("temperature", self.sampler.temperature))
-        if gen_kwargs.get("do_sample") is False:
+        check_gen_kwarg(is_int(max_gen_toks) and max_gen_toks >= 1, "max_gen_toks", max_gen_toks, "an integer >= 1")
+        temperature = gen_kwargs.get("temperature", self.sampler.temperature)
+        check_gen_kwarg(is_number(temperature) and temperature >= 0, "temperature", temperature,
+                        "a number >= 0 (0 = greedy)")
+        do_sample = gen_kwargs.get("do_sample")
+        check_gen_kwarg(do_sample is None or isinstance(do_sample, bool), "do_sample", do_sample, "true | false")
+        temperature = float(temperature)
+        if do_sample is False:
             temperature = 0.0
         if temperature != self.sampler.temperature:
             self.warn_once(f"task gen_kwargs set temperature={temperature} (model_args temperature="
@@ -273,6 +315,8 @@ class MDMInfoGainLM(LM):
         return postprocess_generated_text(text, until, None)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        for instance in requests:  # every request's gen_kwargs are checked before any is decoded
+            self.request_settings(instance.args[1])
         repeats = Counter()
         items = []
         for instance in requests:
@@ -300,8 +344,31 @@ class MDMInfoGainLM(LM):
                 answers.append(answer)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answer)
                 progress.update(1)
+            self.commit_cache()
         progress.close()
         return collator.get_original(answers)
+
+    # --- lm-eval's request cache (--use_cache), see request_cache.py ---
+    def set_cache_hook(self, cache_hook) -> None:
+        """Called by lm-eval's CachingLM with the cache file: refuse one made with other settings."""
+        if cache_hook.dbdict is not None:
+            request_cache.guard(cache_hook.dbdict, self.output_settings())
+        super().set_cache_hook(cache_hook)
+
+    def output_settings(self) -> dict:
+        """What decides the answers: every model_arg but OUTPUT_NEUTRAL_KEYS (sampler keys as fitted to the
+        model, the seed as drawn), what they resolve to (model type, dtype) and the software versions."""
+        given = {key: value for key, value in self.model_args.items() if key not in OUTPUT_NEUTRAL_KEYS}
+        info = self.get_model_info()
+        for key in ("decode_stats_mean", "batch_size_per_canvas", "pretrained_path", "device"):
+            info.pop(key)  # stats, and where the checkpoint and the process happen to live
+        return given | info | {"device_type": self.device.type,
+                               "lm_eval_version": importlib.metadata.version("lm_eval")}
+
+    def commit_cache(self) -> None:
+        """Make a finished batch's answers durable, so a run killed later keeps them."""
+        if self.cache_hook.dbdict is not None:
+            self.cache_hook.dbdict.commit()
 
     def get_model_info(self) -> dict:
         """Everything that decides the outputs, defaults included, for lm-eval's results JSON."""

@@ -23,6 +23,17 @@ def prompts(tiny):
     return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The tests run many tiny forwards: on a loaded CPU, torch's worker threads waiting on each other
+    cost far more than they give (the sampler tests ran several times slower with two threads on two
+    busy cores). Subprocesses whose outputs are compared with this process's get OMP_NUM_THREADS=1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def fixed_torch_seed():
     torch.manual_seed(0)

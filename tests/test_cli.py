@@ -69,15 +69,6 @@ def test_include_path_and_chat_template(tmp_path):
     assert prompt.startswith("<|startoftext|><|start_header_id|>user<|end_header_id|>")
 
 
-def test_two_processes_give_the_same_samples_as_one(tmp_path):
-    model_args = FAST_ARGS + ",mode=info_gain"
-    run(lm_eval_command(sys.executable, model_args, tmp_path / "one"), tmp_path)
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    run(accelerate + lm_eval_command("", model_args, tmp_path / "two")[1:], tmp_path)
-    assert results_and_samples(tmp_path / "one")[1] == results_and_samples(tmp_path / "two")[1]
-
-
 def copy_of_repo(destination: Path) -> Path:
     ignore = shutil.ignore_patterns(".git", "*.egg-info", "build", "__pycache__", ".venv", "out*")
     return Path(shutil.copytree(REPO, destination, ignore=ignore))

@@ -50,6 +50,16 @@ def lm():
     ("seed=abc", "seed='abc'"),
     ("gen_length=30", "gen_length=30 is invalid; allowed: a multiple of block_length=16"),
     ("steps=15", "steps=15 is invalid; allowed: a multiple of the number of blocks"),
+    ("steps=1", "steps=1 is invalid; allowed: a multiple of the number of blocks gen_length/block_length=2"),
+    ("gen_length=2048,steps=128", "gen_length=2048 is invalid; allowed: fewer tokens than the model's max length 2048"),
+    ("threshold=high", "threshold='high'"),
+    ("candidate_number=2.5", "candidate_number=2.5"),
+    ("early_stop=sometimes", "early_stop='sometimes'"),
+    ("mc_num=0", "mc_num=0"),
+    ("device=tpu", "device='tpu' is invalid; allowed: cpu | cuda"),
+    ("device=mps", "device='mps' is invalid; allowed: cpu | cuda | cuda:N (N below the number of GPUs) | mps; mps is"),
+    ("device=cpu:x", "device='cpu:x'"),
+    ("pretrained=/nonexistent/checkpoint", "pretrained='/nonexistent/checkpoint': no config.json found"),
     ("max_new_tokens=64,gen_length=32", "disagree"),
     ("decode_stats=/nonexistent/dir/stats.jsonl", "decode_stats='/nonexistent/dir/stats.jsonl'"),
 ])
@@ -149,6 +159,44 @@ def test_chat_template_missing_is_a_clear_error(lm, monkeypatch):
     monkeypatch.setattr(lm.tokenizer, "chat_template", None)
     with pytest.raises(ValueError, match="has no chat template"):
         lm.apply_chat_template([{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize("gen_kwargs, message", [
+    ({"until": 5}, "gen_kwargs until=5 is invalid; allowed: a string or a list of non-empty strings"),
+    ({"until": ["ok", 3]}, "gen_kwargs until=['ok', 3]"),
+    ({"until": [""]}, "gen_kwargs until=['']"),
+    ({"until": ("a", "b")}, "gen_kwargs until=('a', 'b')"),
+    ({"temperature": "hot"}, "gen_kwargs temperature='hot' is invalid; allowed: a number >= 0"),
+    ({"temperature": -0.5}, "gen_kwargs temperature=-0.5"),
+    ({"do_sample": "yes"}, "gen_kwargs do_sample='yes' is invalid; allowed: true | false"),
+    ({"max_gen_toks": 0}, "gen_kwargs max_gen_toks=0 is invalid; allowed: an integer >= 1"),
+    ({"max_gen_toks": "many"}, "gen_kwargs max_gen_toks='many'"),
+])
+def test_bad_gen_kwargs_fail_before_any_request_is_decoded(lm, monkeypatch, gen_kwargs, message):
+    decoded = []
+    monkeypatch.setattr(harness, "generate", lambda adapter, prompts, *a: decoded.append(prompts))
+    # The good request sorts first (longest prompt first), so it would be decoded before the bad one's turn.
+    good, bad = request("a longer prompt that is decoded first"), request("short", doc_id=1, **gen_kwargs)
+    with pytest.raises(ValueError) as error:
+        lm.generate_until([good, bad])
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert decoded == []
+
+
+def test_an_over_long_prompt_loses_its_start_with_one_warning(lm, monkeypatch, caplog):
+    monkeypatch.setattr(lm.adapter, "spec", dataclasses.replace(lm.adapter.spec, max_length=40))
+    prompted = []
+    monkeypatch.setattr(harness, "generate", lambda adapter, prompts, config, seeds, gen_length: (
+        prompted.extend(prompts) or [[lm.adapter.spec.eos_id] * gen_length] * len(prompts),
+        [{"nfe": 1}] * len(prompts)))
+    words = " ".join(f"w{i}" for i in range(60))
+    with caplog.at_level("WARNING"):
+        lm.generate_until([request(words), request(words + " again", doc_id=1)])
+    full_ids = lm.encode(words)
+    assert len(full_ids) > 40 - 32
+    assert sorted(prompted) == sorted([full_ids[-8:], lm.encode(words + " again")[-8:]])
+    assert [r.message for r in caplog.records].count(
+        "prompts longer than 8 tokens are left-truncated (model max length 40 minus generation 32)") == 1
 
 
 def test_empty_prompt_is_rejected(lm):

@@ -76,3 +76,13 @@ def test_top_k_mask_respects_per_row_k_and_eligibility():
     eligible = torch.tensor([[True, True, True, False], [True, True, True, True]])
     mask = top_k_mask(scores, eligible, torch.tensor([2, 1]))
     assert mask.tolist() == [[True, False, True, False], [False, True, False, False]]
+
+
+def test_one_candidate_commits_the_k_most_confident():
+    """N = 1: no lookahead candidates at all (the proposal still has its [B, N, L] shape)."""
+    logits = torch.randn(1, 5, 6, generator=torch.Generator().manual_seed(2))
+    masked = torch.ones(1, 5, dtype=torch.bool)
+    ctx = context(logits, masked, 2)
+    proposal = InfoGain(candidate_number=1, position_temperature=0.2, threshold=0.99, variant="info_gain").propose(ctx)
+    assert proposal.commit.shape == proposal.tokens.shape == (1, 1, 5) and proposal.valid.tolist() == [[True]]
+    assert torch.equal(proposal.commit[:, 0], top_k_mask(ctx.confidence, masked, torch.tensor([2])))

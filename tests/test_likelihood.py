@@ -159,6 +159,31 @@ def test_every_architecture_gives_finite_estimates_that_batching_does_not_change
     assert loglikelihoods(adapter, requests, 6, 64) == batched  # the same seeds give the same draws
 
 
+class MemoryStarved:
+    """An adapter whose forward over more than `limit` rows runs out of memory."""
+
+    def __init__(self, adapter, limit):
+        self.adapter, self.spec, self.device, self.limit = adapter, adapter.spec, adapter.device, limit
+
+    def forward(self, input_ids, *args):
+        if len(input_ids) > self.limit:
+            raise torch.OutOfMemoryError(f"simulated: {len(input_ids)} rows")
+        return self.adapter.forward(input_ids, *args)
+
+
+def test_out_of_memory_scores_the_rows_in_halves_with_the_same_estimates(models, caplog):
+    adapter, tokenizer = models["llada"]
+    requests = requests_of(tokenizer, PAIRS)
+    expected = loglikelihoods(adapter, requests, 6, 16)
+    starved = loglikelihoods(MemoryStarved(adapter, limit=5), requests, 6, 16)
+    for (estimate, greedy), (expected_estimate, expected_greedy) in zip(starved, expected):
+        assert estimate == pytest.approx(expected_estimate, rel=1e-5) and greedy == expected_greedy
+    assert "out of memory scoring 16 rows in one forward; retrying as 8 and 8" in caplog.text
+    assert "scoring 8 rows in one forward; retrying as 4 and 4" in caplog.text
+    with pytest.raises(torch.OutOfMemoryError):
+        loglikelihoods(MemoryStarved(adapter, limit=0), requests[:1], 6, 16)
+
+
 def test_seed_changes_the_draws(models):
     adapter, tokenizer = models["llada"]
     (request,) = requests_of(tokenizer, [PAIRS[3]])

@@ -79,6 +79,22 @@ def test_a_checkpoint_missing_a_weight_is_refused(arch, tmp_path):
         load(str(tmp_path))
 
 
+@pytest.mark.parametrize("config_mask_id, message", [
+    ({"mask_token_id": None}, r"has no mask token \(config.mask_token_id or tokenizer.mask_token\)"),
+    # Absent from config.json, the mask id is LLaDA's own default (126336), far outside the tiny vocabulary.
+    ({}, "the mask token id 126336 is outside the vocabulary .size 500.; set mask_token_id in config.json"),
+])
+def test_a_checkpoint_without_a_mask_token_is_refused(tmp_path, config_mask_id, message):
+    shutil.copytree(BUNDLED["tiny-random-llada"], tmp_path, dirs_exist_ok=True)
+    for name, key, replacement in (("tokenizer_config.json", "mask_token", {}),
+                                   ("config.json", "mask_token_id", config_mask_id)):
+        settings = json.loads((tmp_path / name).read_text())
+        del settings[key]
+        (tmp_path / name).write_text(json.dumps(settings | replacement))
+    with pytest.raises(ValueError, match=message):
+        MDMInfoGainLM(pretrained=str(tmp_path), device="cpu")
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_rebuilding_gives_the_committed_weights(arch, tmp_path: Path):
     build_tiny_random(arch, tmp_path)

@@ -178,6 +178,23 @@ def test_eos_penalty_applies_to_every_mode(tiny, prompts, mode):
     assert not any(token == eos_id for row in penalised for token in row)
 
 
+class MaskLovingAdapter(EosLovingAdapter):
+    """The bundled model with the mask token's logit raised by 50: its top prediction everywhere."""
+
+    def forward(self, *args):
+        logits = self.adapter.forward(*args)
+        logits[..., self.spec.mask_id] += 50
+        return logits
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("mode", MODES)
+def test_the_mask_token_is_never_committed(tiny, prompts, mode, temperature, pc_baseline_file):
+    config = SamplerConfig(temperature=temperature, **mode_settings(mode, pc_baseline_file), **SMALL)
+    generated, _ = generate(MaskLovingAdapter(tiny[0]), prompts, config, [0, 1, 2, 3])
+    assert all(len(row) == SMALL["gen_length"] and tiny[0].spec.mask_id not in row for row in generated)
+
+
 @pytest.mark.parametrize("mode", ["original", "info_gain", "fast_dllm"])
 def test_early_stop_fills_after_eos_and_stops_forwarding(tiny, prompts, mode):
     eos_loving = EosLovingAdapter(tiny[0])
@@ -234,6 +251,57 @@ def test_out_of_memory_retries_in_smaller_chunks(tiny, prompts, mode, cache, cap
 def test_out_of_memory_even_one_at_a_time_is_raised(tiny, prompts):
     with pytest.raises(torch.OutOfMemoryError):
         generate(MemoryStarvedAdapter(tiny[0], limit=0), prompts[:1], SamplerConfig(**SMALL), [0])
+
+
+class CacheStarvedAdapter(MemoryStarvedAdapter):
+    """The bundled model, but a cache for more than `limit` sequences does not fit."""
+
+    def forward(self, input_ids, *args):
+        return self.adapter.forward(input_ids, *args)
+
+    def new_cache(self, batch, length):
+        if batch > self.limit:
+            raise torch.OutOfMemoryError(f"simulated: a cache of {batch} sequences")
+        return self.adapter.new_cache(batch, length)
+
+
+def same_outputs(actual, expected) -> None:
+    (ids, stats), (expected_ids, expected_stats) = actual, expected
+    assert ids == expected_ids
+    for key in ("nfe", "tokens_forwarded", "bypass_tokens"):
+        assert [row[key] for row in stats] == [row[key] for row in expected_stats]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("mode", ["original", "random", "info_gain"])
+def test_out_of_memory_mid_batch_splits_it_down_to_one_prompt(tiny, prompts, mode, temperature, monkeypatch, caplog):
+    """An out-of-memory outside the forward (here the step's softmax), three steps into a batch of more
+    than one prompt: the batch is split into halves until single prompts, which fit, with the same
+    outputs as the whole batch (each half restarts from its seeds)."""
+    from lm_eval_infogain.sampling import loop
+
+    adapter, seeds = tiny[0], [1, 2, 3, 4]
+    config = SamplerConfig(mode=mode, temperature=temperature, threshold=0.99, **SMALL)
+    expected = generate(adapter, prompts, config, seeds)
+    step_context = loop.Decoder.step_context
+
+    def starved(self, logits, *args):
+        if len(logits) > 1 and int(self.stats.nfe.max()) >= 3:
+            raise torch.OutOfMemoryError("simulated: the step of a batch")
+        return step_context(self, logits, *args)
+
+    monkeypatch.setattr(loop.Decoder, "step_context", starved)
+    same_outputs(generate(adapter, prompts, config, seeds), expected)
+    assert "batch of 4 prompts; retrying as 2 and 2" in caplog.text
+    assert "batch of 2 prompts; retrying as 1 and 1" in caplog.text
+
+
+def test_out_of_memory_allocating_the_cache_splits_the_batch(tiny, prompts, caplog):
+    config = SamplerConfig(mode="info_gain", use_cache="prefix", **SMALL)
+    expected = generate(tiny[0], prompts, config, [1, 2, 3, 4])
+    same_outputs(generate(CacheStarvedAdapter(tiny[0], limit=2), prompts, config, [1, 2, 3, 4]), expected)
+    assert "batch of 4 prompts; retrying as 2 and 2" in caplog.text
+    assert "batch of 2 prompts" not in caplog.text
 
 
 # ---------------------------------------------------------------- every architecture

@@ -123,11 +123,14 @@ def model_spec(config, tokenizer, path: str, model=None) -> ModelSpec:
     pad_id = getattr(config, "pad_token_id", None)
     pad_id = eos_id if pad_id is None else pad_id
     block_size = None if model is None else model.attention_block_size
-    generation = generation_config(path)
+    vocab_size = getattr(config, "embedding_size", None) or config.vocab_size  # rows of the LM head
+    for name, token_id in (("mask", mask_id), ("eos", eos_id), ("pad", pad_id)):
+        if not 0 <= token_id < vocab_size:  # e.g. an architecture's default id in a config that omits its own
+            raise ValueError(f"pretrained={path!r}: the {name} token id {token_id} is outside the vocabulary "
+                             f"(size {vocab_size}); set {name}_token_id in config.json")
     return ModelSpec(
-        mask_id=mask_id, eos_id=eos_id, pad_id=pad_id,
-        vocab_size=getattr(config, "embedding_size", None) or config.vocab_size,  # rows of the LM head
-        stop_ids=stop_ids(config, tokenizer, generation),
+        mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, vocab_size=vocab_size,
+        stop_ids=stop_ids(config, tokenizer, generation_config(path)),
         max_length=getattr(config, "max_sequence_length", None) or getattr(config, "max_position_embeddings", 4096),
         logits_shift=0 if model is None else model.logits_shift, attention_block_size=block_size,
         cache_modes=supported_cache_modes(model is not None, block_size),

@@ -123,6 +123,8 @@ def fit_to_model(config: SamplerConfig, given: set[str], spec) -> SamplerConfig:
           f"{' | '.join(spec.cache_modes)} for this model"
           + (" (dual caches positions after the block, which block-causal attention never reads)"
              if spec.attention_block_size else ""))
+    check(config.gen_length < spec.max_length, "gen_length", config.gen_length,
+          f"fewer tokens than the model's max length {spec.max_length}, which also holds the prompt")
     if spec.attention_block_size is not None:
         check(config.block_length % spec.attention_block_size == 0, "block_length", config.block_length,
               f"a multiple of the model's attention block size {spec.attention_block_size}")

@@ -67,7 +67,7 @@ class InfoGain:
         # (and so its output) does not depend on the other prompts in its batch.
         position_noise = gumbel_noise(ctx.generators, (extra, masked.shape[1]), masked.device).float()  # [B, N-1, L]
         fresh_tokens = sample_tokens(ctx.logits[:, None].expand(-1, extra, -1, -1), ctx.generators,
-                                     ctx.temperature) if extra else ctx.tokens[:, :0]  # [B, N-1, L]
+                                     ctx.temperature) if extra else ctx.tokens[:, None][:, :0]  # [B, N-1, L]
         lookahead = ~bypass & (k < remaining) & (extra > 0) & (self.position_temperature > 0)  # [B]
         if extra and self.position_temperature > 0:
             scores = ctx.confidence[:, None] / self.position_temperature + position_noise  # [B, N-1, L]

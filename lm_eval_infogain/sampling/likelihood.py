@@ -37,6 +37,7 @@ which requests share a forward (up to float rounding of padded attention).
 """
 
 import bisect
+import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 import torch
 
 from lm_eval_infogain.sampling.loop import build_canvas
+from lm_eval_infogain.sampling.memory import split_on_out_of_memory
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,9 @@ def greedy_rows(request: int, continuation_length: int, bounds: list[int]) -> li
 
 
 @torch.inference_mode()
-def score_rows(adapter, requests: list[ScoringRequest], rows: list[Row]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward of `rows` in a left-padded canvas: (sum of log p over masked tokens [R], all argmax hit [R]).
+def score_rows(adapter, requests: list[ScoringRequest], rows: list[Row]) -> list[tuple[float, bool]]:
+    """One forward of `rows` in a left-padded canvas: per row, (sum of log p over its masked tokens, whether
+    the argmax hits every masked token).
 
     The sequences are context + continuation, left-padded so that every continuation ends the canvas;
     logits are computed for the last `width` positions only (the longest continuation).
@@ -137,7 +140,7 @@ def score_rows(adapter, requests: list[ScoringRequest], rows: list[Row]) -> tupl
     log_probs = token_logits - logits.logsumexp(-1)  # [R, W]
     masked_log_prob = torch.where(masked, log_probs, 0.0).double().sum(-1)  # [R]
     argmax_hit = ((logits.argmax(-1) == targets) | ~masked).all(-1)  # [R]
-    return masked_log_prob.cpu(), argmax_hit.cpu()
+    return list(zip(masked_log_prob.tolist(), argmax_hit.tolist()))
 
 
 def rows_of(requests: list[ScoringRequest], num_draws: int, block_size: int | None, stratified: bool) -> list[Row]:
@@ -176,8 +179,9 @@ def loglikelihoods(adapter, requests: list[ScoringRequest], num_draws: int, rows
     finished = 0
     for first in range(0, len(rows), rows_per_forward):
         chunk = rows[first:first + rows_per_forward]
-        log_probs, hits = score_rows(adapter, ordered, chunk)
-        for row, log_prob, hit in zip(chunk, log_probs.tolist(), hits.tolist()):
+        scored = split_on_out_of_memory(functools.partial(score_rows, adapter, ordered), chunk, adapter.device,
+                                        "scoring {} rows in one forward")
+        for row, (log_prob, hit) in zip(chunk, scored):
             if row.greedy:
                 greedy[row.request] &= hit
             else:

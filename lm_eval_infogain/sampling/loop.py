@@ -14,6 +14,8 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
    forward per step, and none for a prompt whose block is complete.
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
 prompt's output does not depend on its batch.
+Out of memory: a forward retries its rows in smaller chunks; a batch that still does not fit is split
+into halves down to single prompts (`decode_splitting`), with the same outputs.
 
 Architectures differ only through their ModelSpec. A shifted model (Dream) has its cached windows start
 one position before the block. A block-causal model (SDAR, TraDo) never needs what follows the block:
@@ -32,7 +34,8 @@ from lm_eval_infogain.pc_baseline import load_baseline
 from lm_eval_infogain.sampling import strategies
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
-from lm_eval_infogain.sampling.strategies import SCORE_STRATEGIES, ScoreStrategy, StepContext, sample_tokens
+from lm_eval_infogain.sampling.memory import split_on_out_of_memory
+from lm_eval_infogain.sampling.strategies import NEG_INF, SCORE_STRATEGIES, ScoreStrategy, StepContext, sample_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -265,10 +268,13 @@ class Decoder:
         width = block_end - block_start
         block_logits = logits[:, :width]  # [B, Lb, V]
         probs = torch.softmax(block_logits, dim=-1)  # [B, Lb, V]
-        tokens = sample_tokens(block_logits, self.generators, self.config.temperature)  # [B, Lb]
+        # The mask token is never a prediction: committed, it would leave its position masked for good.
+        mask_id = torch.tensor([self.adapter.spec.mask_id], device=logits.device)
+        token_logits = block_logits.index_fill(-1, mask_id, NEG_INF)  # [B, Lb, V]
+        tokens = sample_tokens(token_logits, self.generators, self.config.temperature)  # [B, Lb]
         masked = self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id  # [B, Lb]
         return StepContext(
-            logits=block_logits, probs=probs, masked=masked,
+            logits=token_logits, probs=probs, masked=masked,
             num_to_commit=torch.minimum(num_to_commit, masked.sum(-1)), tokens=tokens,
             confidence=probs.gather(-1, tokens[..., None]).squeeze(-1), entropy=entropy(block_logits),
             generators=self.generators, temperature=self.config.temperature,
@@ -382,11 +388,28 @@ def generate(adapter, prompts: list[list[int]], config: SamplerConfig, seeds: li
         groups.setdefault(0 if size is None else len(prompt) % size, []).append(index)
     generated, stats = [None] * len(prompts), [None] * len(prompts)
     for indices in groups.values():
-        group_generated, group_stats = decode_canvas(adapter, [prompts[i] for i in indices], config,
-                                                     [seeds[i] for i in indices], gen_length, trace)
+        group_generated, group_stats = decode_splitting(adapter, [prompts[i] for i in indices], config,
+                                                        [seeds[i] for i in indices], gen_length, trace)
         for index, ids, row in zip(indices, group_generated, group_stats):
             generated[index], stats[index] = ids, row
     return generated, stats
+
+
+def decode_splitting(adapter, prompts, config, seeds, gen_length, trace=False) -> tuple[list[list[int]], list[dict]]:
+    """decode_canvas, retried in halves (down to one prompt) when the batch runs out of memory.
+
+    The forward already retries its own rows in smaller chunks; this covers what lies outside it (the
+    cache allocation, the step's softmax over [B, Lb, V], a forward that fails even one row at a time).
+    Each half starts afresh from its prompts and seeds, and every row draws from its own generator, so
+    the outputs are those of the whole batch.
+    """
+    def decode(batch: list[tuple[list[int], int]]) -> list[tuple[list[int], dict]]:
+        batch_prompts, batch_seeds = zip(*batch)
+        return list(zip(*decode_canvas(adapter, list(batch_prompts), config, list(batch_seeds), gen_length, trace)))
+
+    results = split_on_out_of_memory(decode, list(zip(prompts, seeds)), adapter.device,
+                                     "decoding a batch of {} prompts")
+    return [generated for generated, _ in results], [stats for _, stats in results]
 
 
 def decode_canvas(adapter, prompts, config, seeds, gen_length, trace=False) -> tuple[list[list[int]], list[dict]]:

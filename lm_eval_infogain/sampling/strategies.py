@@ -16,13 +16,13 @@ NEG_INF = float("-inf")
 
 @dataclass
 class StepContext:
-    logits: torch.Tensor  # [B, Lb, V] fp32 logits of the block's positions
-    probs: torch.Tensor  # [B, Lb, V] softmax(logits)
+    logits: torch.Tensor  # [B, Lb, V] logits of the block's positions that tokens are drawn from (mask token -inf)
+    probs: torch.Tensor  # [B, Lb, V] softmax of the model's logits (mask token included)
     masked: torch.Tensor  # [B, Lb] bool, still masked
     num_to_commit: torch.Tensor  # [B] long, k of this step (all that is left on a block's last step)
     tokens: torch.Tensor  # [B, Lb] long, x0: the proposed token per position
     confidence: torch.Tensor  # [B, Lb] softmax probability of x0
-    entropy: torch.Tensor  # [B, Lb] entropy of softmax(logits), fp32
+    entropy: torch.Tensor  # [B, Lb] entropy of probs, fp32
     generators: list[torch.Generator]  # one per prompt: its draws never depend on the batch
     temperature: float
 

@@ -46,6 +46,8 @@ from pathlib import Path
 DEFAULT_SEEDS = ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")
 STAT_KEYS = ("nfe", "cumulative_entropy", "tokens_forwarded", "seconds")
 NOT_METRICS = {"alias", "name", "sample_len", " "}
+# Keys lm-eval itself puts in a task's recorded metadata (besides the model_args it merges in).
+LM_EVAL_METADATA_KEYS = {"version", "config_source"}
 
 
 class LeaderboardError(Exception):
@@ -150,6 +152,13 @@ def format_value(value) -> str:
     return str(value)
 
 
+def cli_metadata(data: dict, task: str) -> dict:
+    """What `--metadata` gave the task: lm-eval records it merged with the model_args and the YAML's version."""
+    metadata = data.get("configs", {}).get(task, {}).get("metadata") or {}
+    model_args = model_args_dict(data.get("config", {}).get("model_args"))
+    return {key: value for key, value in metadata.items() if key not in model_args.keys() | LM_EVAL_METADATA_KEYS}
+
+
 def command(data: dict, task: str, results_path: Path) -> str:
     """The lm_eval command line that reproduces a task of a results file, from what lm-eval recorded."""
     config = data.get("config", {})
@@ -157,6 +166,9 @@ def command(data: dict, task: str, results_path: Path) -> str:
     if isinstance(model_args, dict):
         model_args = ",".join(f"{key}={format_value(value)}" for key, value in model_args.items())
     parts = ["lm_eval", "--model", str(config.get("model")), "--model_args", model_args or "", "--tasks", task]
+    metadata = cli_metadata(data, task)
+    if metadata:
+        parts += ["--metadata", json.dumps(metadata)]
     shots = data.get("n-shot", {}).get(task)
     if shots is not None:
         parts += ["--num_fewshot", str(shots)]

@@ -87,6 +87,20 @@ def test_command_reproduces_the_run(runs):
         assert simple_parse_args_string(option("--model_args")) == results["config"]["model_args"]
         assert (option("--tasks"), option("--limit"), option("--num_fewshot")) == ("sudoku_4x4", "2", "0")
         assert "--log_samples" in words and "--apply_chat_template" not in words
+        assert "--metadata" not in words  # the recorded metadata holds only model_args and lm-eval's own keys
+
+
+def test_command_gives_back_the_metadata_a_task_variant_was_run_with(runs, tmp_path):
+    root, _, _ = runs
+    results_path = next((root / "tiny-random-llada" / "sudoku_4x4" / "original").rglob("results_*.json"))
+    results = json.loads(results_path.read_text())
+    results["configs"]["sudoku_4x4"]["metadata"] |= {"sudoku_num_blanks": 6}
+    copy = tmp_path / "run" / results_path.parent.name / results_path.name
+    copy.parent.mkdir(parents=True)
+    copy.write_text(json.dumps(results))
+    (row,) = build([tmp_path / "run"], [])["rows"]
+    words = shlex.split(row["command"])
+    assert json.loads(dict(zip(words, words[1:]))["--metadata"]) == {"sudoku_num_blanks": 6}
 
 
 def test_readme_chart_and_deterministic_output(runs, tmp_path):

@@ -10,6 +10,7 @@ seeded from the run's seed and the request (task, document, request index, repea
 depend on batch size, request order or the number of processes.
 """
 
+import atexit
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -172,6 +173,11 @@ class MDMInfoGainLM(LM):
         if self._world_size != int(os.environ["WORLD_SIZE"]):
             raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but accelerate joined {self._world_size} "
                                "process(es); every process would run every request")
+        if torch.distributed.get_backend() == "gloo":
+            # Gloo's worker threads still hold tensors when a rank's interpreter shuts down, and freeing them
+            # then aborts the process (SIGABRT) now and then, after its work is done. Destroying the group
+            # while Python is alive avoids it. Not for NCCL: a rank leaving on an error could hang there.
+            atexit.register(accelerator.state.destroy_process_group)
         return accelerator
 
     # --- lm-eval distributed primitives (used by the evaluator to gather results) ---

@@ -62,7 +62,7 @@ def test_a_process_that_left_the_group_is_killed_too():
     program = ("import os, time\nread_end, write_end = os.pipe()\nchild = os.fork()\n"
                "if child == 0:\n    os.setsid()\n    os.write(write_end, b'x')\n    time.sleep(600)\n"
                "os.read(read_end, 1)\nprint(f'pid={child}', flush=True)\n")
-    execution = run_program(program, Limits(seconds=5, processes=1))
+    execution = run_program(program, Limits(seconds=AMPLE.seconds, processes=1))
     assert execution.status is Status.PASSED
     [pid] = printed_pids(execution.output)
     assert not is_running(pid)

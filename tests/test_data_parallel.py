@@ -96,3 +96,27 @@ def test_two_processes_split_the_requests_and_match_one(pc_baseline_file, projec
 @pytest.mark.parametrize("mode", [mode for mode in MODES if mode != "info_gain"])
 def test_two_processes_match_one_in_every_mode(mode, pc_baseline_file, project_tasks, tmp_path):
     check_two_processes_match_one(mode, pc_baseline_file, project_tasks, tmp_path)
+
+
+RANK_AT_EXIT = """
+import atexit, torch
+from lm_eval_infogain.harness import MDMInfoGainLM
+lm = MDMInfoGainLM.__new__(MDMInfoGainLM)  # only the data-parallel set-up, no model
+lm.accelerator = lm.setup_data_parallel()
+assert (lm.rank, lm.world_size, torch.distributed.get_backend()) == ({rank}, 2, "gloo")
+atexit._run_exitfuncs()  # what the interpreter runs as it shuts down
+print("group alive after exit handlers:", torch.distributed.is_initialized())
+"""
+
+
+def test_each_rank_destroys_its_gloo_group_before_interpreter_shutdown():
+    """Gloo's threads can abort a rank (SIGABRT) that shuts down with its process group still alive."""
+    port = free_port()
+    env = os.environ | {"CUDA_VISIBLE_DEVICES": "", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port)}
+    ranks = [subprocess.Popen([sys.executable, "-c", RANK_AT_EXIT.format(rank=rank)], text=True,
+                              env=env | {"RANK": str(rank), "LOCAL_RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
+    outputs = [rank.communicate(timeout=300) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert all("group alive after exit handlers: False" in out for out, _ in outputs), outputs

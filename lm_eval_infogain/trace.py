@@ -41,6 +41,15 @@ def decode_order(lm, sampler, prompt: str, seed: int, chat: bool = False) -> dic
             "commit_step": row["commit_step"], "commit_entropy": row["commit_entropy"]}
 
 
+def settings_line(trace: dict) -> str:
+    """What a panel states of its settings: all of them for the first, the differing ones for the other."""
+    if "differs" in trace:
+        changed = ", ".join(f"{key}={value}" for key, value in trace["differs"].items())
+        return f"differs only in: {changed or 'nothing'}"
+    keys = ("gen_length", "steps", "block_length", "use_cache", "temperature", "threshold", "candidate_number")
+    return ", ".join(f"{key}={trace['settings'][key]}" for key in keys)
+
+
 def plot(traces: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -66,7 +75,7 @@ def plot(traces: list[dict], path: Path) -> None:
             axis.scatter(x, y, marker="x", color="grey", s=20, label="early stop (EOS fill)")
             axis.legend(fontsize=7, loc="upper left")
         axis.set_title(f"{trace['sampler']}: NFE {trace['nfe']}, cumulative entropy "
-                       f"{trace['cumulative_entropy']:.2f}", fontsize=9)
+                       f"{trace['cumulative_entropy']:.2f}\n{settings_line(trace)}", fontsize=9)
         axis.set_xlabel("generated position")
         axis.grid(alpha=0.3)
     axes.flat[0].set_ylabel("commit step")
@@ -88,7 +97,7 @@ def page(traces: list[dict], prompt: str) -> str:
     for trace in traces:
         last = max(max(trace["commit_step"]), 1)
         parts.append(f"<h2>{html.escape(trace['sampler'])}: NFE {trace['nfe']}, cumulative entropy "
-                     f"{trace['cumulative_entropy']:.2f}</h2><div>")
+                     f"{trace['cumulative_entropy']:.2f}</h2><p>{html.escape(settings_line(trace))}</p><div>")
         for position, (token, step, value) in enumerate(zip(trace["tokens"], trace["commit_step"],
                                                            trace["commit_entropy"])):
             hue = 240 - 240 * step / last
@@ -115,8 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> list[dict]:
     from lm_eval.utils import simple_parse_args_string
 
-    from lm_eval_infogain.harness import SAMPLER_KEYS, MDMInfoGainLM, sampler_config
-    from lm_eval_infogain.sampling.config import fit_to_model
+    from lm_eval_infogain.harness import SAMPLER_KEYS, MDMInfoGainLM
 
     model_args = simple_parse_args_string(args.model_args)
     overrides = simple_parse_args_string(args.compare) if args.compare else None
@@ -127,10 +135,26 @@ def run(args: argparse.Namespace) -> list[dict]:
     lm = MDMInfoGainLM(**model_args)
     samplers = [lm.sampler]
     if overrides is not None:
-        merged = {key: value for key, value in model_args.items() if key in SAMPLER_KEYS} | overrides
-        second = sampler_config(merged, model_args.get("max_new_tokens"))
-        samplers.append(fit_to_model(second, set(merged), lm.adapter.spec))
-    return [decode_order(lm, sampler, args.prompt, args.seed, args.apply_chat_template) for sampler in samplers]
+        samplers.append(compared_sampler(lm, overrides))
+    traces = [decode_order(lm, sampler, args.prompt, args.seed, args.apply_chat_template) for sampler in samplers]
+    if len(traces) == 2:
+        traces[1]["differs"] = differing_settings(traces[0]["settings"], traces[1]["settings"])
+    return traces
+
+
+def compared_sampler(lm, overrides: dict):
+    """The first panel's settings as they ran (model_args over the checkpoint's own defaults) with only
+    the compared keys changed: a setting taken from the checkpoint stays, whatever the override says."""
+    from lm_eval_infogain.harness import SAMPLER_KEYS, sampler_config
+    from lm_eval_infogain.sampling.config import fit_to_model
+
+    second = sampler_config(dataclasses.asdict(lm.sampler) | overrides)
+    return fit_to_model(second, set(SAMPLER_KEYS), lm.adapter.spec)
+
+
+def differing_settings(first: dict, second: dict) -> dict:
+    """The settings of the second panel that are not those of the first, e.g. {"mode": "original"}."""
+    return {key: value for key, value in second.items() if first.get(key) != value}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -61,3 +61,16 @@ def test_compare_takes_sampler_keys_only(tmp_path):
               "--compare", "pretrained=tiny-random-dream", "--out", str(tmp_path / "t.png")])
     assert str(error.value.code).startswith("trace: --compare takes sampler keys only") and "pretrained" in str(
         error.value.code)
+
+
+def test_compared_panel_keeps_the_checkpoint_defaults_and_says_what_differs(tmp_path):
+    """tiny-llada-sudoku's generation_config sets gen_length 24 and use_cache none; a comparison that
+    changes only the mode must decode with those too, not with the model_args defaults (256, prefix)."""
+    out = tmp_path / "trace.png"
+    main(["--model_args", "pretrained=tiny-llada-sudoku,device=cpu", "--prompt", "1234\n3412\n0000\n0000",
+          "--compare", "mode=original", "--out", str(out)])
+    first, second = json.loads(out.with_suffix(".json").read_text())["traces"]
+    assert first["settings"]["gen_length"] == 24 and first["settings"]["use_cache"] == "none"
+    assert {key for key in first["settings"] if first["settings"][key] != second["settings"][key]} == {"mode"}
+    assert second["differs"] == {"mode": "original"} and len(second["tokens"]) == 24
+    assert "differs only in: mode=original" in out.with_suffix(".html").read_text()

@@ -25,13 +25,16 @@ every `*.json` in `<output>/reference/`, each `{"source": "...", "rows": [{"mode
 own table in the README, hollow markers in the chart.
 
 Output (same input, same bytes): `leaderboard.json`, `README.md` and `leaderboard.png` (metric against
-mean NFE, one panel per task and metric, one colour per sampler) in the output folder.
+mean NFE with stderr bars, one panel per model, task and metric, one colour and marker per sampler;
+`--predict_only` runs, which have no metric, are left out) in the output folder.
 
-Info-Gain against confidence order: for every model, task, metric and cache mode measured with both
-`info_gain` and `original`, `comparisons` in the JSON and a README section say in words whether
-Info-Gain's value is above, equal to or below original's, with the difference's standard error
-sqrt(se_info_gain^2 + se_original^2) (the runs' own stderrs, treated as independent) and both mean
-cumulative entropies.
+Paired comparisons: samplers run on the same documents are compared document by document, from the
+runs' `--log_samples` files (`samples_file` in a row). For every pair of samplers of one model, task,
+metric, filter and cache mode, `comparisons` in the JSON has the mean per-document difference, its
+paired standard error, and an exact McNemar test (0/1 metrics: a binomial test on the documents only
+one of the two got right, which it lists) or a 95% paired bootstrap interval (other metrics). A run
+without samples falls back to the runs' own stderrs treated as independent, and says so. The README
+states each sampler against confidence order (`original`), Info-Gain in words.
 """
 
 import argparse
@@ -43,9 +46,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy
+from lm_eval.utils import get_file_datetime, get_results_filenames, simple_parse_args_string
+from scipy import stats
+
 DEFAULT_SEEDS = ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")
 STAT_KEYS = ("nfe", "cumulative_entropy", "tokens_forwarded", "seconds")
 NOT_METRICS = {"alias", "name", "sample_len", " "}
+PREDICT_ONLY_METRIC = "bypass"  # what lm-eval reports (999) for every task of a --predict_only run
 # Keys lm-eval itself puts in a task's recorded metadata (besides the model_args it merges in).
 LM_EVAL_METADATA_KEYS = {"version", "config_source"}
 
@@ -60,7 +68,8 @@ def find_results(folders: list[Path]) -> list[tuple[Path, Path]]:
     for folder in folders:
         if not folder.is_dir():
             raise LeaderboardError(f"{folder} is not a folder")
-        found += [(folder, path) for path in sorted(folder.rglob("results_*.json"))]
+        paths = get_results_filenames([path.as_posix() for path in folder.rglob("results_*.json")])
+        found += [(folder, Path(path)) for path in sorted(paths)]
     if not found:
         raise LeaderboardError(f"no results_*.json under {', '.join(map(str, folders))} "
                                "(run lm_eval with --output_path there first)")
@@ -78,8 +87,7 @@ def model_args_dict(model_args) -> dict:
     """lm-eval 0.4.13 records model_args as a dict; older versions and the Python API as a string."""
     if isinstance(model_args, dict):
         return model_args
-    pairs = [item.split("=", 1) for item in (model_args or "").split(",") if "=" in item]
-    return {key.strip(): value.strip() for key, value in pairs}
+    return simple_parse_args_string(model_args)
 
 
 def with_ranks(path: Path) -> list[Path]:
@@ -230,9 +238,12 @@ def rows_of_run(folder: Path, results_path: Path) -> list[dict]:
     rows = []
     for task, metrics in sorted(data["results"].items()):
         summary = decode_summary(results_path, folder, config, task)
+        samples = samples_file(results_path, task)
         n = data.get("n-samples", {}).get(task, {}).get("effective", metrics.get("sample_len"))
         for key, value in metrics.items():
             if key in NOT_METRICS or "_stderr," in key or not isinstance(value, (int, float)):
+                continue
+            if key.startswith(f"{PREDICT_ONLY_METRIC},"):  # --predict_only: no metric was computed
                 continue
             metric, _, filter_name = key.partition(",")
             rows.append({
@@ -247,6 +258,7 @@ def rows_of_run(folder: Path, results_path: Path) -> list[dict]:
                 "lm_eval_infogain_version": config.get("lm_eval_infogain_version"),
                 "date": iso_date(data.get("date")), "machine": machine(data),
                 "sampler_config": config.get("sampler"), "results_file": relative(results_path, folder),
+                "samples_file": relative(samples, folder) if samples else None,
             })
     return rows
 
@@ -272,55 +284,150 @@ def sort_key(row: dict) -> tuple:
             row["date"] or "", row["results_file"])
 
 
+def samples_file(results_path: Path, task: str) -> Path | None:
+    """lm-eval's --log_samples file of a task, written beside the results file with the same timestamp."""
+    stamp = get_file_datetime(results_path.name).removesuffix(".json")
+    path = results_path.parent / f"samples_{task}_{stamp}.jsonl"
+    return path if path.is_file() else None
+
+
+def document_values(path: Path, metric: str, filter_name: str | None) -> dict[tuple, float]:
+    """{(doc_id, doc_hash): value} of one metric and filter from a samples file."""
+    values = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            sample = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LeaderboardError(f"{path}:{number} is not JSON: {error}") from error
+        value = sample.get(metric)
+        if sample.get("filter", "none") == (filter_name or "none") and number_or_none(value) is not None:
+            values[(sample.get("doc_id"), sample.get("doc_hash"))] = float(value)
+    return values
+
+
 def build(folders: list[Path], reference_files: list[Path]) -> dict:
-    rows = sorted((row for folder, path in find_results(folders) for row in rows_of_run(folder, path)), key=sort_key)
-    return {"rows": rows, "comparisons": compare(rows, "info_gain", "original"),
+    measured = sorted(((row, folder) for folder, path in find_results(folders) for row in rows_of_run(folder, path)),
+                      key=lambda pair: sort_key(pair[0]))
+    rows = [row for row, _ in measured]
+    documents = [document_values(folder / row["samples_file"], row["metric"], row["filter"])
+                 if row["samples_file"] else None for row, folder in measured]
+    return {"rows": rows, "comparisons": compare(rows, documents, BASELINE),
             "reference_rows": read_reference(reference_files)}
 
 
-def compare(rows: list[dict], challenger: str, baseline: str) -> list[dict]:
-    """`challenger` against `baseline` (sampler modes) per model, task, metric, filter and cache mode:
-    the difference of the values, its standard error and the verdict in a word. With several runs of
-    one cell, the latest counts."""
-    latest = {}
-    for row in rows:  # sorted by date within a cell, so the last one wins
+BASELINE = "original"  # confidence order: the sampler every other one is compared with first
+
+
+def latest_runs(rows: list[dict], documents: list) -> dict:
+    """{(model, task, metric, filter, cache): {mode: (row, documents)}}, the latest run of each cell."""
+    cells = {}
+    for row, values in zip(rows, documents):  # sorted by date within a cell, so the last one wins
         mode, _, cache = row["sampler"].partition("/")
-        latest[(row["model"], row["task"], row["metric"], row["filter"], cache, mode)] = row
+        cells.setdefault((row["model"], row["task"], row["metric"], row["filter"], cache), {})[mode] = (row, values)
+    return cells
+
+
+def ordered_pair(first: str, second: str, baseline: str) -> tuple[str, str]:
+    """The pair's challenger and baseline: `baseline` second when it is one of them, else by name."""
+    if first == baseline or (second != baseline and first > second):
+        return second, first
+    return first, second
+
+
+def compare(rows: list[dict], documents: list, baseline: str = BASELINE) -> list[dict]:
+    """Every pair of samplers run on one model, task, metric, filter and cache mode, compared document by
+    document (the latest run of each; `documents` [per row]: {doc key: value} from its samples file, or
+    None). Pairs with `baseline` come first in each cell."""
     comparisons = []
-    for (model, task, metric, filter_name, cache, mode), ours in sorted(latest.items(), key=lambda item: str(item[0])):
-        theirs = latest.get((model, task, metric, filter_name, cache, baseline))
-        if mode != challenger or theirs is None:
-            continue
-        difference = ours["value"] - theirs["value"]
-        errors = (ours["stderr"], theirs["stderr"])
-        stderr = math.hypot(*errors) if None not in errors else None
-        comparisons.append({
-            "model": model, "task": task, "metric": metric, "filter": filter_name, "use_cache": cache,
-            "challenger": challenger, "baseline": baseline, "challenger_value": ours["value"],
-            "baseline_value": theirs["value"], "difference": difference, "difference_stderr": stderr,
-            "verdict": "above" if difference > 0 else "below" if difference < 0 else "equal",
-            "challenger_cumulative_entropy": ours["mean_cumulative_entropy"],
-            "baseline_cumulative_entropy": theirs["mean_cumulative_entropy"],
-        })
+    for (model, task, metric, filter_name, cache), runs in sorted(latest_runs(rows, documents).items(),
+                                                                   key=lambda item: str(item[0])):
+        modes = sorted(runs)
+        pairs = {ordered_pair(a, b, baseline) for i, a in enumerate(modes) for b in modes[i + 1:]}
+        for challenger, other in sorted(pairs, key=lambda pair: (pair[1] != baseline, pair)):
+            (ours, our_docs), (theirs, their_docs) = runs[challenger], runs[other]
+            comparisons.append({
+                "model": model, "task": task, "metric": metric, "filter": filter_name, "use_cache": cache,
+                "challenger": challenger, "baseline": other, "challenger_value": ours["value"],
+                "baseline_value": theirs["value"],
+                **difference_statistics(ours, theirs, our_docs, their_docs),
+                "challenger_cumulative_entropy": ours["mean_cumulative_entropy"],
+                "baseline_cumulative_entropy": theirs["mean_cumulative_entropy"],
+            })
     return comparisons
 
 
+def difference_statistics(ours: dict, theirs: dict, our_docs, their_docs) -> dict:
+    """Paired over the documents both runs scored when their samples were logged; else the two runs'
+    own stderrs, treated as independent (sqrt(se1^2 + se2^2))."""
+    shared = sorted(our_docs.keys() & their_docs.keys(), key=str) if our_docs and their_docs else []
+    if not shared:
+        difference = ours["value"] - theirs["value"]
+        errors = (ours["stderr"], theirs["stderr"])
+        return {"paired": False, "n": None, "difference": difference,
+                "difference_stderr": math.hypot(*errors) if None not in errors else None,
+                "verdict": verdict(difference)}
+    challenger = numpy.array([our_docs[key] for key in shared])  # [n]
+    baseline = numpy.array([their_docs[key] for key in shared])  # [n]
+    return {"paired": True, "n": len(shared), **paired_statistics(challenger, baseline, [key[0] for key in shared])}
+
+
+def verdict(difference: float) -> str:
+    return "above" if difference > 0 else "below" if difference < 0 else "equal"
+
+
+def paired_statistics(challenger, baseline, doc_ids: list) -> dict:
+    """Mean per-document difference with its standard error; an exact McNemar test (a two-sided binomial
+    test on the discordant documents) for 0/1 metrics, a 95% paired bootstrap interval otherwise."""
+    difference = challenger - baseline  # [n]
+    n = len(difference)
+    result = {"difference": float(difference.mean()), "verdict": verdict(float(difference.mean())),
+              "difference_stderr": float(difference.std(ddof=1) / math.sqrt(n)) if n > 1 else None}
+    if set(challenger.tolist()) | set(baseline.tolist()) <= {0.0, 1.0}:
+        only_challenger, only_baseline = int((difference > 0).sum()), int((difference < 0).sum())
+        discordant = only_challenger + only_baseline
+        return result | {
+            "test": "exact McNemar", "challenger_only": only_challenger, "baseline_only": only_baseline,
+            "p_value": stats.binomtest(only_challenger, discordant).pvalue if discordant else 1.0,
+            "discordant_doc_ids": [doc for doc, d in zip(doc_ids, difference) if d != 0]}
+    interval = None
+    if n > 1 and difference.std() > 0:
+        bootstrap = stats.bootstrap((challenger, baseline), lambda a, b, axis: numpy.mean(a - b, axis=axis),
+                                    paired=True, vectorized=True, method="percentile", n_resamples=9999,
+                                    rng=numpy.random.default_rng(0))  # fixed: same input, same bytes
+        interval = [float(bootstrap.confidence_interval.low), float(bootstrap.confidence_interval.high)]
+    elif n > 1:
+        interval = [result["difference"], result["difference"]]
+    return result | {"test": "paired bootstrap", "ci95": interval,
+                     "differing_documents": int((difference != 0).sum())}
+
+
 def comparison_sentence(item: dict) -> str:
-    """One plain line, e.g. "tiny / sudoku_4x4, acc (prefix): info_gain 0.52 is above original 0.46 by 0.06
-    (stderr of the difference 0.07, 0.9 stderr); mean cumulative entropy 3.1 vs 4.2"."""
+    """One plain line, e.g. "tiny / sudoku_4x4, acc (use_cache=none): info_gain 0.5 is **above** original
+    0.47 by 0.03 on the same 100 documents (paired stderr 0.024; exact McNemar p = 0.37: info_gain alone
+    right on 8, original alone on 5); mean cumulative entropy 2.69 vs 2.75"."""
     where = f"{item['model']} / {item['task']}, {item['metric']}"
     where += f" {item['filter']}" if item["filter"] and item["filter"] != "none" else ""
     head = (f"{where} (use_cache={item['use_cache']}): {item['challenger']} {fmt(item['challenger_value'])} is "
             f"**{item['verdict']}** {item['baseline']} {fmt(item['baseline_value'])}")
     if item["verdict"] != "equal":
         head += f" by {fmt(abs(item['difference']))}"
-    stderr = item["difference_stderr"]
-    if stderr:
-        head += f" (stderr of the difference {fmt(stderr, 2)}, {abs(item['difference']) / stderr:.1f} stderr)"
-    elif stderr is None:
-        head += " (no stderr)"
-    return (head + f"; mean cumulative entropy {fmt(item['challenger_cumulative_entropy'])} vs "
-            f"{fmt(item['baseline_cumulative_entropy'])}")
+    return head + f" {evidence(item)}; mean cumulative entropy {fmt(item['challenger_cumulative_entropy'])} vs " \
+                  f"{fmt(item['baseline_cumulative_entropy'])}"
+
+
+def evidence(item: dict) -> str:
+    """The statistics behind a verdict, in words."""
+    stderr = "no stderr" if item["difference_stderr"] is None else f"stderr {fmt(item['difference_stderr'], 2)}"
+    if not item["paired"]:
+        return f"({stderr} of the difference, the runs treated as independent: no samples logged)"
+    text = f"on the same {item['n']} documents (paired {stderr}"
+    if item["test"] == "exact McNemar":
+        return text + (f"; exact McNemar p = {fmt(item['p_value'], 2)}: {item['challenger']} alone right on "
+                       f"{item['challenger_only']}, {item['baseline']} alone on {item['baseline_only']})")
+    interval = "-" if item["ci95"] is None else f"[{fmt(item['ci95'][0], 3)}, {fmt(item['ci95'][1], 3)}]"
+    return text + f"; paired bootstrap 95% interval of the difference {interval})"
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -335,6 +442,16 @@ def cell(text) -> str:
     return str(text).replace("|", "\\|")
 
 
+def test_cell(item: dict) -> str:
+    if not item["paired"]:
+        return "unpaired (no samples logged)"
+    if item["test"] == "exact McNemar":
+        return f"McNemar p = {fmt(item['p_value'], 2)}"
+    interval = "-" if item["ci95"] is None else f"[{fmt(item['ci95'][0], 3)}, {fmt(item['ci95'][1], 3)}]"
+    return f"bootstrap 95% {interval}"
+
+
+# Hand-written rather than lm-eval's make_table: that one lays out one results dict, not rows of many runs.
 def markdown(board: dict) -> str:
     commands = sorted({row["command"] for row in board["rows"]})
     number = {text: index for index, text in enumerate(commands, 1)}
@@ -351,11 +468,22 @@ def markdown(board: dict) -> str:
             row["model"], row["task"], row["sampler"], metric, fmt(row["value"]), fmt(row["stderr"]), fmt(row["n"]),
             fmt(row["mean_nfe"]), fmt(row["mean_cumulative_entropy"]), fmt(row["lm_eval_version"]),
             fmt(row["date"]), row["machine"], number[row["command"]])) + " |")
-    if board["comparisons"]:
-        lines += ["", "## Info-Gain against confidence order (original)", "",
-                  "Is Info-Gain's value above original's? The difference's stderr treats the two runs as "
-                  "independent.", ""]
-        lines += [f"- {comparison_sentence(item)}" for item in board["comparisons"]]
+    against_baseline = [item for item in board["comparisons"] if item["baseline"] == BASELINE]
+    if against_baseline:
+        lines += ["", f"## Paired comparisons against confidence order ({BASELINE})", "",
+                  "Each sampler against the same model, task and cache mode run with `original`, document by document "
+                  "(from the runs' `--log_samples` files): the mean per-document difference, its paired stderr, "
+                  "and an exact McNemar test (0/1 metrics; `alone`: documents only one of the two got right) or a "
+                  "paired bootstrap 95% interval (other metrics). Every pair of samplers is in "
+                  "`leaderboard.json` under `comparisons`.", ""]
+        lines += [f"- {comparison_sentence(item)}" for item in against_baseline if item["challenger"] == "info_gain"]
+        lines += ["", "| model | task | metric | cache | sampler | difference | paired stderr | n | test | alone "
+                      "(sampler / original) |", "|---|---|---|---|---|---:|---:|---:|---|---:|"]
+        for item in against_baseline:
+            lines.append("| " + " | ".join(cell(value) for value in (
+                item["model"], item["task"], item["metric"], item["use_cache"], item["challenger"],
+                fmt(item["difference"], 3), fmt(item["difference_stderr"], 2), fmt(item["n"]), test_cell(item),
+                f"{item['challenger_only']} / {item['baseline_only']}" if "challenger_only" in item else "-")) + " |")
     lines += ["", "![metric against mean NFE](leaderboard.png)", "", "## Commands", ""]
     for text in commands:
         lines += [f"{number[text]}.", "", "```bash", text, "```", ""]
@@ -370,43 +498,61 @@ def markdown(board: dict) -> str:
     return "\n".join(lines)
 
 
+MARKERS = "osD^vP*Xph<>"
+
+
 def chart(board: dict, path: Path) -> None:
-    """Metric against mean NFE: one panel per (task, metric, filter), one colour per sampler."""
+    """Metric against mean NFE with stderr bars: one panel per (model, task, metric, filter), one colour and
+    marker per sampler. Samplers that land on the same point are drawn side by side (a small horizontal
+    offset, said in the axis label) so that none hides another."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    panels = sorted({(row["task"], row["metric"], row["filter"] or "") for row in board["rows"]})
-    samplers = sorted({row["sampler"] for row in board["rows"] + board["reference_rows"]})
-    colours = {name: pyplot.get_cmap("tab10")(index % 10) for index, name in enumerate(samplers)}
-    columns = min(3, len(panels))
-    rows_count = math.ceil(len(panels) / columns)
-    figure, axes = pyplot.subplots(rows_count, columns, figsize=(5 * columns, 4 * rows_count), squeeze=False)
-    for axis, (task, metric, filter_name) in zip(axes.flat, panels):
-        for row in board["rows"]:
-            if (row["task"], row["metric"], row["filter"] or "") == (task, metric, filter_name) and row["mean_nfe"]:
-                axis.scatter(row["mean_nfe"], row["value"], color=colours[row["sampler"]], label=row["sampler"])
-                axis.annotate(row["model"], (row["mean_nfe"], row["value"]), fontsize=7, alpha=0.7,
-                              xytext=(3, 3), textcoords="offset points")
+    plotted = [row for row in board["rows"] if row["mean_nfe"]]
+    panels = sorted({(row["model"], row["task"], row["metric"], row["filter"] or "") for row in plotted})
+    samplers = sorted({row["sampler"] for row in plotted + board["reference_rows"]})
+    style = {name: (pyplot.get_cmap("tab10")(index % 10), MARKERS[index % len(MARKERS)])
+             for index, name in enumerate(samplers)}
+    columns = max(1, min(2, len(panels)))
+    rows_count = max(1, math.ceil(len(panels) / columns))
+    figure, axes = pyplot.subplots(rows_count, columns, figsize=(6.5 * columns, 4.2 * rows_count), squeeze=False,
+                                   layout="constrained")
+    for axis, (model, task, metric, filter_name) in zip(axes.flat, panels):
+        points = [row for row in plotted if (row["model"], row["task"], row["metric"], row["filter"] or "")
+                  == (model, task, metric, filter_name)]
+        draw_panel(axis, points, style)
         for row in board["reference_rows"]:
             if (row["task"], row["metric"]) == (task, metric) and row["nfe"]:
-                axis.scatter(row["nfe"], row["value"], facecolors="none", edgecolors=colours[row["sampler"]],
+                colour, marker = style[row["sampler"]]
+                axis.scatter(row["nfe"], row["value"], facecolors="none", edgecolors=colour, marker=marker,
                              label=f"{row['sampler']} (reference)")
-        handles, labels = axis.get_legend_handles_labels()
-        unique = dict(zip(labels, handles))
-        if unique:
-            axis.legend(unique.values(), unique.keys(), fontsize=7)
-        axis.set_title(f"{task}: {metric}" + (f" ({filter_name})" if filter_name not in ("", "none") else ""),
+        axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        axis.set_title(f"{model}\n{task}: {metric}" + (f" ({filter_name})" if filter_name not in ("", "none") else ""),
                        fontsize=9)
-        axis.set_xlabel("mean NFE per request")
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(panels):]:
         axis.set_visible(False)
-    figure.tight_layout()
     figure.savefig(path, dpi=100, metadata={"Software": None})
     pyplot.close(figure)
+
+
+def draw_panel(axis, points: list[dict], style: dict) -> None:
+    """One sampler per point, with its stderr bar; points at the same (NFE, value) spread sideways."""
+    span = max((row["mean_nfe"] for row in points), default=1.0) - min((row["mean_nfe"] for row in points), default=0.0)
+    step = 0.012 * max(span, max((row["mean_nfe"] for row in points), default=1.0) * 0.2)
+    seen: dict[tuple, int] = {}
+    for row in points:
+        spot = (round(row["mean_nfe"], 1), round(row["value"], 3))
+        offset = seen.get(spot, 0)
+        seen[spot] = offset + 1
+        colour, marker = style[row["sampler"]]
+        axis.errorbar(row["mean_nfe"] + offset * step, row["value"], yerr=row["stderr"] or 0.0, fmt=marker,
+                      color=colour, markersize=6, capsize=3, elinewidth=1, label=row["sampler"])
+    shifted = any(count > 1 for count in seen.values())
+    axis.set_xlabel("mean NFE per request" + (" (equal points drawn side by side)" if shifted else ""))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy
 import pytest
 from lm_eval.utils import simple_parse_args_string
 
-from lm_eval_infogain.leaderboard import LeaderboardError, build, compare, main
+from lm_eval_infogain.leaderboard import LeaderboardError, build, compare, main, paired_statistics
 
 FAST_ARGS = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16"
 SAMPLERS = {"original": "original/prefix", "info_gain": "info_gain/prefix"}
@@ -36,8 +37,12 @@ def runs(tmp_path_factory):
     return root, board_dir, json.loads((board_dir / "leaderboard.json").read_text())
 
 
+RELABELLED_ACC = {0: 1, 1: 0}  # the relabelled run's per-document acc (mean 0.5)
+
+
 def relabel(run: Path, copy: Path) -> None:
-    """A copy of `run` that reads as a mode=info_gain run with acc 0.5 and twice the NFE of each request."""
+    """A copy of `run` that reads as a mode=info_gain run with acc 0.5 (doc 0 right, doc 1 wrong) and twice
+    the NFE of each request."""
     shutil.copytree(run, copy)
     results_path = next(copy.rglob("results_*.json"))
     results = json.loads(results_path.read_text())
@@ -45,6 +50,10 @@ def relabel(run: Path, copy: Path) -> None:
     results["config"]["sampler"]["mode"] = "info_gain"
     results["results"]["sudoku_4x4"] |= {"acc,none": 0.5, "acc_stderr,none": 0.5}
     results_path.write_text(json.dumps(results))
+    samples_path = next(copy.rglob("samples_sudoku_4x4_*.jsonl"))
+    samples = [json.loads(line) for line in samples_path.read_text().splitlines()]
+    samples_path.write_text("".join(json.dumps(sample | {"acc": RELABELLED_ACC[sample["doc_id"]]}) + "\n"
+                                    for sample in samples))
     requests = [json.loads(line) for line in (copy / "decode_stats.jsonl").read_text().splitlines()]
     (copy / "decode_stats.jsonl").write_text("".join(json.dumps(row | {"nfe": 2 * row["nfe"]}) + "\n"
                                                      for row in requests))
@@ -117,37 +126,99 @@ def test_readme_chart_and_deterministic_output(runs, tmp_path):
         assert (tmp_path / name).read_bytes() == (board_dir / name).read_bytes()
 
 
-def test_readme_says_whether_info_gain_is_above_original(runs):
+def test_readme_says_whether_info_gain_is_above_original_document_by_document(runs):
     root, board_dir, board = runs
-    value = {}
-    for mode in SAMPLERS:
-        results_path = next((root / "tiny-random-llada" / "sudoku_4x4" / mode).rglob("results_*.json"))
-        task = json.loads(results_path.read_text())["results"]["sudoku_4x4"]
-        value[mode] = (task["acc,none"], task["acc_stderr,none"])
+    results_path = next((root / "tiny-random-llada" / "sudoku_4x4" / "original").rglob("results_*.json"))
+    original_value = json.loads(results_path.read_text())["results"]["sudoku_4x4"]["acc,none"]
+    samples_path = next((root / "tiny-random-llada" / "sudoku_4x4" / "original").rglob("samples_*.jsonl"))
+    original_acc = {sample["doc_id"]: sample["acc"] for sample in map(json.loads, samples_path.read_text().splitlines())}
     (item,) = board["comparisons"]
-    expected = "above" if value["info_gain"][0] > value["original"][0] else "below"  # the relabelled run has 0.5
+    expected = "above" if 0.5 > original_value else "below" if 0.5 < original_value else "equal"
     assert (item["task"], item["metric"], item["use_cache"], item["verdict"]) == ("sudoku_4x4", "acc", "prefix",
                                                                                 expected)
-    assert item["difference"] == pytest.approx(value["info_gain"][0] - value["original"][0])
-    assert item["difference_stderr"] == pytest.approx((value["info_gain"][1] ** 2 + value["original"][1] ** 2) ** 0.5)
+    assert (item["challenger"], item["baseline"], item["paired"], item["n"]) == ("info_gain", "original", True, 2)
+    assert item["difference"] == pytest.approx(0.5 - original_value)
+    wins = sum(RELABELLED_ACC[doc] > original_acc[doc] for doc in original_acc)
+    losses = sum(RELABELLED_ACC[doc] < original_acc[doc] for doc in original_acc)
+    assert (item["challenger_only"], item["baseline_only"]) == (wins, losses)
     readme = (board_dir / "README.md").read_text()
     line = next(line for line in readme.splitlines() if line.startswith("- tiny-random-llada / sudoku_4x4, acc"))
-    assert f"info_gain 0.5 is **{expected}** original" in line and "stderr of the difference" in line
+    assert f"info_gain 0.5 is **{expected}** original" in line and "on the same 2 documents (paired stderr" in line
+    assert "exact McNemar p = " in line
 
 
-def test_comparison_pairs_runs_of_one_cache_mode_and_names_the_verdict():
+def test_mcnemar_counts_the_discordant_documents_only():
+    """10 documents: the challenger alone right on 6, the baseline alone on 1, both right on 3. Exact McNemar:
+    a two-sided binomial test of 6 successes in 7 at p = 1/2: (1 + 7 + 7 + 1) / 2^7 = 0.125."""
+    challenger = numpy.array([1, 1, 1, 1, 1, 1, 0, 1, 1, 1], dtype=float)
+    baseline = numpy.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=float)
+    result = paired_statistics(challenger, baseline, list(range(10)))
+    assert (result["challenger_only"], result["baseline_only"]) == (6, 1)
+    assert result["p_value"] == pytest.approx(16 / 128)
+    assert result["discordant_doc_ids"] == [0, 1, 2, 3, 4, 5, 6]
+    differences = challenger - baseline
+    assert result["difference"] == pytest.approx(0.5)
+    assert result["difference_stderr"] == pytest.approx(differences.std(ddof=1) / 10 ** 0.5)
+    assert result["verdict"] == "above"
+
+
+def test_paired_stderr_is_smaller_than_the_independent_one_for_correlated_runs():
+    """Two runs that agree on 95 of 100 documents: the paired stderr sees only the 5 discordant ones."""
+    rng = numpy.random.default_rng(1)
+    baseline = (rng.random(100) < 0.5).astype(float)
+    challenger = baseline.copy()
+    challenger[:5] = 1 - challenger[:5]
+    paired = paired_statistics(challenger, baseline, list(range(100)))["difference_stderr"]
+    independent = (challenger.var(ddof=1) / 100 + baseline.var(ddof=1) / 100) ** 0.5
+    assert paired < independent / 3
+
+
+def test_continuous_metrics_get_a_paired_bootstrap_interval():
+    rng = numpy.random.default_rng(2)
+    baseline = rng.normal(10, 3, size=200)
+    challenger = baseline + 1.0 + rng.normal(0, 0.1, size=200)  # shifted by 1 document by document
+    result = paired_statistics(challenger, baseline, list(range(200)))
+    assert result["test"] == "paired bootstrap" and result["differing_documents"] == 200
+    low, high = result["ci95"]
+    assert low < result["difference"] < high and 0.95 < low and high < 1.05
+    assert paired_statistics(challenger, baseline, list(range(200))) == result  # fixed seed: same bytes
+
+
+def test_comparison_pairs_runs_of_one_cache_mode_and_falls_back_to_independent_stderrs():
     def row(sampler, value, stderr=0.05, model="m", date="2026-01-01"):
         return {"model": model, "task": "t", "metric": "acc", "filter": "none", "sampler": sampler, "value": value,
                 "stderr": stderr, "mean_cumulative_entropy": 1.0, "date": date}
 
     rows = [row("info_gain/prefix", 0.4), row("original/prefix", 0.5), row("info_gain/none", 0.3, stderr=None),
             row("original/none", 0.3), row("info_gain/dual", 0.9), row("original/prefix", 0.9, model="other")]
-    found = {(item["model"], item["use_cache"]): item for item in compare(rows, "info_gain", "original")}
+    found = {(item["model"], item["use_cache"]): item for item in compare(rows, [None] * len(rows))}
     assert set(found) == {("m", "prefix"), ("m", "none")}  # no original/dual; no info_gain for "other"
     assert (found["m", "prefix"]["verdict"], found["m", "none"]["verdict"]) == ("below", "equal")
-    assert found["m", "prefix"]["difference"] == pytest.approx(-0.1)
+    assert found["m", "prefix"]["difference"] == pytest.approx(-0.1) and not found["m", "prefix"]["paired"]
     assert found["m", "prefix"]["difference_stderr"] == pytest.approx(0.05 * 2 ** 0.5)
     assert found["m", "none"]["difference_stderr"] is None
+
+
+def test_every_pair_of_samplers_is_compared_with_the_baseline_second():
+    def row(sampler, value):
+        return {"model": "m", "task": "t", "metric": "acc", "filter": "none", "sampler": sampler, "value": value,
+                "stderr": 0.1, "mean_cumulative_entropy": 1.0, "date": "2026-01-01"}
+
+    rows = [row("entropy/none", 0.3), row("info_gain/none", 0.4), row("original/none", 0.5)]
+    documents = [{(0, "h"): 0.0, (1, "g"): 1.0}, {(0, "h"): 1.0, (1, "g"): 0.0}, {(0, "h"): 1.0, (1, "g"): 1.0}]
+    pairs = [(item["challenger"], item["baseline"]) for item in compare(rows, documents)]
+    assert pairs == [("entropy", "original"), ("info_gain", "original"), ("entropy", "info_gain")]
+
+
+def test_predict_only_runs_are_left_out(runs, tmp_path):
+    root, _, _ = runs
+    copy = tmp_path / "run"
+    shutil.copytree(root / "tiny-random-llada" / "sudoku_4x4" / "original", copy)
+    results_path = next(copy.rglob("results_*.json"))
+    results = json.loads(results_path.read_text())
+    results["results"]["sudoku_4x4"] = {"alias": "sudoku_4x4", "bypass,none": 999, "bypass_stderr,none": "N/A"}
+    results_path.write_text(json.dumps(results))
+    assert build([copy], [])["rows"] == []  # lm-eval's placeholder 999 is no measurement
 
 
 def test_decode_stats_found_by_name_then_from_config(runs, tmp_path):

@@ -74,3 +74,56 @@ def test_compared_panel_keeps_the_checkpoint_defaults_and_says_what_differs(tmp_
     assert {key for key in first["settings"] if first["settings"][key] != second["settings"][key]} == {"mode"}
     assert second["differs"] == {"mode": "original"} and len(second["tokens"]) == 24
     assert "differs only in: mode=original" in out.with_suffix(".html").read_text()
+
+
+@pytest.fixture(scope="module")
+def sudoku_run(tmp_path_factory):
+    """A real lm-eval run of the trained sudoku model, 3 puzzles, with --log_samples."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("sudoku_run")
+    command = [sys.executable, "-m", "lm_eval", "--model", "mdm_infogain", "--model_args",
+               "pretrained=tiny-llada-sudoku,mode=info_gain", "--device", "cpu", "--tasks", "sudoku_4x4",
+               "--limit", "3", "--output_path", str(out), "--log_samples"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return next(out.rglob("samples_sudoku_4x4_*.jsonl"))
+
+
+def test_a_logged_benchmark_item_is_traced_as_it_ran(sudoku_run, tmp_path):
+    out = tmp_path / "item.png"
+    main(["--samples", str(sudoku_run), "--doc_id", "2", "--compare", "mode=original", "--out", str(out)])
+    record = json.loads(out.with_suffix(".json").read_text())
+    logged = next(json.loads(line) for line in sudoku_run.read_text().splitlines() if json.loads(line)["doc_id"] == 2)
+    assert record["prompt"] == logged["arguments"]["gen_args_0"]["arg_0"]
+    assert record["request"]["logged_answer"] == logged["resps"][0][0]
+    assert record["request"]["reproduces_logged_answer"] is True
+    first, second = record["traces"]
+    assert second["differs"] == {"mode": "original"} and first["settings"]["gen_length"] == 24
+
+
+def test_a_task_document_is_traced_with_the_prompt_the_task_builds(sudoku_run, tmp_path):
+    out = tmp_path / "task.png"
+    main(["--model_args", "pretrained=tiny-llada-sudoku,mode=info_gain,device=cpu", "--task", "sudoku_4x4",
+          "--doc_id", "1", "--out", str(out)])
+    record = json.loads(out.with_suffix(".json").read_text())
+    logged = next(json.loads(line) for line in sudoku_run.read_text().splitlines() if json.loads(line)["doc_id"] == 1)
+    assert record["prompt"] == logged["arguments"]["gen_args_0"]["arg_0"]
+    assert record["request"]["answer"] == logged["resps"][0][0]  # same seed as the CLI's default run
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--samples", "x.jsonl"], "--samples and --task need --doc_id"),
+    (["--prompt", "x"], "--model_args is needed"),
+])
+def test_trace_arguments_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_a_document_missing_from_the_samples_is_one_line(sudoku_run, tmp_path):
+    with pytest.raises(SystemExit) as error:
+        main(["--samples", str(sudoku_run), "--doc_id", "99", "--out", str(tmp_path / "t.png")])
+    assert str(error.value.code) == f"trace: --doc_id 99 is not in {sudoku_run}"

@@ -26,6 +26,7 @@ import dataclasses
 import html
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from lm_eval_infogain.leaderboard import sampler_label
@@ -85,7 +86,7 @@ def plot(traces: list[dict], path: Path) -> None:
             axis.scatter(x, y, marker="x", color="grey", s=20, label="early stop (EOS fill)")
             axis.legend(fontsize=7, loc="upper left")
         axis.set_title(f"{trace['sampler']}: NFE {trace['nfe']}, cumulative entropy "
-                       f"{trace['cumulative_entropy']:.2f}\n{settings_line(trace)}", fontsize=9)
+                       f"{trace['cumulative_entropy']:.2f}\n{textwrap.fill(settings_line(trace), 70)}", fontsize=9)
         axis.set_xlabel("generated position")
         axis.grid(alpha=0.3)
     axes.flat[0].set_ylabel("commit step")

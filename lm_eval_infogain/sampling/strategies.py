@@ -131,7 +131,10 @@ class ScoreStrategy:
         self.dynamic_steps = count is not None
 
     def propose(self, ctx: StepContext) -> Proposal:
-        count = ctx.num_to_commit if self.count is None else torch.minimum(self.count(ctx), ctx.num_to_commit)
+        # A rule's count is never capped by the schedule (Fast-dLLM transfers every position its rule
+        # admits). A dynamic block's schedule gives k = 1 per step and everything on its last step, so
+        # as a floor it only guarantees that the block ends.
+        count = ctx.num_to_commit if self.count is None else torch.maximum(self.count(ctx), ctx.num_to_commit)
         commit = top_k_mask(self.score(ctx), ctx.masked, count)  # [B, Lb]
         valid = torch.ones(commit.shape[0], 1, dtype=torch.bool, device=commit.device)
         return Proposal(commit[:, None], ctx.tokens[:, None], valid)

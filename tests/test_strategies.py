@@ -93,3 +93,22 @@ def test_pc_sampler_discounts_common_tokens_and_late_positions():
     torch.testing.assert_close(scores[0, 1], torch.tensor(0.8 * -math.log(0.01) * math.exp(-0.25)))
     capped = strategies.pc_score(ctx, log_freq, decay=0.0, cap=1.0)
     assert torch.allclose(capped[0, 1:], torch.tensor([1.0, 1.0]))
+
+
+def test_filter_logits_keeps_dreams_nucleus_then_top_k():
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()  # [V]
+    kept = lambda filtered: (filtered > float("-inf")).nonzero().flatten().tolist()  # noqa: E731
+    assert kept(strategies.filter_logits(logits, None, None, 0.0)) == [0, 1, 2, 3]
+    assert kept(strategies.filter_logits(logits, None, 0.7, 0.0)) == [0, 1]  # 0.5, then 0.8 crosses 0.7
+    assert kept(strategies.filter_logits(logits, None, 1.0, 0.0)) == [0, 1, 2, 3]
+    assert kept(strategies.filter_logits(logits, 3, None, 0.0)) == [0, 1, 2]
+    assert kept(strategies.filter_logits(logits, 1, 0.99, 0.0)) == [0]
+    # the nucleus is of the distribution tokens are drawn from: at T = 0.5, p^2 renormalised = 0.68, 0.25, ...
+    assert kept(strategies.filter_logits(logits, None, 0.6, 1.0)) == [0, 1]
+    assert kept(strategies.filter_logits(logits, None, 0.6, 0.5)) == [0]
+    # kept logits are unchanged, so their softmax is the renormalised distribution
+    filtered = strategies.filter_logits(logits, 2, None, 0.0)
+    torch.testing.assert_close(filtered.softmax(-1), torch.tensor([0.625, 0.375, 0.0, 0.0]))
+    assert math.isclose(float(entropy(filtered)), -(0.625 * math.log(0.625) + 0.375 * math.log(0.375)), rel_tol=1e-6)
+    # a tie with the k-th largest is kept
+    assert kept(strategies.filter_logits(torch.tensor([1.0, 2.0, 1.0, 0.0]), 2, None, 0.0)) == [0, 1, 2]

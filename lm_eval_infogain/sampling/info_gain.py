@@ -7,8 +7,9 @@ Each step is a three-part cycle:
 2. evaluate: the loop runs ONE batched forward over every candidate's next state.
 3. choose: J(a) = -C(a) - H_next(a) (info_gain) or J(a) = -H_next(a) (lookum), where C(a) is the
    sum of the current entropies of the positions a commits and H_next(a) the mean entropy of the
-   positions of the generation still masked after a (in every cache mode; loop.next_entropy_mean). Information gain is H(now) - H_next(a); H(now) is the same for
-   every candidate, so it drops out. The winner's logits serve the next step: one forward per step.
+   positions of the generation still masked after a (in every cache mode; loop.next_entropy_mean).
+   Information gain is H(now) - H_next(a); H(now) is the same for every candidate, so it drops out.
+   The winner's logits serve the next step: one forward per step.
 Shortcuts with no lookahead: the block's last step commits everything left; if any masked position
 has top-1 probability >= threshold, the min(k, |S|) most confident of those S are committed; with
 <= k masked positions, N <= 1 or T_pos <= 0 the k most confident are committed.

@@ -42,7 +42,7 @@ HARNESS_KEYS = ("pretrained", "arch", "trust_remote_code", "peft", "max_new_toke
 # model_args that never change an answer: a --use_cache file filled with other values of them still
 # answers this run. Every other model_arg is part of the settings the cache file records.
 OUTPUT_NEUTRAL_KEYS = ("batch_size", "max_batch_size", "device", "decode_stats")
-KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample"}
+KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample", "top_k", "top_p"}
 
 
 def request_seed(run_seed: int, instance, repeat: int) -> int:
@@ -279,8 +279,8 @@ class MDMInfoGainLM(LM):
             self.warned.add(message)
             logger.warning(message)
 
-    def request_settings(self, gen_kwargs: dict) -> tuple[list[str], int, float]:
-        """(stop strings, generation length, temperature) of a request's gen_kwargs.
+    def request_settings(self, gen_kwargs: dict) -> tuple[list[str], int, float, int | None, float | None]:
+        """(stop strings, generation length, temperature, top_k, top_p) of a request's gen_kwargs.
 
         Task gen_kwargs win over model_args (lm-eval's convention); model_args fill what a task leaves out.
         """
@@ -301,7 +301,15 @@ class MDMInfoGainLM(LM):
         if temperature != self.sampler.temperature:
             self.warn_once(f"task gen_kwargs set temperature={temperature} (model_args temperature="
                            f"{self.sampler.temperature}); the task's value is used")
-        return until, min(max_gen_toks, self.sampler.gen_length), temperature
+        top_k = gen_kwargs.get("top_k", self.sampler.top_k)
+        check_gen_kwarg(top_k is None or (is_int(top_k) and top_k >= 1), "top_k", top_k, "an integer >= 1")
+        top_p = gen_kwargs.get("top_p", self.sampler.top_p)
+        check_gen_kwarg(top_p is None or (is_number(top_p) and 0 < top_p <= 1), "top_p", top_p, "a number in (0, 1]")
+        for key, value in (("top_k", top_k), ("top_p", top_p)):
+            if value != getattr(self.sampler, key):
+                self.warn_once(f"task gen_kwargs set {key}={value} (model_args {key}="
+                               f"{getattr(self.sampler, key)}); the task's value is used")
+        return until, min(max_gen_toks, self.sampler.gen_length), temperature, top_k, top_p
 
     def encode_prompt(self, context: str, gen_length: int) -> list[int]:
         ids = self.encode(context)
@@ -338,8 +346,8 @@ class MDMInfoGainLM(LM):
         answers = []
         for chunk in collator.get_batched(n=self.batch_size_per_canvas):
             contexts, all_gen_kwargs, seeds, request_keys = zip(*chunk)
-            until, gen_length, temperature = self.request_settings(all_gen_kwargs[0])
-            config = dataclasses.replace(self.sampler, temperature=temperature)
+            until, gen_length, temperature, top_k, top_p = self.request_settings(all_gen_kwargs[0])
+            config = dataclasses.replace(self.sampler, temperature=temperature, top_k=top_k, top_p=top_p)
             prompts = [self.encode_prompt(context, gen_length) for context in contexts]
             started = time.perf_counter()
             generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length)

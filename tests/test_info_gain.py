@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from lm_eval_infogain.sampling.info_gain import InfoGain, duplicate_candidates, entropy, score_candidates
@@ -86,3 +87,108 @@ def test_one_candidate_commits_the_k_most_confident():
     proposal = InfoGain(candidate_number=1, position_temperature=0.2, threshold=0.99, variant="info_gain").propose(ctx)
     assert proposal.commit.shape == proposal.tokens.shape == (1, 1, 5) and proposal.valid.tolist() == [[True]]
     assert torch.equal(proposal.commit[:, 0], top_k_mask(ctx.confidence, masked, torch.tensor([2])))
+
+
+# ---------------------------------------------------------------- H_next inside the loop
+
+GEN, BLOCK = 16, 8  # two blocks: while decoding the first, the second is masked after it
+
+
+def reference_entropy(logits: torch.Tensor) -> float:
+    return float(torch.distributions.Categorical(logits=logits.double()).entropy())
+
+
+class Lookahead:
+    """A Decoder at the start of the first block of one prompt, its forwards and its choice recorded."""
+
+    def __init__(self, adapter, prompt, **settings):
+        from lm_eval_infogain.sampling.config import SamplerConfig
+        from lm_eval_infogain.sampling.loop import Decoder, build_canvas
+
+        config = SamplerConfig(mode="info_gain", gen_length=GEN, steps=GEN, block_length=BLOCK, **settings)
+        self.canvas = build_canvas([prompt], GEN, adapter.spec, "cpu")
+        self.decoder = Decoder(adapter, config, self.canvas, [torch.Generator().manual_seed(0)])
+        self.block = (self.canvas.prompt_length, self.canvas.prompt_length + BLOCK)
+        self.forwards = []  # (logits_start, logits [R, W, V]) of every forward
+        forward = self.decoder.forward
+
+        def recorded(ids, rows, window, logits_range, *args, **kwargs):
+            logits = forward(ids, rows, window, logits_range, *args, **kwargs)
+            self.forwards.append((logits_range[0], logits.clone()))
+            return logits
+
+        self.decoder.forward = recorded
+        self.next_entropy_means = []
+        choose = self.decoder.strategy.choose
+        self.decoder.strategy.choose = lambda ctx, proposal, means: (
+            self.next_entropy_means.append(means[0].clone()) or choose(ctx, proposal, means))
+        self.logits = self.decoder.start_block(*self.block, torch.tensor([True]))
+
+    def evaluate(self, commit_sets: list[list[int]], tokens: list[dict[int, int]] | None = None):
+        """Evaluates candidates committing block offsets commit_sets (with x0, or the given tokens);
+        returns (H_next [N] the strategy chose with, the proposal, the winner [1])."""
+        from lm_eval_infogain.sampling.strategies import Proposal
+
+        k = len(commit_sets[0])
+        self.ctx = self.decoder.step_context(self.logits, *self.block, torch.tensor([k]))
+        commit = torch.zeros(1, len(commit_sets), BLOCK, dtype=torch.bool)  # [1, N, Lb]
+        proposed = self.ctx.tokens[:, None].repeat(1, len(commit_sets), 1)  # [1, N, Lb]
+        for candidate, offsets in enumerate(commit_sets):
+            commit[0, candidate, offsets] = True
+            for offset, token in (tokens[candidate] if tokens else {}).items():
+                proposed[0, candidate, offset] = token
+        proposal = Proposal(commit, proposed, torch.ones(1, len(commit_sets), dtype=torch.bool))
+        winner, _ = self.decoder.evaluate(self.ctx, proposal, self.logits, *self.block)
+        return self.next_entropy_means[-1], proposal, winner
+
+    def state(self, proposal, candidate: int) -> torch.Tensor:
+        """The canvas [T] with the candidate's tokens written in, nothing else changed."""
+        ids = self.canvas.ids[0].clone()
+        start, end = self.block
+        ids[start:end] = torch.where(proposal.commit[0, candidate], proposal.tokens[0, candidate], ids[start:end])
+        return ids
+
+
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+@torch.no_grad()
+def test_next_entropy_is_the_mean_over_every_masked_position_of_the_generation(tiny, prompts, cache):
+    adapter = tiny[0]
+    lookahead = Lookahead(adapter, prompts[1], use_cache=cache, early_stop=False)
+    means, proposal, _ = lookahead.evaluate([[0, 1], [2, 5], [3, 7]])
+    (_, block_start_logits), (start, candidate_logits) = lookahead.forwards  # [1, T - P, V], [3, W, V]
+    prompt_length, total = lookahead.canvas.prompt_length, lookahead.canvas.ids.shape[1]
+    assert start == prompt_length and block_start_logits.shape[1] == GEN
+    # none and prefix recompute every position to the end; dual only the block
+    assert candidate_logits.shape[1] == (BLOCK if cache == "dual" else GEN)
+    for candidate in range(3):
+        ids = lookahead.state(proposal, candidate)
+        entropies = []
+        for position in range(prompt_length, total):
+            if ids[position] != adapter.spec.mask_id:
+                continue
+            offset = position - prompt_length
+            fresh = offset < candidate_logits.shape[1]  # else: as computed at the block's start
+            logits = candidate_logits[candidate, offset] if fresh else block_start_logits[0, offset]
+            entropies.append(reference_entropy(logits))
+        assert len(entropies) == GEN - 2  # the divisor counts every masked position of the generation
+        assert math.isclose(float(means[candidate]), sum(entropies) / len(entropies), rel_tol=1e-5)
+
+
+@torch.no_grad()
+def test_early_stop_fills_after_the_winner_not_inside_the_candidates(tiny, prompts):
+    adapter = tiny[0]
+    eos, mask_id = adapter.spec.eos_id, adapter.spec.mask_id
+    lookahead = Lookahead(adapter, prompts[0], use_cache="none", early_stop=True)
+    # candidate 0 writes EOS at offset 1; candidate 1 commits two ordinary tokens
+    means, proposal, _ = lookahead.evaluate([[0, 1], [2, 3]], tokens=[{1: eos}, {2: 7, 3: 8}])
+    _, candidate_logits = lookahead.forwards[1]  # [2, GEN, V], none: the whole generation
+    ids = lookahead.state(proposal, 0)
+    masked = (ids[lookahead.canvas.prompt_length:] == mask_id).nonzero().flatten().tolist()
+    assert len(masked) == GEN - 2  # the EOS candidate still sees its masks after the EOS ...
+    expected = sum(reference_entropy(candidate_logits[0, offset]) for offset in masked) / len(masked)
+    assert math.isclose(float(means[0]), expected, rel_tol=1e-5)
+    assert float(means[0]) > 0.1  # ... where filling them with EOS would leave none: an H_next of 0
+    # the winner is filled once committed
+    lookahead.decoder.commit(lookahead.ctx, proposal, torch.tensor([0]), *lookahead.block)
+    generation = lookahead.canvas.ids[0, lookahead.canvas.prompt_length:].tolist()
+    assert generation[1:] == [eos] * (GEN - 1) and generation[0] != mask_id

@@ -70,7 +70,8 @@ def test_cache_agrees_with_no_cache_on_most_tokens(tiny, prompts, mode, cache):
 def test_caches_are_exact_for_a_one_layer_model(tiny, prompts, mode, pc_baseline_file):
     # With one layer a position's keys/values depend only on its token and position, so keys cached
     # from an older canvas are still right: every cache mode must reproduce `none` token for token.
-    # (Info-Gain with `dual` is left out: its H_next sees only the block's positions by design.)
+    # (Info-Gain with `dual` is left out: its H_next takes the positions after the block as the
+    # block-start forward saw them, where `none` recomputes them for every candidate.)
     adapter, _ = tiny
     config = LLaDAConfig(**{**adapter.model.config.to_dict(), "n_layers": 1})
     torch.manual_seed(0)
@@ -399,3 +400,197 @@ def test_caches_are_exact_for_one_layer_on_other_bidirectional_models(architectu
     assert outputs["prefix"] == outputs["none"]
     if mode != "info_gain":
         assert outputs["dual"] == outputs["none"]
+
+
+# ---------------------------------------------------------------- dynamic rules, as their references
+
+SUDOKU_GEN = 24  # tiny-llada-sudoku's generation_config.json: gen 24 in one block, no cache
+
+
+@pytest.fixture(scope="module")
+def sudoku_model():
+    """The trained tiny-llada-sudoku and the token ids of the first sudoku_4x4 test prompts."""
+    from lm_eval_infogain.models.registry import load
+    from lm_eval_infogain.tasks import sudoku
+
+    adapter, tokenizer = load("tiny-llada-sudoku", dtype="float32", device="cpu")
+    docs = sudoku.load_dataset()["test"].select(range(6))
+    return adapter, [tokenizer(sudoku.doc_to_text(doc), add_special_tokens=False)["input_ids"] for doc in docs]
+
+
+def threshold_rule(threshold):
+    """Fast-dLLM's threshold rule: every masked position with confidence >= threshold, at least the top one."""
+    def rule(confidence: dict[int, float], entropy: dict[int, float]) -> set[int]:
+        best = max(confidence, key=confidence.get)
+        return {best} | {position for position, value in confidence.items() if value >= threshold}
+    return rule
+
+
+def factor_rule(factor):
+    """Fast-dLLM's factor rule: the n most confident, n the largest with c(j) >= 1 - factor/(j+1) for j <= n."""
+    def rule(confidence: dict[int, float], entropy: dict[int, float]) -> set[int]:
+        ranked = sorted(confidence, key=confidence.get, reverse=True)
+        n = 1
+        while n < len(ranked) and confidence[ranked[n]] >= 1 - factor / (n + 2):  # ranked[n] is c(n + 1)
+            n += 1
+        return set(ranked[:n])
+    return rule
+
+
+def entropy_budget_rule(gamma):
+    """EB-sampler: by ascending entropy, the longest prefix whose entropy sum minus its largest <= gamma."""
+    def rule(confidence: dict[int, float], entropy: dict[int, float]) -> set[int]:
+        ranked = sorted(entropy, key=entropy.get)
+        n = 1
+        while n < len(ranked) and sum(entropy[p] for p in ranked[:n + 1]) - entropy[ranked[n]] <= gamma:
+            n += 1
+        return set(ranked[:n])
+    return rule
+
+
+@torch.inference_mode()
+def decode_by_hand(adapter, prompt: list[int], rule) -> tuple[list[int], int]:
+    """A plain loop of a dynamic rule over one block covering the whole generation, no cache, no early
+    stop: a full forward each step, then commit the positions the rule picks. Returns (tokens, forwards)."""
+    mask_id = adapter.spec.mask_id
+    ids = torch.tensor([prompt + [mask_id] * SUDOKU_GEN])  # [1, T]
+    positions, key_mask = torch.arange(ids.shape[1])[None], torch.ones_like(ids, dtype=torch.bool)  # [1, T]
+    forwards = 0
+    while (ids == mask_id).any():
+        logits = adapter.forward(ids, positions, key_mask, None, 0, len(prompt))[0].double()  # [G, V]
+        forwards += 1
+        probs = logits.softmax(-1)  # [G, V]
+        confidence, entropy, tokens = {}, {}, {}
+        for offset in range(SUDOKU_GEN):
+            if ids[0, len(prompt) + offset] == mask_id:
+                candidates = probs[offset].clone()
+                candidates[mask_id] = -1  # the mask token is never a prediction
+                tokens[offset] = int(candidates.argmax())
+                confidence[offset] = float(probs[offset, tokens[offset]])
+                entropy[offset] = float(-(probs[offset] * probs[offset].clamp(min=1e-300).log()).sum())
+        for offset in rule(confidence, entropy):
+            ids[0, len(prompt) + offset] = tokens[offset]
+    return ids[0, len(prompt):].tolist(), forwards
+
+
+@pytest.mark.parametrize("settings,rule", [
+    (dict(mode="fast_dllm", threshold=0.9), threshold_rule(0.9)),
+    (dict(mode="fast_dllm", factor=1.0), factor_rule(1.0)),
+    (dict(mode="eb_sampler", gamma=0.01), entropy_budget_rule(0.01)),
+], ids=["threshold", "factor", "eb_sampler"])
+def test_dynamic_rules_parallelise_exactly_as_their_rule_applied_by_hand(sudoku_model, settings, rule):
+    adapter, prompts = sudoku_model
+    config = SamplerConfig(gen_length=SUDOKU_GEN, steps=SUDOKU_GEN, block_length=SUDOKU_GEN, use_cache="none",
+                           early_stop=False, **settings)
+    generated, stats = generate(adapter, prompts, config, list(range(len(prompts))))
+    for prompt, row, row_stats in zip(prompts, generated, stats):
+        tokens, forwards = decode_by_hand(adapter, prompt, rule)
+        assert (row, row_stats["nfe"]) == (tokens, forwards)
+    # several tokens per step: far fewer forwards than tokens
+    assert sum(row["nfe"] for row in stats) < 0.75 * SUDOKU_GEN * len(prompts)
+
+
+# ---------------------------------------------------------------- penalties and token filters
+
+
+def first_logits(adapter, prompt, **settings) -> torch.Tensor:
+    """The logits [16, V] of the first block that the loop's first forward hands to the strategies."""
+    from lm_eval_infogain.sampling.loop import Decoder
+
+    config = SamplerConfig(mode="original", use_cache="none", **SMALL, **settings)
+    canvas = build_canvas([prompt], config.gen_length, adapter.spec, "cpu")
+    decoder = Decoder(adapter, config, canvas, [torch.Generator().manual_seed(0)])
+    return decoder.start_block(canvas.prompt_length, canvas.prompt_length + 16, torch.tensor([True]))[0]
+
+
+class SpecAdapter(EosLovingAdapter):
+    """The bundled model under another spec (e.g. a PAD id of its own)."""
+
+    def __init__(self, adapter, **spec_changes):
+        import dataclasses
+
+        super().__init__(adapter)
+        self.spec = dataclasses.replace(adapter.spec, **spec_changes)
+
+    def forward(self, *args):
+        return self.adapter.forward(*args)
+
+
+def test_eos_and_pad_penalties_add_up_when_pad_is_eos(tiny, prompts):
+    adapter = tiny[0]
+    assert adapter.spec.pad_id == adapter.spec.eos_id  # as on LLaDA-8B-Instruct
+    plain = first_logits(adapter, prompts[0])
+    penalised = first_logits(adapter, prompts[0], eos_penalty=4.0, pad_penalty=4.0)
+    torch.testing.assert_close(plain[:, adapter.spec.eos_id] - penalised[:, adapter.spec.eos_id],
+                               torch.full((16,), 8.0))
+    # with a PAD id of its own, each loses its own penalty
+    separate = SpecAdapter(adapter, pad_id=3)
+    plain = first_logits(separate, prompts[0])
+    penalised = first_logits(separate, prompts[0], eos_penalty=4.0, pad_penalty=3.0)
+    torch.testing.assert_close(plain[:, 1] - penalised[:, 1], torch.full((16,), 4.0))
+    torch.testing.assert_close(plain[:, 3] - penalised[:, 3], torch.full((16,), 3.0))
+    untouched = [token for token in range(plain.shape[1]) if token not in (1, 3)]
+    torch.testing.assert_close(plain[:, untouched], penalised[:, untouched])
+
+
+def test_top_k_and_top_p_filter_what_the_strategies_see(tiny, prompts):
+    adapter = tiny[0]
+    plain = first_logits(adapter, prompts[0])  # [G, V]
+    top_3 = first_logits(adapter, prompts[0], top_k=3)
+    assert ((top_3 > float("-inf")).sum(-1) == 3).all()
+    kept = top_3 > float("-inf")
+    torch.testing.assert_close(top_3[kept], plain[kept])
+    assert torch.equal(kept, plain >= plain.topk(3).values[:, -1:])
+    nucleus = first_logits(adapter, prompts[0], top_p=0.5)
+    probs = plain.softmax(-1)  # [G, V]
+    for position in range(16):  # the fewest most likely tokens whose probability exceeds 0.5
+        ranked = probs[position].argsort(descending=True).tolist()
+        size = next(n for n in range(1, len(ranked) + 1) if probs[position, ranked[:n]].sum() > 0.5)
+        assert set((nucleus[position] > float("-inf")).nonzero().flatten().tolist()) == set(ranked[:size])
+
+
+def test_top_k_one_makes_every_position_certain(tiny, prompts):
+    # the renormalised distribution of one kept token has probability 1: fast_dllm commits a block per step
+    adapter = tiny[0]
+    config = SamplerConfig(mode="fast_dllm", threshold=0.99, top_k=1, **SMALL)
+    generated, stats = generate(adapter, prompts, config, [1, 2, 3, 4])
+    assert [row["nfe"] for row in stats] == [2, 2, 2, 2]  # one forward per block of 16
+    assert all(row["cumulative_entropy"] == 0 for row in stats)
+    assert all(adapter.spec.mask_id not in row for row in generated)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(top_k=0), "top_k=0 is invalid; allowed: an integer >= 1"),
+    (dict(top_k=2.5), "top_k=2.5 is invalid"),
+    (dict(top_p=0), "top_p=0 is invalid; allowed: a probability in (0, 1]"),
+    (dict(top_p=1.5), "top_p=1.5 is invalid"),
+])
+def test_bad_top_k_or_top_p_is_one_clear_line(settings, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        SamplerConfig(**settings)
+
+
+def test_top_k_and_top_p_from_model_args_and_gen_kwargs_reach_the_sampler(monkeypatch):
+    from lm_eval.api.instance import Instance
+
+    from lm_eval_infogain import harness
+
+    lm = harness.MDMInfoGainLM.create_from_arg_string(
+        "pretrained=tiny-random-llada,gen_length=16,steps=8,block_length=16,device=cpu,top_k=50,top_p=0.9")
+    assert lm.get_model_info()["sampler"]["top_k"] == 50 and lm.get_model_info()["sampler"]["top_p"] == 0.9
+    used = []
+    real_generate = harness.generate
+    monkeypatch.setattr(harness, "generate", lambda adapter, prompts, config, *rest: (
+        used.append((config.top_k, config.top_p)) or real_generate(adapter, prompts, config, *rest)))
+
+    def request(**gen_kwargs):
+        return Instance("generate_until", {}, ("Solve: 1 2", {"until": [], **gen_kwargs}), idx=0,
+                        metadata=("unit", 0, 1))
+
+    lm.generate_until([request()])
+    lm.generate_until([request(top_k=5, top_p=1.0)])
+    assert used == [(50, 0.9), (5, 1.0)]
+    with pytest.raises(ValueError, match=r"gen_kwargs top_k=0 is invalid"):
+        lm.generate_until([request(top_k=0)])
+    with pytest.raises(ValueError, match=r"gen_kwargs top_p=2 is invalid"):
+        lm.generate_until([request(top_p=2)])

@@ -54,24 +54,33 @@ def test_random_commits_k_masked_positions():
     assert len(chosen) == 3 and 3 not in chosen
 
 
+# A dynamic mode's step gets k = 1 from its schedule (everything left on a block's last step): the
+# rule's count is not capped by it, k is only the floor that ends the block.
+
+
 def test_fast_dllm_threshold_commits_all_above_and_at_least_one():
-    assert committed(dict(mode="fast_dllm", threshold=0.6), 4) == [0, 4]
-    assert committed(dict(mode="fast_dllm", threshold=0.95), 4) == [0]  # none above: the most confident
+    assert committed(dict(mode="fast_dllm", threshold=0.6), 1) == [0, 4]
+    assert committed(dict(mode="fast_dllm", threshold=0.95), 1) == [0]  # none above: the most confident
 
 
 def test_fast_dllm_factor_rule():
     # sorted confidences 0.90, 0.70, 0.50, 0.34; with f = 0.6: 1 - f/2 = 0.70, 1 - f/3 = 0.80
-    assert committed(dict(mode="fast_dllm", factor=0.6), 4) == [0]
+    assert committed(dict(mode="fast_dllm", factor=0.6), 1) == [0]
     # with f = 1.0: bounds 0.50, 0.667, 0.75 -> 0.90 and 0.70 pass, 0.50 fails
-    assert committed(dict(mode="fast_dllm", factor=1.0), 4) == [0, 4]
+    assert committed(dict(mode="fast_dllm", factor=1.0), 1) == [0, 4]
 
 
 def test_eb_sampler_entropy_budget():
     # ascending entropies 0.39 (pos 0), 0.74 (pos 1), 0.80 (pos 4), 1.10 (pos 2)
-    assert committed(dict(mode="eb_sampler", gamma=0.1), 4) == [0]
-    assert committed(dict(mode="eb_sampler", gamma=0.5), 4) == [0, 1]  # 0.39 <= 0.5 < 0.39 + 0.74
-    assert committed(dict(mode="eb_sampler", gamma=1.5), 4) == [0, 1, 4]  # 1.14 <= 1.5 < 1.96
-    assert committed(dict(mode="eb_sampler", gamma=2.0), 4) == [0, 1, 2, 4]
+    assert committed(dict(mode="eb_sampler", gamma=0.1), 1) == [0]
+    assert committed(dict(mode="eb_sampler", gamma=0.5), 1) == [0, 1]  # 0.39 <= 0.5 < 0.39 + 0.74
+    assert committed(dict(mode="eb_sampler", gamma=1.5), 1) == [0, 1, 4]  # 1.14 <= 1.5 < 1.96
+    assert committed(dict(mode="eb_sampler", gamma=2.0), 1) == [0, 1, 2, 4]
+
+
+def test_a_dynamic_blocks_last_step_commits_everything_left():
+    assert committed(dict(mode="fast_dllm", threshold=0.95), 4) == [0, 1, 2, 4]
+    assert committed(dict(mode="eb_sampler", gamma=0.1), 4) == [0, 1, 2, 4]
 
 
 def test_pc_sampler_discounts_common_tokens_and_late_positions():
@@ -84,3 +93,22 @@ def test_pc_sampler_discounts_common_tokens_and_late_positions():
     torch.testing.assert_close(scores[0, 1], torch.tensor(0.8 * -math.log(0.01) * math.exp(-0.25)))
     capped = strategies.pc_score(ctx, log_freq, decay=0.0, cap=1.0)
     assert torch.allclose(capped[0, 1:], torch.tensor([1.0, 1.0]))
+
+
+def test_filter_logits_keeps_dreams_nucleus_then_top_k():
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()  # [V]
+    kept = lambda filtered: (filtered > float("-inf")).nonzero().flatten().tolist()  # noqa: E731
+    assert kept(strategies.filter_logits(logits, None, None, 0.0)) == [0, 1, 2, 3]
+    assert kept(strategies.filter_logits(logits, None, 0.7, 0.0)) == [0, 1]  # 0.5, then 0.8 crosses 0.7
+    assert kept(strategies.filter_logits(logits, None, 1.0, 0.0)) == [0, 1, 2, 3]
+    assert kept(strategies.filter_logits(logits, 3, None, 0.0)) == [0, 1, 2]
+    assert kept(strategies.filter_logits(logits, 1, 0.99, 0.0)) == [0]
+    # the nucleus is of the distribution tokens are drawn from: at T = 0.5, p^2 renormalised = 0.68, 0.25, ...
+    assert kept(strategies.filter_logits(logits, None, 0.6, 1.0)) == [0, 1]
+    assert kept(strategies.filter_logits(logits, None, 0.6, 0.5)) == [0]
+    # kept logits are unchanged, so their softmax is the renormalised distribution
+    filtered = strategies.filter_logits(logits, 2, None, 0.0)
+    torch.testing.assert_close(filtered.softmax(-1), torch.tensor([0.625, 0.375, 0.0, 0.0]))
+    assert math.isclose(float(entropy(filtered)), -(0.625 * math.log(0.625) + 0.375 * math.log(0.375)), rel_tol=1e-6)
+    # a tie with the k-th largest is kept
+    assert kept(strategies.filter_logits(torch.tensor([1.0, 2.0, 1.0, 0.0]), 2, None, 0.0)) == [0, 1, 2]

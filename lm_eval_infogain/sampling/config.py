@@ -67,7 +67,9 @@ class SamplerConfig:
     pc_baseline: str | None = None  # pc_sampler's token-frequency JSON (python -m lm_eval_infogain.pc_baseline)
     early_stop: bool = True  # once EOS is committed, later masked positions become EOS
     eos_penalty: float = 0.0  # subtracted from the EOS logit at every forward (every mode alike)
-    pad_penalty: float = 0.0  # subtracted from the PAD logit when PAD is not EOS
+    pad_penalty: float = 0.0  # subtracted from the PAD logit too; both when PAD is EOS (the paper's pipeline)
+    top_k: int | None = None  # keep the k most likely tokens (Dream's diffusion_generate); None keeps all
+    top_p: float | None = None  # keep the nucleus of this probability (applied before top_k); None keeps all
 
     def __post_init__(self):
         if str(self.mode).strip().lower() == "lookum":  # LookUM is Info-Gain's variant, also accepted as a mode
@@ -89,6 +91,10 @@ class SamplerConfig:
             check(is_number(getattr(self, key)) and getattr(self, key) >= 0, key, getattr(self, key), "a number >= 0")
         check(self.mode != "pc_sampler" or isinstance(self.pc_baseline, str), "pc_baseline", self.pc_baseline,
               "a token-frequency JSON file for mode=pc_sampler (build one with python -m lm_eval_infogain.pc_baseline)")
+        check(self.top_k is None or (is_int(self.top_k) and self.top_k >= 1), "top_k", self.top_k,
+              "an integer >= 1, or unset for no top-k filtering")
+        check(self.top_p is None or (is_number(self.top_p) and 0 < self.top_p <= 1), "top_p", self.top_p,
+              "a probability in (0, 1], or unset for no nucleus filtering")
         check(isinstance(self.early_stop, bool), "early_stop", self.early_stop, "true | false")
         for key in ("gen_length", "steps", "block_length"):
             value = getattr(self, key)

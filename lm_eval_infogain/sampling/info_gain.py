@@ -7,8 +7,9 @@ Each step is a three-part cycle:
 2. evaluate: the loop runs ONE batched forward over every candidate's next state.
 3. choose: J(a) = -C(a) - H_next(a) (info_gain) or J(a) = -H_next(a) (lookum), where C(a) is the
    sum of the current entropies of the positions a commits and H_next(a) the mean entropy of the
-   positions still masked after a. Information gain is H(now) - H_next(a); H(now) is the same for
-   every candidate, so it drops out. The winner's logits serve the next step: one forward per step.
+   positions of the generation still masked after a (in every cache mode; loop.next_entropy_mean).
+   Information gain is H(now) - H_next(a); H(now) is the same for every candidate, so it drops out.
+   The winner's logits serve the next step: one forward per step.
 Shortcuts with no lookahead: the block's last step commits everything left; if any masked position
 has top-1 probability >= threshold, the min(k, |S|) most confident of those S are committed; with
 <= k masked positions, N <= 1 or T_pos <= 0 the k most confident are committed.
@@ -22,9 +23,10 @@ from lm_eval_infogain.sampling.strategies import (
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) over the last axis, computed in fp32. [..., V] -> [...]."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    return -(log_probs.exp() * log_probs).sum(-1)
+    """Shannon entropy (nats) over the last axis, computed in fp32. [..., V] -> [...].
+    A token filtered out (logit -inf, see strategies.filter_logits) has p = 0 and adds nothing."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)  # [..., V]
+    return -(log_probs.exp() * log_probs.clamp(min=torch.finfo(torch.float32).min)).sum(-1)
 
 
 def duplicate_candidates(commit: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,9 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
 3. Every valid candidate whose next state still has masks in the block is forwarded in ONE batched
    call over the window of the cache mode: the whole canvas (`none`), block start to the end
    (`prefix`) or the block alone (`dual`). A lookahead strategy picks its winner from those logits,
-   the others have one candidate. The winner is committed and its logits are the next step's: one
-   forward per step, and none for a prompt whose block is complete.
+   the others have one candidate. The winner is committed (then early stop fills EOS after its first
+   EOS) and its logits are the next step's: one forward per step, and none for a prompt whose block is
+   complete.
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
 prompt's output does not depend on its batch.
 Out of memory: a forward retries its rows in smaller chunks; a batch that still does not fit is split
@@ -35,7 +36,9 @@ from lm_eval_infogain.sampling import strategies
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
 from lm_eval_infogain.sampling.memory import split_on_out_of_memory
-from lm_eval_infogain.sampling.strategies import NEG_INF, SCORE_STRATEGIES, ScoreStrategy, StepContext, sample_tokens
+from lm_eval_infogain.sampling.strategies import (
+    NEG_INF, SCORE_STRATEGIES, ScoreStrategy, StepContext, filter_logits, sample_tokens,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +185,7 @@ class Decoder:
         self.cache = adapter.new_cache(batch, total) if config.use_cache != "none" else None
         self.block_size = adapter.spec.attention_block_size
         self.cache_final_until = 0  # block-causal: the cache holds final keys/values before this index
+        self.unrefreshed_entropy = None  # [B, S] a lookahead's entropies after its step window, see start_block
         self.trace = CommitTrace.empty(batch, total - canvas.prompt_length, canvas.ids.device) if trace else None
 
     def block_start_window(self, block_end: int) -> tuple[int, int]:
@@ -252,9 +256,8 @@ class Decoder:
         )
         spec, config = self.adapter.spec, self.config
         logits[..., spec.eos_id] -= config.eos_penalty
-        if spec.pad_id != spec.eos_id:
-            logits[..., spec.pad_id] -= config.pad_penalty
-        return logits
+        logits[..., spec.pad_id] -= config.pad_penalty  # PAD = EOS loses both, as in the paper's pipeline
+        return filter_logits(logits, config.top_k, config.top_p, config.temperature)
 
     def count(self, rows, window, counted):
         window_start, window_end = window
@@ -280,21 +283,36 @@ class Decoder:
             generators=self.generators, temperature=self.config.temperature,
         )
 
-    def fill_after_eos(self, ids: torch.Tensor) -> None:
-        """Early stop: once a row has EOS in its generation, every masked position after it becomes EOS."""
+    def fill_after_eos(self, ids: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Early stop: once a row of ids [R, T] has EOS in its generation, every masked position after it
+        becomes EOS; only in the rows where `rows` [R] is True, if given."""
         if not self.config.early_stop:
             return
         spec, generation = self.adapter.spec, ids[:, self.canvas.prompt_length:]  # [R, G] view
-        after_eos = (generation == spec.eos_id).cumsum(-1) > 0
-        generation.masked_fill_(after_eos & (generation == spec.mask_id), spec.eos_id)
+        fill = ((generation == spec.eos_id).cumsum(-1) > 0) & (generation == spec.mask_id)  # [R, G]
+        generation.masked_fill_(fill if rows is None else fill & rows[:, None], spec.eos_id)
 
-    def next_states(self, rows, commit, tokens, block_start, block_end) -> torch.Tensor:
-        """Canvases [R, T] of canvas rows `rows` with commit [R, Lb] filled by tokens [R, Lb]."""
+    def next_states(self, rows, commit, tokens, block_start, block_end, chosen) -> torch.Tensor:
+        """Canvases [R, T] of canvas rows `rows` with commit [R, Lb] filled by tokens [R, Lb].
+
+        Early stop fills only the states already chosen (`chosen` [R]): those are the next canvases.
+        A lookahead candidate is scored as it would be committed, masks after its EOS included; the fill
+        comes once the winner is committed (the paper's pipeline).
+        """
         ids = self.canvas.ids[rows].clone()  # [R, T]
         block = ids[:, block_start:block_end]
         ids[:, block_start:block_end] = torch.where(commit, tokens, block)
-        self.fill_after_eos(ids)
+        self.fill_after_eos(ids, chosen)
         return ids
+
+    def next_entropy_mean(self, ids, rows, new_logits, block_start) -> torch.Tensor:
+        """H_next [R] of each forwarded state ids [R, T]: the mean entropy over every position of the
+        generation still masked in it. new_logits [R, W, V] start at block_start; the positions after
+        them that the block-start forward reached (`dual`: those after the block) enter with their
+        entropy at that forward, the same for every candidate of a prompt, and count in the divisor."""
+        entropies = torch.cat([entropy(new_logits), self.unrefreshed_entropy[rows]], dim=1)  # [R, W + S]
+        still_masked = ids[:, block_start:block_start + entropies.shape[1]] == self.adapter.spec.mask_id  # [R, W + S]
+        return (entropies * still_masked).sum(-1) / still_masked.sum(-1).clamp(min=1)
 
     def evaluate(self, ctx, proposal, logits, block_start, block_end):
         """One batched forward over every candidate worth it; returns (winner [B], next logits [B, ...]).
@@ -305,8 +323,9 @@ class Decoder:
         batch, num_candidates, _ = proposal.commit.shape
         flat = proposal.valid.flatten().nonzero().squeeze(1)  # [R] (host syncs: a few per step)
         rows = flat // num_candidates  # [R]
+        decided = proposal.valid.sum(-1) == 1  # [B] rows whose one candidate is their winner
         ids = self.next_states(rows, proposal.commit.flatten(0, 1)[flat], proposal.tokens.flatten(0, 1)[flat],
-                               block_start, block_end)  # [R, T]
+                               block_start, block_end, decided[rows])  # [R, T]
         leaves_masks = (ids[:, block_start:block_end] == self.adapter.spec.mask_id).any(-1)  # [R]
         flat, rows, ids = flat[leaves_masks], rows[leaves_masks], ids[leaves_masks]
         winner = torch.zeros(batch, dtype=torch.long, device=flat.device)
@@ -317,8 +336,7 @@ class Decoder:
                                   (block_start, self.logits_end(block_start, block_end)), share_cache=one_per_row)
         if not self.strategy.needs_lookahead:
             return winner, new_logits if one_per_row else replace_rows(logits, rows, new_logits)
-        still_masked = ids[:, block_start:block_start + new_logits.shape[1]] == self.adapter.spec.mask_id
-        mean_entropy = (entropy(new_logits) * still_masked).sum(-1) / still_masked.sum(-1).clamp(min=1)  # [R]
+        mean_entropy = self.next_entropy_mean(ids, rows, new_logits, block_start)  # [R]
         next_entropy = torch.zeros(batch * num_candidates, device=flat.device).index_put_((flat,), mean_entropy)
         winner = self.strategy.choose(ctx, proposal, next_entropy.view(batch, num_candidates))  # [B]
         slot = torch.full((batch * num_candidates,), -1, dtype=torch.long, device=flat.device)
@@ -342,19 +360,32 @@ class Decoder:
         if proposal.bypass is not None:
             self.stats.bypass_tokens += commit.sum(-1) * proposal.bypass
 
+    def start_block(self, block_start, block_end, has_masks) -> torch.Tensor:
+        """The block's first logits [B, L', V] (L' as a step's), from one forward of the block-start window.
+
+        A lookahead keeps the entropies of the positions after the step window that this forward reaches
+        (`dual`: the ones after the block), for H_next: within the block nothing recomputes them.
+        """
+        step_end = self.logits_end(block_start, block_end)
+        end = self.block_start_window(block_end)[1] if self.strategy.needs_lookahead else step_end
+        all_rows = torch.arange(self.canvas.ids.shape[0], device=self.canvas.ids.device)
+        logits = self.forward(self.canvas.ids, all_rows, self.block_start_window(block_end), (block_start, end),
+                              share_cache=True, counted=has_masks)  # [B, end - block_start, V]
+        self.cache_final_until = align_down(block_start, self.block_size)
+        self.unrefreshed_entropy = entropy(logits[:, step_end - block_start:])  # [B, end - step_end]
+        return logits[:, :step_end - block_start]
+
     def decode_block(self, block_start, block_end):
         width = block_end - block_start
         dynamic = getattr(self.strategy, "dynamic_steps", False)
+        # a dynamic rule commits at least one token per step: `width` steps always end the block
         steps = width if dynamic else min(self.config.steps_per_block, width)
         batch = self.canvas.ids.shape[0]
         all_rows = torch.arange(batch, device=self.canvas.ids.device)
         has_masks = (self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id).any(-1)  # [B]
         if not has_masks.any():  # every row stopped early (EOS filled the rest)
             return
-        logits_range = (block_start, self.logits_end(block_start, block_end))
-        logits = self.forward(self.canvas.ids, all_rows, self.block_start_window(block_end), logits_range,
-                              share_cache=True, counted=has_masks)  # [B, L', V]
-        self.cache_final_until = align_down(block_start, self.block_size)
+        logits = self.start_block(block_start, block_end, has_masks)  # [B, L', V]
         for step, count in enumerate(linear_schedule(width, steps)):
             last = step == steps - 1
             # the last step commits everything left in the block

@@ -63,6 +63,33 @@ def sample_tokens(logits, generators, temperature: float) -> torch.Tensor:
     return (logits.double() / temperature + noise).argmax(-1)
 
 
+def keep_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """logits [..., V] with every token below the k-th largest logit set to -inf (ties with it kept)."""
+    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]  # [..., 1]
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def keep_top_p(logits: torch.Tensor, scaled: torch.Tensor, top_p: float) -> torch.Tensor:
+    """logits [..., V] with -inf outside the nucleus of softmax(scaled): the most likely tokens until their
+    probability exceeds top_p, the one that crosses it included (so at least one token)."""
+    sorted_scaled, order = scaled.sort(dim=-1, descending=True)  # [..., V]
+    sorted_probs = sorted_scaled.softmax(-1)  # [..., V]
+    better_mass = sorted_probs.cumsum(-1) - sorted_probs  # [..., V] probability of the tokens ranked above
+    remove = torch.zeros_like(better_mass, dtype=torch.bool).scatter_(-1, order, better_mass > top_p)  # [..., V]
+    return logits.masked_fill(remove, NEG_INF)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None, temperature: float) -> torch.Tensor:
+    """Dream's `diffusion_generate` filter: top_p's nucleus (of the distribution tokens are drawn from,
+    at this temperature), then top_k; removed tokens get -inf. Unset (None) filters nothing.
+    logits [..., V] -> [..., V]: the distribution that gives confidence, entropy and the drawn tokens."""
+    if top_p is not None and top_p < 1:
+        logits = keep_top_p(logits, logits / temperature if temperature > 0 else logits, top_p)
+    if top_k is not None:
+        logits = keep_top_k(logits, top_k)
+    return logits
+
+
 def confidence_score(ctx: StepContext) -> torch.Tensor:
     return ctx.confidence
 
@@ -131,7 +158,10 @@ class ScoreStrategy:
         self.dynamic_steps = count is not None
 
     def propose(self, ctx: StepContext) -> Proposal:
-        count = ctx.num_to_commit if self.count is None else torch.minimum(self.count(ctx), ctx.num_to_commit)
+        # A rule's count is never capped by the schedule (Fast-dLLM transfers every position its rule
+        # admits). A dynamic block's schedule gives k = 1 per step and everything on its last step, so
+        # as a floor it only guarantees that the block ends.
+        count = ctx.num_to_commit if self.count is None else torch.maximum(self.count(ctx), ctx.num_to_commit)
         commit = top_k_mask(self.score(ctx), ctx.masked, count)  # [B, Lb]
         valid = torch.ones(commit.shape[0], 1, dtype=torch.bool, device=commit.device)
         return Proposal(commit[:, None], ctx.tokens[:, None], valid)

@@ -311,6 +311,11 @@ class MDMInfoGainLM(LM):
                                f"{getattr(self.sampler, key)}); the task's value is used")
         return until, min(max_gen_toks, self.sampler.gen_length), temperature, top_k, top_p
 
+    def request_sampler(self, gen_kwargs: dict):
+        """(stop strings, generation length, SamplerConfig) that a request with these gen_kwargs decodes with."""
+        until, gen_length, temperature, top_k, top_p = self.request_settings(gen_kwargs)
+        return until, gen_length, dataclasses.replace(self.sampler, temperature=temperature, top_k=top_k, top_p=top_p)
+
     def encode_prompt(self, context: str, gen_length: int) -> list[int]:
         ids = self.encode(context)
         if not ids:
@@ -346,8 +351,7 @@ class MDMInfoGainLM(LM):
         answers = []
         for chunk in collator.get_batched(n=self.batch_size_per_canvas):
             contexts, all_gen_kwargs, seeds, request_keys = zip(*chunk)
-            until, gen_length, temperature, top_k, top_p = self.request_settings(all_gen_kwargs[0])
-            config = dataclasses.replace(self.sampler, temperature=temperature, top_k=top_k, top_p=top_p)
+            until, gen_length, config = self.request_sampler(all_gen_kwargs[0])
             prompts = [self.encode_prompt(context, gen_length) for context in contexts]
             started = time.perf_counter()
             generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length)

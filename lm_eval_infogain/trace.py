@@ -246,8 +246,10 @@ def request_order(lm, sampler, request: dict) -> dict:
 
     from lm_eval_infogain.harness import request_seed
 
-    until, gen_length, temperature = lm.request_settings(request["gen_kwargs"])
-    sampler = dataclasses.replace(sampler, temperature=temperature)
+    until, gen_length, request_config = lm.request_sampler(request["gen_kwargs"])
+    # the task's gen_kwargs win over this panel's sampler for what they set, as in a run
+    sampler = dataclasses.replace(sampler, temperature=request_config.temperature, top_k=request_config.top_k,
+                                  top_p=request_config.top_p)
     instance = SimpleNamespace(task_name=request["task"], doc_id=request["doc_id"], idx=0,
                                args=(request["context"], request["gen_kwargs"]))
     trace = decode_order(lm, sampler, request["context"], request_seed(lm.seed, instance, 0), gen_length=gen_length)

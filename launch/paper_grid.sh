@@ -25,7 +25,9 @@
 #   METADATA   lm_eval --metadata JSON, e.g. '{"countdown_max_number": 9}' (task variants)
 #   LEADERBOARD=0  skip the leaderboard at the end [1]
 #   PYTHON     interpreter for the leaderboard [python]
-#   DRY_RUN=1  print each command (shell-quoted, one a line) instead of running it
+#   DRY_RUN=1  print each command (shell-quoted, one a line) instead of running it; a finished cell's
+#              command is printed too, after "# done: "
+#   FORCE=1    rerun finished cells too (each one's old run folder is deleted first)
 #
 # Settings (TASKS.md): reasoning and code gen_length=256 steps=256 block_length=32 temperature=0;
 # creative writing gen_length=512 steps=512 block_length=32 temperature=0.7. The paper gives none of
@@ -35,8 +37,8 @@
 # minerva_math500; the code tasks run their programs (HF_ALLOW_CODE_EVAL=1, --confirm_run_unsafe_code).
 # Each run writes lm-eval's results and samples (--log_samples) and the per-request
 # decode stats (decode_stats.jsonl) into its folder. A folder that already holds a results_*.json is
-# skipped, so an interrupted grid resumes where it stopped (a half-written decode_stats.jsonl of an
-# unfinished run is removed first).
+# skipped (FORCE=1 reruns it), so an interrupted grid resumes where it stopped (a half-written
+# decode_stats.jsonl of an unfinished run is removed first).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,6 +51,7 @@ runs=${RUNS:-results/runs}
 board=${BOARD:-results}
 python=${PYTHON:-python}
 dry_run=${DRY_RUN:-0}
+force=${FORCE:-0}
 cache=${CACHE:-prefix}
 chat_template=()
 [[ ${CHAT_TEMPLATE:-1} == 0 ]] || chat_template=(--apply_chat_template)
@@ -113,19 +116,23 @@ for model in "${models[@]}"; do
         for sampler in "${samplers[@]}"; do
             sampler_args=$(sampler_settings "$sampler")
             out="$runs/${model//\//__}/$task/$sampler"
-            if compgen -G "$out/*/results_*.json" > /dev/null; then
-                echo "skip (done): $out" >&2
-                continue
-            fi
             model_args="pretrained=$model,${settings:+$settings,}$sampler_args${EXTRA_MODEL_ARGS:+,$EXTRA_MODEL_ARGS}"
             model_args+=",decode_stats=$out/decode_stats.jsonl"
             command=("${code_env[@]}" accelerate launch --config_file "$config" -m lm_eval --model mdm_infogain
                      --model_args "$model_args" --tasks "$task" "${chat_template[@]}" "${metadata[@]}"
                      --output_path "$out" --log_samples ${LIMIT:+--limit "$LIMIT"} "${needs[@]}" "${extra_args[@]}")
+            done_before=0
+            compgen -G "$out/*/results_*.json" > /dev/null && done_before=1
+            if [[ $done_before == 1 && $force != 1 ]]; then
+                echo "skip (done; FORCE=1 reruns it): $out" >&2
+                [[ $dry_run == 1 ]] && echo "# done: $(show "${command[@]}")"
+                continue
+            fi
             if [[ $dry_run == 1 ]]; then
                 show "${command[@]}"
                 continue
             fi
+            [[ $done_before == 1 ]] && rm -rf "$out"  # FORCE=1: the cell's old results give way to the new run
             mkdir -p "$out"
             rm -f "$out"/decode_stats.jsonl "$out"/decode_stats.jsonl.rank*
             "${command[@]}"

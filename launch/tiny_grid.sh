@@ -3,11 +3,12 @@
 # for, with every sampler, through launch/paper_grid.sh (the same commands, skipping and leaderboard).
 #
 #   launch/tiny_grid.sh              # run what is not done yet, then the leaderboard
-#   DRY_RUN=1 launch/tiny_grid.sh    # print the commands, run nothing
+#   DRY_RUN=1 launch/tiny_grid.sh    # print the commands, run nothing (finished cells after "# done: ")
+#   FORCE=1 launch/tiny_grid.sh      # rerun every cell, finished ones included
 #
 # Environment (defaults in brackets): SAMPLERS [original random info_gain entropy margin fast_dllm],
 # LIMIT [100], CACHE [none], EXTRA_ARGS [--batch_size 50: outputs do not depend on it], RUNS [results/runs],
-# BOARD [results], PYTHON, DRY_RUN as for paper_grid.sh.
+# BOARD [results], PYTHON, DRY_RUN, FORCE as for paper_grid.sh.
 # The models' generation_config.json sets gen_length, steps and block_length (their answer length, one
 # token per step); they were trained on raw prompts, so no chat template. tiny-llada-countdown was
 # trained on the task's small-number variant and is evaluated on it (COUNTDOWN_METADATA).

@@ -86,10 +86,24 @@ def test_done_cells_are_skipped(tmp_path):
     (done / "results_2026-01-01T00-00-00.json").write_text("{}")
     result = grid(tmp_path, MODELS="llada", TASKS="sudoku_4x4", SAMPLERS="original lookum")
     assert result.returncode == 0, result.stderr
-    (line, _) = result.stdout.splitlines()
+    (done_line, line, _) = result.stdout.splitlines()
     args = simple_parse_args_string(parse(line)[1]["--model_args"])
     assert (args["mode"], args["variant"]) == ("info_gain", "lookum")
-    assert "skip (done):" in result.stderr
+    assert "skip (done; FORCE=1 reruns it):" in result.stderr
+    assert done_line.startswith("# done: ")  # a dry run still shows what the finished cell ran
+    done_args = simple_parse_args_string(parse(done_line.removeprefix("# done: "))[1]["--model_args"])
+    assert done_args["mode"] == "original"
+
+
+def test_force_reruns_finished_cells(tmp_path):
+    done = tmp_path / "runs" / "llada" / "sudoku_4x4" / "original" / "llada"
+    done.mkdir(parents=True)
+    (done / "results_2026-01-01T00-00-00.json").write_text("{}")
+    result = grid(tmp_path, MODELS="llada", TASKS="sudoku_4x4", SAMPLERS="original", FORCE="1")
+    assert result.returncode == 0, result.stderr
+    (line, _) = result.stdout.splitlines()
+    assert not line.startswith("#") and "skip" not in result.stderr
+    assert simple_parse_args_string(parse(line)[1]["--model_args"])["mode"] == "original"
 
 
 def test_tiny_grid_dry_run_pairs_each_trained_model_with_its_task(tmp_path):

@@ -109,7 +109,7 @@ def mmada_config(tokenizer):
 def dream_config(tokenizer):
     return DreamConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0,
-                       max_position_embeddings=2048, bos_token_id=tokenizer.eos_token_id,
+                       max_position_embeddings=2048, max_window_layers=2, bos_token_id=tokenizer.eos_token_id,
                        architectures=["DreamModel"], **special_ids(tokenizer))
 
 

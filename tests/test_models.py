@@ -1,6 +1,7 @@
 """The five architectures: official layouts, strict loading, the bundled tiny models, attention patterns,
 Dream's shift, SDAR's block-causal cache, and loading through the harness (arch=, trust_remote_code, peft)."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -234,7 +235,9 @@ def test_save_and_load_round_trip_through_the_harness(loaded, arch, tmp_path):
     tokenizer.save_pretrained(tmp_path)
     shutil.copy(BUNDLED[f"tiny-random-{arch}"] / "generation_config.json", tmp_path)
     lm = MDMInfoGainLM(pretrained=str(tmp_path), device="cpu", gen_length=16, steps=8, block_length=8)
-    assert lm.adapter.spec == adapter.spec
+    # a block-causal model attends in the decoding blocks (attention_block=decoding, the default)
+    block_causal = adapter.spec.attention_block_size is not None
+    assert lm.adapter.spec == dataclasses.replace(adapter.spec, attention_block_size=8 if block_causal else None)
     ids = text_ids(tokenizer)
     torch.testing.assert_close(lm.adapter.model(ids), adapter.model(ids))
     assert lm.get_model_info()["model_type"] == adapter.model.config.model_type
@@ -248,8 +251,12 @@ def test_block_causal_models_default_to_their_own_block(loaded):
 
 @pytest.mark.parametrize("args, message", [
     (dict(pretrained="tiny-random-sdar", use_cache="dual"), r"use_cache='dual' is invalid; allowed: none \| prefix"),
-    (dict(pretrained="tiny-random-trado", block_length=6, gen_length=36, steps=36),
+    (dict(pretrained="tiny-random-trado", block_length=6, gen_length=36, steps=36, attention_block="model"),
      "block_length=6 is invalid; allowed: a multiple of the model's attention block size 4"),
+    (dict(pretrained="tiny-random-sdar", attention_block="config"), "attention_block='config' is invalid; allowed: "
+                                                                    "decoding | model"),
+    (dict(pretrained="tiny-random-llada", attention_block="model"), "attention_block='model' is invalid; allowed: "
+                                                                    "unset for a bidirectional model"),
     (dict(pretrained="tiny-random-llada", arch="gpt2"), "arch='gpt2' is unknown; allowed: llada, mmada"),
     (dict(pretrained="tiny-random-llada", trust_remote_code="yes"), "trust_remote_code='yes' is invalid"),
 ])

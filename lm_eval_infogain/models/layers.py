@@ -69,10 +69,10 @@ def scaled_rope(head_dim: int, theta: float, rope_scaling: dict, max_position_em
     allowed = f"null or a dict whose type is one of {', '.join(ROPE_SCALING_TYPES)}"
     rope_type = rope_scaling.get("rope_type", rope_scaling.get("type")) if isinstance(rope_scaling, dict) else None
     check(rope_type in ROPE_SCALING_TYPES, "config.json rope_scaling", rope_scaling, allowed)
-    shape = PretrainedConfig(hidden_size=head_dim, num_attention_heads=1, head_dim=head_dim,
-                             max_position_embeddings=max_position_embeddings,
-                             rope_parameters={**rope_scaling, "rope_type": rope_type, "rope_theta": theta})
-    try:
+    try:  # transformers validates the fields when the config is built
+        shape = PretrainedConfig(hidden_size=head_dim, num_attention_heads=1, head_dim=head_dim,
+                                 max_position_embeddings=max_position_embeddings,
+                                 rope_parameters={**rope_scaling, "rope_type": rope_type, "rope_theta": theta})
         with torch.device("cpu"):  # from_pretrained builds models under a meta-device context
             inv_freq, scale = ROPE_INIT_FUNCTIONS[rope_type](shape, "cpu")
     except (KeyError, TypeError, ValueError) as error:  # e.g. no "factor"

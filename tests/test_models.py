@@ -545,3 +545,106 @@ def test_a_config_value_not_implemented_stops_the_load_in_one_line(arch, changes
     with pytest.raises(ValueError, match=f"^pretrained='{tmp_path}': config.json {message}") as error:
         MDMInfoGainLM(pretrained=str(folder), device="cpu")
     assert "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------- damaged checkpoints: one line naming the file
+
+
+def truncate(file: Path) -> None:
+    data = file.read_bytes()
+    file.write_bytes(data[:len(data) // 2])
+
+
+def reshape_weight(folder: Path, name: str, rows: int) -> None:
+    weights = load_file(folder / "model.safetensors")
+    weights[name] = weights[name][:rows].clone()
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def shard_index_naming_a_missing_shard(folder: Path) -> None:
+    names = list(load_file(folder / "model.safetensors"))
+    weight_map = {name: "model-00001-of-00002.safetensors" for name in names[:5]} | {
+        name: "model-00002-of-00002.safetensors" for name in names[5:]}
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def shrink_vocabulary(folder: Path) -> None:  # a model whose embedding is smaller than its tokenizer
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"vocab_size": 300, "embedding_size": 300}))
+    weights = load_file(folder / "model.safetensors")
+    for name in ("model.transformer.wte.weight", "model.transformer.ff_out.weight"):
+        weights[name] = weights[name][:300].clone()
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+DAMAGES = {
+    "truncated safetensors": (lambda folder: truncate(folder / "model.safetensors"),
+                              "model.safetensors is not a readable safetensors file .*truncated"),
+    "garbage safetensors": (lambda folder: (folder / "model.safetensors").write_bytes(b"\x00garbage" * 64),
+                            "model.safetensors is not a readable safetensors file"),
+    "no weights": (lambda folder: (folder / "model.safetensors").unlink(),
+                   "model.safetensors is missing .and there is no model.safetensors.index.json."),
+    "missing shard": (shard_index_naming_a_missing_shard, "model-00002-of-00002.safetensors is missing"),
+    "wrong-shaped weight": (lambda folder: reshape_weight(folder, "model.transformer.blocks.1.q_proj.weight", 32),
+                            r"model.safetensors holds model.transformer.blocks.1.q_proj.weight of shape \[32, 64\], "
+                            r"but config.json makes it \[64, 64\]"),
+    "vocabulary of another size": (lambda folder: reshape_weight(folder, "model.transformer.wte.weight", 400),
+                                   r"model.safetensors holds model.transformer.wte.weight of shape \[400, 64\]"),
+    "vocabulary smaller than the tokenizer": (shrink_vocabulary,
+                                              "the tokenizer .tokenizer.json. has 500 tokens but the model has 300"),
+    "missing tokenizer.json": (lambda folder: (folder / "tokenizer.json").unlink(),
+                               "tokenizer.json is missing .* the folder has no tokenizer"),
+    "corrupt tokenizer.json": (lambda folder: truncate(folder / "tokenizer.json"),
+                               "tokenizer.json cannot be read as a tokenizer"),
+    "tokenizer.json of another format": (lambda folder: (folder / "tokenizer.json").write_text('{"model": 3}'),
+                                         "tokenizer.json cannot be read as a tokenizer"),
+    "corrupt config.json": (lambda folder: truncate(folder / "config.json"), "config.json is not valid JSON"),
+    "empty directory": (lambda folder: [file.unlink() for file in folder.iterdir()], "is an empty directory"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(damage, tmp_path):
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(BUNDLED["tiny-random-llada"], folder)
+    damage_folder, message = DAMAGES[damage]
+    damage_folder(folder)
+    with pytest.raises(ValueError, match=message) as error:
+        MDMInfoGainLM(pretrained=str(folder), device="cpu")
+    assert str(folder) in str(error.value) and "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------- bundled configs in the official layout
+
+# The keys each official configuration class reads (ARCHITECTURES.md's config tables; the official
+# configuration_llada.ModelConfig, Dream's Qwen2-derived DreamConfig, SDAR's Qwen3-derived SDARConfig).
+LLADA_CONFIG_KEYS = {
+    "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "mlp_hidden_size", "activation_type", "block_type",
+    "block_group_size", "alibi", "alibi_bias_max", "rope", "rope_full_precision", "flash_attention",
+    "attention_dropout", "multi_query_attention", "attention_layer_norm", "residual_dropout", "embedding_dropout",
+    "input_emb_norm", "layer_norm_type", "layer_norm_with_affine", "rms_norm_eps", "attention_layer_norm_with_affine",
+    "max_sequence_length", "rope_theta", "include_qkv_bias", "include_bias", "bias_for_layer_norm", "scale_logits",
+    "vocab_size", "embedding_size", "weight_tying", "eos_token_id", "pad_token_id", "mask_token_id", "init_device",
+    "init_fn", "init_std", "init_cutoff_factor", "precision", "use_cache", "model_type", "architectures",
+}
+MMADA_CONFIG_KEYS = LLADA_CONFIG_KEYS | {"llm_vocab_size", "codebook_size", "num_vq_tokens", "new_vocab_size",
+                                        "num_new_special_tokens"}
+QWEN_CONFIG_KEYS = {
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps", "use_cache",
+    "tie_word_embeddings", "rope_theta", "rope_scaling", "use_sliding_window", "sliding_window", "max_window_layers",
+    "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id", "mask_token_id", "model_type",
+    "architectures",
+}
+OFFICIAL_CONFIG_KEYS = {"llada": LLADA_CONFIG_KEYS, "mmada": MMADA_CONFIG_KEYS, "dream": QWEN_CONFIG_KEYS,
+                        "sdar": QWEN_CONFIG_KEYS | {"head_dim", "attention_bias", "block_size"}}
+FAMILY = {"tiny-random-llada": "llada", "tiny-random-mmada": "mmada", "tiny-random-dream": "dream",
+          "tiny-random-sdar": "sdar", "tiny-random-trado": "sdar", "tiny-llada-sudoku": "llada",
+          "tiny-llada-countdown": "llada"}
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_config_has_every_key_the_official_configuration_reads(name):
+    config = json.loads((BUNDLED[name] / "config.json").read_text())
+    assert OFFICIAL_CONFIG_KEYS[FAMILY[name]] - set(config) == set()

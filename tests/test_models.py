@@ -648,3 +648,29 @@ FAMILY = {"tiny-random-llada": "llada", "tiny-random-mmada": "mmada", "tiny-rand
 def test_bundled_config_has_every_key_the_official_configuration_reads(name):
     config = json.loads((BUNDLED[name] / "config.json").read_text())
     assert OFFICIAL_CONFIG_KEYS[FAMILY[name]] - set(config) == set()
+
+
+# ---------------------------------------------------------------- SDAR attention blocks: decoding or model
+
+
+@pytest.mark.parametrize("reading, size", [(None, 8), ("decoding", 8), ("model", 4)])
+def test_sdar_attention_blocks_follow_the_reading_and_are_recorded(reading, size, tmp_path):
+    given = {} if reading is None else {"attention_block": reading}
+    lm = MDMInfoGainLM(pretrained="tiny-random-sdar", device="cpu", block_length=8, gen_length=16, steps=16, **given)
+    assert lm.adapter.spec.attention_block_size == size and lm.sampler.block_length == 8
+    info = lm.get_model_info()
+    assert (info["attention_block"], info["attention_block_size"]) == (reading or "decoding", size)
+    assert lm.output_settings()["attention_block"] == (reading or "decoding")  # in the request-cache settings
+    # The adapter attends in blocks of `size`: transformers' Qwen3 with that block-causal mask gives its logits.
+    ids = LONG_IDS[:, :24]
+    positions, key_mask = torch.arange(24)[None], torch.ones(1, 24, dtype=torch.bool)
+    reference = load(str(with_config("sdar", tmp_path, block_size=size)))[0].model
+    with torch.no_grad():
+        logits = lm.adapter.forward(ids, positions, key_mask, None, 0, 0)
+    torch.testing.assert_close(logits, qwen_logits(reference, ids), atol=1e-5, rtol=1e-5)
+
+
+def test_sdar_default_block_length_makes_both_readings_agree():
+    decoding = MDMInfoGainLM(pretrained="tiny-random-sdar", device="cpu")
+    model = MDMInfoGainLM(pretrained="tiny-random-sdar", device="cpu", attention_block="model")
+    assert decoding.adapter.spec == model.adapter.spec and decoding.sampler == model.sampler

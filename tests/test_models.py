@@ -531,6 +531,7 @@ def test_llada_multi_query_attention_has_one_kv_head(tmp_path):
     ("dream", {"tie_word_embeddings": True}, "tie_word_embeddings=True is invalid; allowed: false"),
     ("dream", {"attention_bias": True}, "attention_bias=True is invalid; allowed: null | false"),
     ("dream", {"qk_norm": True}, "qk_norm=True is invalid; allowed: null | false"),
+    ("dream", {"head_dim": 32}, "head_dim=32 is invalid; allowed: 16 .hidden_size / num_attention_heads"),
     ("dream", {"rope_scaling": {"type": "dynamic", "factor": 2.0}},
      "rope_scaling=.*dynamic.* is invalid; allowed: null or a dict whose type is one of linear, yarn, llama3"),
     ("sdar", {"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}, "rope_scaling=.*longrope.* is invalid"),

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel
 
 from lm_eval_infogain.models.layers import WholeSequenceForward, check_config_values
 from lm_eval_infogain.models.qwen import AttentionLayout, QwenStyleConfig, QwenStyleLM
+from lm_eval_infogain.sampling.config import check
 
 
 class DreamConfig(QwenStyleConfig):
@@ -44,6 +45,9 @@ class DreamModel(QwenStyleLM, WholeSequenceForward, PreTrainedModel):
 
     def __init__(self, config: DreamConfig):
         check_config_values(config, NOT_READ_BY_DREAM)
+        heads_width = config.hidden_size // config.num_attention_heads  # Qwen2: head_dim is never read from config
+        check(config.head_dim == heads_width, "config.json head_dim", config.head_dim,
+              f"{heads_width} (hidden_size / num_attention_heads, what Dream's official code uses)")
         super().__init__(config)
         self.build(config)
         self.post_init()

@@ -59,7 +59,9 @@ class Rotary:
 
     def cos_sin(self, positions):
         """cos/sin tables [B, 1, W, D] in fp32 for absolute positions [B, W] (rotate-half layout)."""
-        angles = positions.float()[..., None] * self.inv_freq.to(positions.device)  # [B, W, D/2]
+        if self.inv_freq.device != positions.device:  # moved once, with the first forward on a device
+            self.inv_freq = self.inv_freq.to(positions.device)
+        angles = positions.float()[..., None] * self.inv_freq  # [B, W, D/2]
         angles = torch.cat([angles, angles], dim=-1)[:, None]  # [B, 1, W, D]
         return angles.cos() * self.scale, angles.sin() * self.scale
 

@@ -4,7 +4,9 @@ decoder with block-causal attention.
 Blocks of `config.block_size` positions, counted from the first token of the sequence: a token
 attends bidirectionally inside its block and to every earlier block, never to a later one. Logits are
 not shifted. Because a finished block's keys/values depend only on it and earlier blocks, caching them
-is exact (the loop commits them when a block is complete).
+is exact (the loop commits them when a block is complete). The model's own blocks are config.block_size;
+a run may attend in its decoding blocks instead, as the official generate.py does
+(base.with_attention_block, model_arg attention_block).
 """
 
 from transformers import PreTrainedModel

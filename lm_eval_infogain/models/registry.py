@@ -206,8 +206,8 @@ def checkpoint_or_error(read, pretrained: str):
         return read()
     except OSError as error:
         raise ValueError(f"pretrained={pretrained!r} could not be loaded: {str(error).splitlines()[0]}") from None
-    except ValueError as error:
-        message = str(error)
+    except ValueError as error:  # ours are one line already; transformers' may run over several
+        message = (str(error).splitlines() or [type(error).__name__])[0]
         raise ValueError(message if message.startswith("pretrained=") else f"pretrained={pretrained!r}: {message}") \
             from None
     finally:

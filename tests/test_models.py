@@ -439,8 +439,8 @@ def test_sdar_attention_bias_gives_qkvo_biases_like_qwen3(tmp_path):
     folder = saved_model("sdar", tmp_path, attention_bias=True)
     model = load(str(folder))[0].model
     biases = {name for name, _ in model.named_parameters() if name.endswith(".bias")}
-    assert biases == {f"model.layers.{i}.self_attn.{proj}.bias" for i in range(2) for proj in "qkvo" for proj in
-                      [f"{proj}_proj"]}
+    assert biases == {f"model.layers.{i}.self_attn.{proj}.bias" for i in range(2)
+                      for proj in ("q_proj", "k_proj", "v_proj", "o_proj")}
     torch.testing.assert_close(model(LONG_IDS), qwen_logits(model, LONG_IDS), atol=1e-5, rtol=1e-5)
     # The same weights under attention_bias false: 8 weights unused, which the official code would have used.
     config = json.loads((folder / "config.json").read_text())

@@ -103,6 +103,11 @@ def test_rebuilding_gives_the_committed_weights(arch, tmp_path: Path):
     committed = load_file(BUNDLED[f"tiny-random-{arch}"] / "model.safetensors")
     assert rebuilt.keys() == committed.keys()
     assert all(torch.equal(rebuilt[key], committed[key]) for key in committed)
+    def config(folder: Path) -> dict:  # the builder's config.json, whatever transformers version wrote it
+        return {key: value for key, value in json.loads((folder / "config.json").read_text()).items()
+                if key != "transformers_version"}
+
+    assert config(tmp_path) == config(BUNDLED[f"tiny-random-{arch}"])
 
 
 @pytest.mark.parametrize("arch, mask_token, turn_end", [

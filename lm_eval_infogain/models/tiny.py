@@ -1,5 +1,6 @@
-"""Build the bundled tiny random models, one per architecture: seeded weights, config and a small
-byte-level tokenizer with the special tokens and chat template of the family it imitates.
+"""Build the bundled tiny random models, one per architecture: seeded weights, a config with every key
+of the official configuration (the released values, sizes scaled down) and a small byte-level tokenizer
+with the special tokens and chat template of the family it imitates.
 
 `python -m lm_eval_infogain.models.tiny` rewrites lm_eval_infogain/assets/tiny-random-<arch> for
 llada, mmada, dream, sdar and trado; the results are committed so that `pretrained=tiny-random-<arch>`

@@ -29,6 +29,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from lm_eval_infogain import __version__, request_cache
+from lm_eval_infogain.models.base import with_attention_block
 from lm_eval_infogain.models.registry import checkpoint_sampler_defaults, load, resolve_pretrained
 from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int, is_number
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
@@ -38,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
 HARNESS_KEYS = ("pretrained", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
-                "max_batch_size", "dtype", "device", "seed", "decode_stats", "mc_num", "mc_batch_size")
+                "max_batch_size", "dtype", "device", "seed", "decode_stats", "mc_num", "mc_batch_size",
+                "attention_block")
 # model_args that never change an answer: a --use_cache file filled with other values of them still
 # answers this run. Every other model_arg is part of the settings the cache file records.
 OUTPUT_NEUTRAL_KEYS = ("batch_size", "max_batch_size", "device", "decode_stats")
@@ -121,7 +123,8 @@ class MDMInfoGainLM(LM):
     def __init__(self, pretrained: str = "tiny-random-llada", arch: str | None = None, trust_remote_code=False,
                  peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
-                 decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32, **sampler_args):
+                 decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32,
+                 attention_block: str | None = None, **sampler_args):
         # the harness keys as given (here, before any other name is bound, locals() holds just the parameters)
         self.model_args = {key: value for key, value in locals().items() if key in HARNESS_KEYS}
         super().__init__()
@@ -143,6 +146,9 @@ class MDMInfoGainLM(LM):
         check(isinstance(trust_remote_code, bool), "trust_remote_code", trust_remote_code, "True or False")
         self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
                                             arch=arch, trust_remote_code=trust_remote_code, peft=peft)
+        given_block_length = self.sampler.block_length if "block_length" in sampler_args else None
+        self.adapter, self.model_args["attention_block"] = with_attention_block(self.adapter, attention_block,
+                                                                                given_block_length)
         self.sampler = fit_to_model(self.sampler, set(sampler_args), self.adapter.spec)
         self._device = self.adapter.device
         if self.sampler.mode == "pc_sampler":  # a bad baseline file fails now, not at the first request
@@ -398,6 +404,8 @@ class MDMInfoGainLM(LM):
             "model_type": config.model_type,
             "model_dtype": str(self.adapter.dtype),
             "model_num_parameters": sum(p.numel() for p in self.adapter.model.parameters()),
+            "attention_block": self.model_args["attention_block"],  # block-causal models: whose blocks
+            "attention_block_size": self.adapter.spec.attention_block_size,
             "device": str(self.device),
             "seed": self.seed,
             "batch_size_per_canvas": self.batch_size_per_canvas,

@@ -365,11 +365,16 @@ def test_batched_equals_one_by_one_on_every_architecture(architectures, arch, mo
             assert single[0] == row and single_stats[0]["nfe"] == row_stats["nfe"]
 
 
+@pytest.mark.parametrize("attention_block", ["decoding", "model"])
 @pytest.mark.parametrize("mode", ["original", "random", "info_gain", "fast_dllm", "eb_sampler", "pc_sampler"])
-def test_block_causal_prefix_cache_is_exact(architectures, mode, pc_baseline_file):
-    # A finished block's keys/values depend only on it and earlier blocks: caching them changes nothing.
+def test_block_causal_prefix_cache_is_exact(architectures, mode, pc_baseline_file, attention_block):
+    # A finished block's keys/values depend only on it and earlier blocks: caching them changes nothing,
+    # whether the attention blocks are the decoding blocks (8 here) or the model's own (4).
+    from lm_eval_infogain.models.base import with_attention_block
+
     adapter, prompts = architectures["sdar"]
-    settings = dict(gen_length=32, steps=32, **mode_settings(mode, pc_baseline_file))
+    adapter, _ = with_attention_block(adapter, attention_block, block_length=8)
+    settings = dict(gen_length=32, steps=32, block_length=8, **mode_settings(mode, pc_baseline_file))
     outputs = {cache: generate(adapter, prompts, fitted(adapter, use_cache=cache, **settings), [1, 2, 3, 4])
                for cache in ("none", "prefix")}
     assert outputs["prefix"][0] == outputs["none"][0]

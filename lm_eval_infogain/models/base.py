@@ -5,16 +5,19 @@ model it drives. Logits returned by `forward` are aligned so that logits[:, j] p
 canvas position logits_start + j (an architecture's own shift is applied inside the model).
 
 Each architecture's model class (llada.py, dream.py, sdar.py) provides `window_logits` with the
-signature of `Adapter.forward` and `cache_geometry() -> (layers, kv_heads, head_dim)`, plus the
-class attributes `logits_shift` and `attention_block_size`; `ModelAdapter` turns it into an adapter.
+signature of `Adapter.forward` plus an `attention_block_size` argument, and `cache_geometry() -> (layers,
+kv_heads, head_dim)`, plus the attributes `logits_shift` and `attention_block_size` (the model's own blocks);
+`ModelAdapter` turns it into an adapter, whose attention blocks are its spec's (see `with_attention_block`).
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 from lm_eval_infogain.sampling.cache import KVCache
+from lm_eval_infogain.sampling.config import check
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,32 @@ class ModelAdapter:
 
     def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
         return self.model.window_logits(input_ids, positions, key_mask, cache, window_start, logits_start,
-                                        logits_end)
+                                        logits_end, attention_block_size=self.spec.attention_block_size)
 
     def new_cache(self, batch, length):
         layers, kv_heads, head_dim = self.model.cache_geometry()
         return KVCache.allocate(layers, batch, kv_heads, length, head_dim, self.dtype, self.device)
+
+
+# Where a block-causal model's (SDAR, TraDo) attention blocks come from. "decoding": the decoding
+# block_length, as the official generate.py builds its mask (the default); "model": config.json's
+# block_size, the blocks the model was trained with. They agree when block_length is left at its default.
+ATTENTION_BLOCK_READINGS = ("decoding", "model")
+
+
+def with_attention_block(adapter, reading: str | None, block_length: int | None):
+    """(adapter whose spec carries the attention block size of `reading`, the reading; None if bidirectional).
+
+    reading None means "decoding" for a block-causal model; a bidirectional one has no attention blocks
+    and refuses any reading. block_length None: not given, i.e. the model's own block size.
+    """
+    size = adapter.spec.attention_block_size
+    if size is None:
+        check(reading is None, "attention_block", reading,
+              "unset for a bidirectional model (it chooses the attention blocks of SDAR and TraDo)")
+        return adapter, None
+    reading = "decoding" if reading is None else reading
+    check(reading in ATTENTION_BLOCK_READINGS, "attention_block", reading, " | ".join(ATTENTION_BLOCK_READINGS))
+    if reading == "model" or block_length is None:
+        return adapter, reading
+    return ModelAdapter(adapter.model, dataclasses.replace(adapter.spec, attention_block_size=block_length)), reading

@@ -1,11 +1,25 @@
 """Building blocks shared by the architectures: RMSNorm, rotary embedding, attention masks and
 windowed attention against the sampler's cache."""
 
+import json
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PretrainedConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lm_eval_infogain.sampling.cache import KVCache
+from lm_eval_infogain.sampling.config import check
+
+
+def check_config_values(config, implemented: dict) -> None:
+    """Refuse, in one line, a config.json value of a math-changing key that this implementation does not
+    compute (the official code would compute something else). implemented: key -> the values computed."""
+    for key, values in implemented.items():
+        value = getattr(config, key, None)
+        check(any(value == allowed and type(value) is type(allowed) for allowed in values), f"config.json {key}",
+              value, " | ".join(json.dumps(allowed) for allowed in values) + " (what this implementation computes)")
 
 
 class RMSNorm(nn.Module):
@@ -22,12 +36,51 @@ class RMSNorm(nn.Module):
         return normed.to(x.dtype) * self.weight
 
 
-def rotary_cos_sin(positions, head_dim: int, theta: float):
-    """cos/sin tables [B, 1, W, D] in fp32 for absolute positions [B, W] (rotate-half layout)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
-    angles = positions.float()[..., None] * inv_freq  # [B, W, D/2]
-    angles = torch.cat([angles, angles], dim=-1)[:, None]  # [B, 1, W, D]
-    return angles.cos(), angles.sin()
+# rope_scaling types whose frequencies depend only on the config (transformers computes them); the others
+# ("dynamic", "longrope") change them with the sequence length, which a canvas cached in windows cannot follow.
+ROPE_SCALING_TYPES = ("linear", "yarn", "llama3")
+
+
+class Rotary:
+    """RoPE of one model: inverse frequencies [D/2] in fp32 and the scale of cos/sin (yarn's attention factor).
+
+    Unscaled RoPE is theta^(-2i/D). A `rope_scaling` dict (Hugging Face format) goes through transformers'
+    own initialisers (modeling_rope_utils.ROPE_INIT_FUNCTIONS), as in the official Qwen2/Qwen3 code. Not a
+    module: `model.double()` must not turn the table into float64.
+    """
+
+    def __init__(self, head_dim: int, theta: float, rope_scaling: dict | None = None,
+                 max_position_embeddings: int | None = None):
+        # on the CPU explicitly: from_pretrained builds models under a meta-device context
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device="cpu").float() / head_dim))  # [D/2]
+        self.scale = 1.0
+        if rope_scaling is not None:
+            self.inv_freq, self.scale = scaled_rope(head_dim, theta, rope_scaling, max_position_embeddings)
+
+    def cos_sin(self, positions):
+        """cos/sin tables [B, 1, W, D] in fp32 for absolute positions [B, W] (rotate-half layout)."""
+        if self.inv_freq.device != positions.device:  # moved once, with the first forward on a device
+            self.inv_freq = self.inv_freq.to(positions.device)
+        angles = positions.float()[..., None] * self.inv_freq  # [B, W, D/2]
+        angles = torch.cat([angles, angles], dim=-1)[:, None]  # [B, 1, W, D]
+        return angles.cos() * self.scale, angles.sin() * self.scale
+
+
+def scaled_rope(head_dim: int, theta: float, rope_scaling: dict, max_position_embeddings: int | None):
+    """(inv_freq [D/2], cos/sin scale) of a `rope_scaling` dict, from transformers' RoPE initialisers."""
+    allowed = f"null or a dict whose type is one of {', '.join(ROPE_SCALING_TYPES)}"
+    rope_type = rope_scaling.get("rope_type", rope_scaling.get("type")) if isinstance(rope_scaling, dict) else None
+    check(rope_type in ROPE_SCALING_TYPES, "config.json rope_scaling", rope_scaling, allowed)
+    try:  # transformers validates the fields when the config is built
+        shape = PretrainedConfig(hidden_size=head_dim, num_attention_heads=1, head_dim=head_dim,
+                                 max_position_embeddings=max_position_embeddings,
+                                 rope_parameters={**rope_scaling, "rope_type": rope_type, "rope_theta": theta})
+        with torch.device("cpu"):  # from_pretrained builds models under a meta-device context
+            inv_freq, scale = ROPE_INIT_FUNCTIONS[rope_type](shape, "cpu")
+    except (KeyError, TypeError, ValueError) as error:  # e.g. no "factor"
+        raise ValueError(f"config.json rope_scaling={rope_scaling!r} is invalid ({type(error).__name__}: "
+                         f"{error}); allowed: {allowed} with that type's fields") from None
+    return inv_freq.float(), float(scale)
 
 
 def apply_rotary(x, cos, sin, full_precision: bool = True):
@@ -92,7 +145,8 @@ def logits_hidden(hidden, window_start: int, logits_start: int, logits_end: int 
 
 
 class WholeSequenceForward:
-    """`model(input_ids, key_mask)`: logits [B, L, V] of whole sequences, no cache (tests, lm-eval-style use).
+    """`model(input_ids, key_mask)`: logits [B, L, V] of whole sequences, no cache (tests, lm-eval-style use),
+    under the model's own attention blocks (config block_size for SDAR).
 
     Mixed into each architecture's top-level class, which provides `window_logits`.
     """
@@ -101,4 +155,5 @@ class WholeSequenceForward:
         if key_mask is None:
             key_mask = torch.ones_like(input_ids, dtype=torch.bool)
         positions = (key_mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, L] counted from the first real token
-        return self.window_logits(input_ids, positions, key_mask, None, 0, 0)
+        return self.window_logits(input_ids, positions, key_mask, None, 0, 0,
+                                  attention_block_size=self.attention_block_size)

@@ -7,12 +7,15 @@ code, without a cache (never a guess from a name substring, never a default mask
 """
 
 import logging
+import re
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, GenerationConfig, PretrainedConfig
+from transformers.utils import logging as hf_logging
 
 from lm_eval_infogain.models.base import ModelAdapter, ModelSpec
+from lm_eval_infogain.models.checkpoint import check_folder
 from lm_eval_infogain.models.dream import DreamModel
 from lm_eval_infogain.models.llada import LLaDAModelLM
 from lm_eval_infogain.models.mmada import MMadaModelLM
@@ -124,6 +127,9 @@ def model_spec(config, tokenizer, path: str, model=None) -> ModelSpec:
     pad_id = eos_id if pad_id is None else pad_id
     block_size = None if model is None else model.attention_block_size
     vocab_size = getattr(config, "embedding_size", None) or config.vocab_size  # rows of the LM head
+    if len(tokenizer) > vocab_size:  # its highest ids would index past the embedding
+        raise ValueError(f"pretrained={path!r}: the tokenizer (tokenizer.json) has {len(tokenizer)} tokens but the "
+                         f"model has {vocab_size} embedding rows (config.json vocab_size); they do not belong together")
     for name, token_id in (("mask", mask_id), ("eos", eos_id), ("pad", pad_id)):
         if not 0 <= token_id < vocab_size:  # e.g. an architecture's default id in a config that omits its own
             raise ValueError(f"pretrained={path!r}: the {name} token id {token_id} is outside the vocabulary "
@@ -154,16 +160,33 @@ def check_config_keys(config_dict: dict, config_class, arch: str, pretrained: st
                          "reads; is arch= right?")
 
 
-def check_weights(info: dict, path: str) -> None:
-    """Every parameter must come from the checkpoint: a half-random model would only produce noise."""
+# Checkpoint weights that the official code does not use either, by name pattern, with the reason.
+KNOWN_UNUSED_WEIGHTS = {
+    r"(^|\.)rotary_emb\.inv_freq$": "RoPE tables that older checkpoints saved; the official code recomputes "
+                                    "them from the config (a non-persistent buffer)",
+}
+
+
+def check_weights(info: dict, pretrained: str, weight_files: dict[str, str]) -> None:
+    """Every parameter comes from the checkpoint with its shape, and every checkpoint weight is used: a
+    half-random model would only produce noise, an unused weight means the model is not the one saved."""
+    def file_of(name: str) -> str:
+        return weight_files.get(name, "the checkpoint")
+
+    if info["mismatched_keys"]:
+        name, saved, built = sorted(info["mismatched_keys"])[0]
+        raise ValueError(f"pretrained={pretrained!r}: {file_of(name)} holds {name} of shape {list(saved)}, but "
+                         f"config.json makes it {list(built)}; the config (sizes, vocab_size) and the weights disagree")
     if info["missing_keys"]:
         names = sorted(info["missing_keys"])
-        raise ValueError(f"pretrained={path!r} lacks {len(names)} weight(s) this architecture needs, e.g. "
+        raise ValueError(f"pretrained={pretrained!r} lacks {len(names)} weight(s) this architecture needs, e.g. "
                          f"{', '.join(names[:3])}; is arch= right?")
-    if info["unexpected_keys"]:
-        names = sorted(info["unexpected_keys"])
-        logger.warning("pretrained=%r has %d weight(s) the model does not use, e.g. %s", path, len(names),
-                       ", ".join(names[:3]))
+    unused = sorted(name for name in info["unexpected_keys"]
+                    if not any(re.search(pattern, name) for pattern in KNOWN_UNUSED_WEIGHTS))
+    if unused:
+        raise ValueError(f"pretrained={pretrained!r}: {file_of(unused[0])} holds {len(unused)} weight(s) the model "
+                         f"does not use, e.g. {', '.join(unused[:3])}; config.json does not describe these weights "
+                         "(is arch= right? a key such as attention_bias missing?)")
 
 
 def apply_peft(model, peft_dir: str):
@@ -174,11 +197,21 @@ def apply_peft(model, peft_dir: str):
 
 
 def checkpoint_or_error(read, pretrained: str):
-    """Run a transformers loading call; a missing or unreadable file becomes one line naming the checkpoint."""
+    """Run a transformers loading call; a missing or unreadable file, or a config value refused by the model
+    class, becomes one line naming the checkpoint. Transformers' own load report is silenced: check_weights
+    says what matters in one line."""
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         return read()
     except OSError as error:
         raise ValueError(f"pretrained={pretrained!r} could not be loaded: {str(error).splitlines()[0]}") from None
+    except ValueError as error:  # ours are one line already; transformers' may run over several
+        message = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(message if message.startswith("pretrained=") else f"pretrained={pretrained!r}: {message}") \
+            from None
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | None = None,
@@ -187,6 +220,7 @@ def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | 
     path = resolve_pretrained(pretrained)
     if arch is not None and arch not in ARCHITECTURES:
         raise ValueError(f"arch={arch!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")
+    weight_files = check_folder(pretrained, path)  # a local folder's files, one line per problem
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(path)
     except OSError as error:
@@ -210,9 +244,9 @@ def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | 
         return RemoteCodeAdapter(model, model_spec(model.config, tokenizer, path)), tokenizer
     model_cls = ARCHITECTURES[arch]
     check_config_keys(config_dict, model_cls.config_class, arch, pretrained)
-    model, info = checkpoint_or_error(
-        lambda: model_cls.from_pretrained(path, dtype=torch_dtype, output_loading_info=True), pretrained)
-    check_weights(info, path)
+    model, info = checkpoint_or_error(lambda: model_cls.from_pretrained(
+        path, dtype=torch_dtype, output_loading_info=True, ignore_mismatched_sizes=True), pretrained)
+    check_weights(info, pretrained, weight_files)
     model = apply_peft(model, peft) if peft else model
     model.to(torch_device).eval()
     return ModelAdapter(model, model_spec(model.config, tokenizer, path, model)), tokenizer

@@ -1,5 +1,6 @@
-"""Build the bundled tiny random models, one per architecture: seeded weights, config and a small
-byte-level tokenizer with the special tokens and chat template of the family it imitates.
+"""Build the bundled tiny random models, one per architecture: seeded weights, a config with every key
+of the official configuration (the released values, sizes scaled down) and a small byte-level tokenizer
+with the special tokens and chat template of the family it imitates.
 
 `python -m lm_eval_infogain.models.tiny` rewrites lm_eval_infogain/assets/tiny-random-<arch> for
 llada, mmada, dream, sdar and trado; the results are committed so that `pretrained=tiny-random-<arch>`
@@ -109,7 +110,7 @@ def mmada_config(tokenizer):
 def dream_config(tokenizer):
     return DreamConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0,
-                       max_position_embeddings=2048, bos_token_id=tokenizer.eos_token_id,
+                       max_position_embeddings=2048, max_window_layers=2, bos_token_id=tokenizer.eos_token_id,
                        architectures=["DreamModel"], **special_ids(tokenizer))
 
 

@@ -15,8 +15,8 @@ from lm_eval_infogain import judge
 
 TASKS = ("countdown", "countdown_fewshot", "creative_writing")
 METRICS = {
-    "countdown": ("acc", "acc_last_step_equals_target"),
-    "countdown_fewshot": ("acc", "acc_last_step_equals_target"),
+    "countdown": ("acc", "acc_paper_rule"),
+    "countdown_fewshot": ("acc", "acc_paper_rule"),
     "creative_writing": ("words", "distinct_1", "distinct_2", "repetition_4gram"),
 }
 SHOTS = {"countdown": 0, "countdown_fewshot": 3, "creative_writing": 0}

@@ -137,6 +137,16 @@ def test_user_file_replaces_the_test_split_by_metadata_or_env_var(tmp_path, monk
         ("a.csv", 'puzzle\n"1,2,3"\n', "line 2: no field instance or input"),
         ("a.csv", "instance\n", "no records"),
         ("a.txt", "15,44,79,50\n", "unknown extension '.txt'; allowed: .csv, .jsonl"),
+        ("a.jsonl", '{"instance": "15,44,79,50"}\n{"instance": "1,1,1,99"}\n',
+         "line 2: instance '1,1,1,99' has no solution (no chain of + - * / with positive whole results"),
+        ("a.csv", 'instance\n"15,44,79,50"\n"2,3,7"\n', "line 3: instance '2,3,7' has no solution"),
+        ("a.jsonl", '{"instance": "15,44,' + "9" * 41 + ',50"}\n',
+         "line 1: instance '15,44," + "9" * 41 + ",50' has a number of 41 digits; allowed: at most 6"),
+        ("a.jsonl", '{"instance": "1,2,3,4,5,6,7"}\n', "line 1: instance '1,2,3,4,5,6,7' is not 'n1,n2,...,target': "
+                                                       "2 to 5 numbers and a target"),
+        ("a.jsonl", '{"instance": "15,44,79,50"}\n{"instance": "' + "1," * 5_000_000 + '2"}\n',
+         "line 2: field 'instance' holds 10,000,001 characters; allowed: at most 131,072"),
+        ("a.csv", 'instance\n"15,44,79,50"\n"' + "1," * 5_000_000 + '2"\n', "line 3: field larger than field limit"),
     ],
 )
 def test_malformed_user_file_is_one_clear_value_error(tmp_path, name, content, message):
@@ -145,6 +155,42 @@ def test_malformed_user_file_is_one_clear_value_error(tmp_path, name, content, m
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         countdown.load_dataset(countdown_file=str(path))
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [
+        ("a.jsonl", b'{"instance": "15,44,79,50"}\n{"instance": "15,44,79,50", "note": "caf\xe9"}\n', 2),
+        ("a.csv", b'instance,note\n"15,44,79,50",ok\n"15,44,79,50",caf\xe9\n', 3),  # Latin-1, not UTF-8
+    ],
+)
+def test_user_file_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path, name, content, line):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(f"line {line}: byte 0xe9 is not UTF-8; save the file as UTF-8")):
+        countdown.load_dataset(countdown_file=str(path))
+
+
+@pytest.mark.parametrize(
+    ("numbers", "target", "solvable"),
+    [
+        ([15, 44, 79], 50, True),
+        ([2, 3], 6, True),
+        ([2, 3], 7, False),  # 5, 1, 6 or no whole quotient
+        ([5, 7], 7, True),  # the target is given: "The answer is: 7"
+        ([1, 1, 1], 99, False),
+        ([3, 4, 5, 6], 7, True),
+        ([4, 6], 2, True),  # 6-4
+        ([4, 6], 24, True),
+        ([7, 2], 1, False),  # 7/2 is not whole; 7-2=5, 7+2=9, 7*2=14
+    ],
+)
+def test_solvability_follows_the_strict_rules(numbers, target, solvable):
+    assert countdown.is_solvable(numbers, target) is solvable
+
+
+def test_generated_instances_are_solvable():
+    assert all(countdown.is_solvable(doc["numbers"], doc["target"]) for doc in countdown.generate_instances(200, 3))
 
 
 def test_missing_user_file_is_a_value_error(tmp_path):

@@ -77,6 +77,8 @@ def test_prompt_lines_reach_the_model_unchanged_and_only_premises_get_our_instru
         ('{"premise": "ok"}\n{"prompt": "Write.", "premise": "ok"}\n', "line 2: both fields prompt and premise"),
         ('{"prompt": 7}\n', "line 1: prompt 7 is not text; allowed: a JSON string"),
         ('{"premise": "ok"}\n{"premise": \n', "line 2: not JSON"),
+        ('{"premise": "ok"}\n{"prompt": "' + "x" * 200_000 + '"}\n',
+         "line 2: field 'prompt' holds 200,000 characters; allowed: at most 131,072"),
         ("", "no records"),
     ],
 )

@@ -45,6 +45,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable
+from itertools import combinations
 
 import datasets
 
@@ -64,6 +65,11 @@ INSTANCE_FIELDS = ("instance", "input")
 REFERENCE_FIELDS = ("reference", "output")
 
 OPERATORS = ("+", "-", "*", "/")
+# The answer grammar reads numbers of at most this many digits, so no instance, step or result may be longer.
+MAX_NUMBER_DIGITS = 6
+# Numbers in a user's instance (the paper's have 3): the solvability check searches every chain, which
+# takes milliseconds for 5 numbers and seconds for 6.
+MAX_NUMBERS_PER_INSTANCE = 5
 
 
 # ---------------------------------------------------------------- arithmetic shared by generator and scorers
@@ -140,16 +146,47 @@ def generator_options(metadata: dict) -> dict:
 def parse_instance(text: str) -> tuple[list[int], int]:
     """(numbers, target) of "n1,...,nk,target"; a ValueError saying what is wrong otherwise."""
     parts = [part.strip() for part in text.split(",")]
-    if len(parts) < 3 or not all(part.isdigit() for part in parts):
-        raise ValueError(f"instance {text!r} is not 'n1,n2,...,target': at least two numbers, whole numbers only")
+    if not 3 <= len(parts) <= MAX_NUMBERS_PER_INSTANCE + 1 or not all(part.isdigit() for part in parts):
+        raise ValueError(f"instance {text[:60]!r} is not 'n1,n2,...,target': 2 to {MAX_NUMBERS_PER_INSTANCE} "
+                         "numbers and a target, whole numbers only")
+    too_long = [part for part in parts if len(part) > MAX_NUMBER_DIGITS]
+    if too_long:
+        raise ValueError(f"instance {text[:60]!r} has a number of {len(too_long[0])} digits; "
+                         f"allowed: at most {MAX_NUMBER_DIGITS} (the longest number an answer may hold)")
     values = [int(part) for part in parts]
     if min(values) < 1:
         raise ValueError(f"instance {text!r} has a 0; numbers and target must be positive")
     return values[:-1], values[-1]
 
 
+def is_solvable(numbers: list[int], target: int) -> bool:
+    """Whether some answer exists that `acc` accepts: the target is a given number, or a chain of steps
+    (each on two available numbers, with a positive integer result an answer can write) reaches it."""
+    tried: set[tuple[int, ...]] = set()
+
+    def search(available: tuple[int, ...]) -> bool:
+        if target in available:
+            return True
+        if available in tried:
+            return False
+        tried.add(available)
+        for first, second in combinations(range(len(available)), 2):
+            rest = available[:first] + available[first + 1:second] + available[second + 1:]
+            for left, right in ((available[first], available[second]), (available[second], available[first])):
+                for symbol in OPERATORS:
+                    result = positive_integer_result(symbol, left, right)
+                    writable = result is not None and result < 10**MAX_NUMBER_DIGITS
+                    if writable and search(tuple(sorted((*rest, result)))):
+                        return True
+        return False
+
+    return search(tuple(sorted(numbers)))
+
+
 def read_instance_file(path: str) -> list[dict]:
-    """Docs from a user's CSV or JSONL with an `instance` (or `input`) field; `reference` (or `output`) is optional."""
+    """Docs from a user's CSV or JSONL with an `instance` (or `input`) field; `reference` (or `output`) is optional.
+
+    An instance that no answer can solve would score 0 whatever the model writes: it is refused."""
     docs = []
     for line_number, record in common.read_records(path, "countdown file"):
         instance = common.first_field(record, INSTANCE_FIELDS)
@@ -159,6 +196,9 @@ def read_instance_file(path: str) -> list[dict]:
             numbers, target = parse_instance(instance)
         except ValueError as error:
             raise ValueError(f"countdown file {path}, line {line_number}: {error}") from None
+        if not is_solvable(numbers, target):
+            raise ValueError(f"countdown file {path}, line {line_number}: instance {instance!r} has no solution "
+                             "(no chain of + - * / with positive whole results reaches the target); remove it")
         docs.append(make_doc(numbers, target, common.first_field(record, REFERENCE_FIELDS) or ""))
     return docs
 
@@ -226,7 +266,6 @@ def doc_to_target(doc: dict) -> str:
 
 # Bounds that keep parsing and evaluation small whatever a model writes: no real answer comes near them.
 MAX_ANSWER_CHARS = 200
-MAX_NUMBER_DIGITS = 6
 MAX_NESTING = 10  # parentheses; also bounds the parser's recursion depth
 ANSWER_LINE = re.compile(r"answer is\s*:?[ \t]*([^\n]*)", re.IGNORECASE)
 TOKEN = re.compile(r"\s*(?:(\d+)|([-+*/()=]))")

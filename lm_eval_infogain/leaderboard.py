@@ -50,6 +50,14 @@ NOT_METRICS = {"alias", "name", "sample_len", " "}
 LM_EVAL_METADATA_KEYS = {"version", "config_source"}
 
 
+# Metrics that older runs under a runs folder may hold but that no task computes any more, with the reason:
+# their rows are left out of the board, which names them.
+RETIRED_METRICS = {
+    "acc_last_step_equals_target": "countdown's former 'lenient rule', which disagreed with the paper's checker; "
+                                   "acc_paper_rule replaces it: rerun the run to measure it",
+}
+
+
 class LeaderboardError(Exception):
     """A problem with the input that stops the run; printed as one line."""
 
@@ -273,9 +281,13 @@ def sort_key(row: dict) -> tuple:
 
 
 def build(folders: list[Path], reference_files: list[Path]) -> dict:
-    rows = sorted((row for folder, path in find_results(folders) for row in rows_of_run(folder, path)), key=sort_key)
+    measured = sorted((row for folder, path in find_results(folders) for row in rows_of_run(folder, path)),
+                      key=sort_key)
+    rows = [row for row in measured if row["metric"] not in RETIRED_METRICS]
+    retired = sorted({row["metric"] for row in measured} & RETIRED_METRICS.keys())
     return {"rows": rows, "comparisons": compare(rows, "info_gain", "original"),
-            "reference_rows": read_reference(reference_files)}
+            "reference_rows": read_reference(reference_files),
+            "retired_metrics": {metric: RETIRED_METRICS[metric] for metric in retired}}
 
 
 def compare(rows: list[dict], challenger: str, baseline: str) -> list[dict]:
@@ -351,6 +363,9 @@ def markdown(board: dict) -> str:
             row["model"], row["task"], row["sampler"], metric, fmt(row["value"]), fmt(row["stderr"]), fmt(row["n"]),
             fmt(row["mean_nfe"]), fmt(row["mean_cumulative_entropy"]), fmt(row["lm_eval_version"]),
             fmt(row["date"]), row["machine"], number[row["command"]])) + " |")
+    if board["retired_metrics"]:
+        lines += ["", "Left out, metrics no longer computed: " + "; ".join(
+            f"`{metric}` ({reason})" for metric, reason in board["retired_metrics"].items()) + "."]
     if board["comparisons"]:
         lines += ["", "## Info-Gain against confidence order (original)", "",
                   "Is Info-Gain's value above original's? The difference's stderr treats the two runs as "

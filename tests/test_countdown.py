@@ -1,4 +1,4 @@
-"""The countdown task: generator, splits, user files, the strict scorer and the paper's rule, and loading through lm-eval."""
+"""The countdown task: generator, splits, user files, the strict scorer, the paper's rule, loading through lm-eval."""
 
 import json
 import operator
@@ -272,7 +272,8 @@ def test_strict_score_rejects_wrong_answers_inside_wrappers_and_sentences(respon
 
 
 def test_strict_score_accepts_a_chain_through_a_division_and_unused_numbers():
-    assert scores("The answer is: 12/4=3,3*7=21", numbers=[12, 4, 7, 99], target=21, reference="12/4=3,3*7=21") == (1, 1)
+    chain = "12/4=3,3*7=21"
+    assert scores(f"The answer is: {chain}", numbers=[12, 4, 7, 99], target=21, reference=chain) == (1, 1)
     assert scores("The answer is: 6*7=42", numbers=[6, 7, 5], target=42, reference="6*7=42") == (1, 1)  # 5 unused
 
 
@@ -381,7 +382,8 @@ def test_paper_rule_3_formula_is_the_first_answer_line_up_to_a_newline_or_period
 
 
 def test_paper_rule_3_characters_outside_the_formula_alphabet_are_deleted():
-    assert paper("The answer is: steps 44-15 is 29, 79-29 gives 50") == 1  # words deleted: 44-15 gives 29, 79-29 gives 50
+    # the words are deleted: "44-15  29" gives 29, " 79-29  50" gives 50
+    assert paper("The answer is: steps 44-15 is 29, 79-29 gives 50") == 1
     assert paper("The answer is: 44-15=29,79-29=50 (so 50)") == 1
 
 

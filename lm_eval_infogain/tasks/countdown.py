@@ -19,11 +19,12 @@ grammar (whitespace is free between tokens; "×" "÷" "−" "–" read as * / - 
     body        := chain | expression ["=" number]
     chain       := step ("," step)+
     step        := number op number "=" number
+    op          := "+" | "-" | "*" | "/"
     expression  := product (("+" | "-") product)*
     product     := atom (("*" | "/") atom)*
     atom        := number | "(" expression ")"
     sentence    := ("." | "," | ";" | "!") whitespace+ letter <anything to the end of the line>
-    number      := 1 to 6 digits
+    number      := 1 to 6 digits                               (and `answer` at most 200 characters)
 
 The brackets and angle brackets admit `[44-15=29,79-29=50]` and our prompt's `<steps>` placeholder
 filled in place; `sentence` admits a remark after the answer ("..., which is the target."). The answer

@@ -58,6 +58,14 @@ PREDICT_ONLY_METRIC = "bypass"  # what lm-eval reports (999) for every task of a
 LM_EVAL_METADATA_KEYS = {"version", "config_source"}
 
 
+# Metrics that older runs under a runs folder may hold but that no task computes any more, with the reason:
+# their rows are left out of the board, which names them.
+RETIRED_METRICS = {
+    "acc_last_step_equals_target": "countdown's former 'lenient rule', which disagreed with the paper's checker; "
+                                   "acc_paper_rule replaces it: rerun the run to measure it",
+}
+
+
 class LeaderboardError(Exception):
     """A problem with the input that stops the run; printed as one line."""
 
@@ -310,11 +318,14 @@ def document_values(path: Path, metric: str, filter_name: str | None) -> dict[tu
 def build(folders: list[Path], reference_files: list[Path]) -> dict:
     measured = sorted(((row, folder) for folder, path in find_results(folders) for row in rows_of_run(folder, path)),
                       key=lambda pair: sort_key(pair[0]))
-    rows = [row for row, _ in measured]
+    kept = [(row, folder) for row, folder in measured if row["metric"] not in RETIRED_METRICS]
+    rows = [row for row, _ in kept]
     documents = [document_values(folder / row["samples_file"], row["metric"], row["filter"])
-                 if row["samples_file"] else None for row, folder in measured]
+                 if row["samples_file"] else None for row, folder in kept]
+    retired = sorted({row["metric"] for row, _ in measured} & RETIRED_METRICS.keys())
     return {"rows": rows, "comparisons": compare(rows, documents, BASELINE),
-            "reference_rows": read_reference(reference_files)}
+            "reference_rows": read_reference(reference_files),
+            "retired_metrics": {metric: RETIRED_METRICS[metric] for metric in retired}}
 
 
 BASELINE = "original"  # confidence order: the sampler every other one is compared with first
@@ -468,6 +479,9 @@ def markdown(board: dict) -> str:
             row["model"], row["task"], row["sampler"], metric, fmt(row["value"]), fmt(row["stderr"]), fmt(row["n"]),
             fmt(row["mean_nfe"]), fmt(row["mean_cumulative_entropy"]), fmt(row["lm_eval_version"]),
             fmt(row["date"]), row["machine"], number[row["command"]])) + " |")
+    if board["retired_metrics"]:
+        lines += ["", "Left out, metrics no longer computed: " + "; ".join(
+            f"`{metric}` ({reason})" for metric, reason in board["retired_metrics"].items()) + "."]
     against_baseline = [item for item in board["comparisons"] if item["baseline"] == BASELINE]
     if against_baseline:
         lines += ["", f"## Paired comparisons against confidence order ({BASELINE})", "",

@@ -1,4 +1,4 @@
-"""The countdown task: generator, splits, user files, the strict and lenient scorers, and loading through lm-eval."""
+"""The countdown task: generator, splits, user files, the strict scorer, the paper's rule, loading through lm-eval."""
 
 import json
 import operator
@@ -137,6 +137,16 @@ def test_user_file_replaces_the_test_split_by_metadata_or_env_var(tmp_path, monk
         ("a.csv", 'puzzle\n"1,2,3"\n', "line 2: no field instance or input"),
         ("a.csv", "instance\n", "no records"),
         ("a.txt", "15,44,79,50\n", "unknown extension '.txt'; allowed: .csv, .jsonl"),
+        ("a.jsonl", '{"instance": "15,44,79,50"}\n{"instance": "1,1,1,99"}\n',
+         "line 2: instance '1,1,1,99' has no solution (no chain of + - * / with positive whole results"),
+        ("a.csv", 'instance\n"15,44,79,50"\n"2,3,7"\n', "line 3: instance '2,3,7' has no solution"),
+        ("a.jsonl", '{"instance": "15,44,' + "9" * 41 + ',50"}\n',
+         "line 1: instance '15,44," + "9" * 41 + ",50' has a number of 41 digits; allowed: at most 6"),
+        ("a.jsonl", '{"instance": "1,2,3,4,5,6,7"}\n', "line 1: instance '1,2,3,4,5,6,7' is not 'n1,n2,...,target': "
+                                                       "2 to 5 numbers and a target"),
+        ("a.jsonl", '{"instance": "15,44,79,50"}\n{"instance": "' + "1," * 5_000_000 + '2"}\n',
+         "line 2: field 'instance' holds 10,000,001 characters; allowed: at most 131,072"),
+        ("a.csv", 'instance\n"15,44,79,50"\n"' + "1," * 5_000_000 + '2"\n', "line 3: field larger than field limit"),
     ],
 )
 def test_malformed_user_file_is_one_clear_value_error(tmp_path, name, content, message):
@@ -145,6 +155,42 @@ def test_malformed_user_file_is_one_clear_value_error(tmp_path, name, content, m
     with pytest.raises(ValueError, match=re.escape(message)) as error:
         countdown.load_dataset(countdown_file=str(path))
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [
+        ("a.jsonl", b'{"instance": "15,44,79,50"}\n{"instance": "15,44,79,50", "note": "caf\xe9"}\n', 2),
+        ("a.csv", b'instance,note\n"15,44,79,50",ok\n"15,44,79,50",caf\xe9\n', 3),  # Latin-1, not UTF-8
+    ],
+)
+def test_user_file_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path, name, content, line):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(f"line {line}: byte 0xe9 is not UTF-8; save the file as UTF-8")):
+        countdown.load_dataset(countdown_file=str(path))
+
+
+@pytest.mark.parametrize(
+    ("numbers", "target", "solvable"),
+    [
+        ([15, 44, 79], 50, True),
+        ([2, 3], 6, True),
+        ([2, 3], 7, False),  # 5, 1, 6 or no whole quotient
+        ([5, 7], 7, True),  # the target is given: "The answer is: 7"
+        ([1, 1, 1], 99, False),
+        ([3, 4, 5, 6], 7, True),
+        ([4, 6], 2, True),  # 6-4
+        ([4, 6], 24, True),
+        ([7, 2], 1, False),  # 7/2 is not whole; 7-2=5, 7+2=9, 7*2=14
+    ],
+)
+def test_solvability_follows_the_strict_rules(numbers, target, solvable):
+    assert countdown.is_solvable(numbers, target) is solvable
+
+
+def test_generated_instances_are_solvable():
+    assert all(countdown.is_solvable(doc["numbers"], doc["target"]) for doc in countdown.generate_instances(200, 3))
 
 
 def test_missing_user_file_is_a_value_error(tmp_path):
@@ -164,32 +210,71 @@ def test_prompt_shows_numbers_target_and_answer_line_and_target_is_a_worked_answ
 
 # ---------------------------------------------------------------- strict scorer
 
+REFERENCE = DOC["reference"]
+# The other chain that reaches 50: a reference that none of the answers below writes out.
+OTHER_REFERENCE = "79-44=35,35+15=50"
 
-def scores(response: str, numbers=NUMBERS, target=TARGET) -> tuple[int, int]:
-    doc = {"numbers": numbers, "target": target}
+
+def scores(response: str, numbers=NUMBERS, target=TARGET, reference=REFERENCE) -> tuple[int, int]:
+    doc = {"numbers": numbers, "target": target, "reference": reference}
     result = countdown.process_results(doc, [response])
-    return result["acc"], result["acc_last_step_equals_target"]
+    assert set(result) == {"acc", "acc_paper_rule"}
+    return result["acc"], result["acc_paper_rule"]
+
+
+@pytest.mark.parametrize(
+    ("response", "paper"),
+    [
+        ("The answer is: 44-15=29,79-29=50", 1),
+        ("First 44 - 15 = 29.\nThen 79 - 29 = 50.\nThe answer is: 44 - 15 = 29, 79 - 29 = 50.", 1),
+        # acc reads the last answer line; the paper's rule the first, "15-44=": running result -29
+        ("the answer is 15-44=... no.\nThe answer is: **44-15=29,79-29=50**", 0),
+        ("The answer is: 79-(44-15)", 0),  # one expression
+        ("The answer is: 79 - (44 - 15) = 50", 0),
+        ("The answer is: 79−(44−15)", 0),  # a typographic minus
+        ("The answer is: 44-15=29,79-29=50\n\nQuestion", 1),
+    ],
+)
+def test_strict_score_accepts_right_answers(response, paper):
+    assert scores(response, reference=OTHER_REFERENCE) == (1, paper)
 
 
 @pytest.mark.parametrize(
     "response",
     [
-        "The answer is: 44-15=29,79-29=50",
-        "First 44 - 15 = 29.\nThen 79 - 29 = 50.\nThe answer is: 44 - 15 = 29, 79 - 29 = 50.",
-        "the answer is 15-44=... no.\nThe answer is: **44-15=29,79-29=50**",  # the last answer line counts
-        "The answer is: 79-(44-15)",  # one expression
-        "The answer is: 79 - (44 - 15) = 50",
-        "The answer is: 79−(44−15)",  # a typographic minus
-        "The answer is: 44-15=29,79-29=50\n\nQuestion",
+        "The answer is: [44-15=29,79-29=50]",  # the bracketed form the paper's prompt shows
+        "The answer is: [44-15=29, 79-29=50].",
+        "The answer is: <44-15=29,79-29=50>",  # our prompt's <steps> placeholder, filled in place
+        "The answer is: **<44-15=29,79-29=50>**",
+        "The answer is: 44-15=29,79-29=50, which is the target.",  # a trailing sentence
+        "The answer is: 44-15=29,79-29=50. That uses every number once!",
+        "The answer is: [79-(44-15)]; so we reach 50",
     ],
 )
-def test_strict_score_accepts_right_answers(response):
-    assert scores(response) == (1, 1)
+def test_strict_score_accepts_harmless_wrappers_and_a_trailing_sentence(response):
+    assert scores(response)[0] == 1
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "The answer is: [44-15=29,79-29=51]",  # a wrapper does not make a wrong chain right
+        "The answer is: <44+15=59,79-29=50>",
+        "The answer is: 44-15=29, so 79-29=50",  # the sentence cuts the chain to its first step
+        "The answer is: 79-29=50. Here 29 comes from 44-15",  # 29 is not a given number
+        "The answer is: 79-(44-15) or 50",  # a remark without separating punctuation
+        "The answer is: [44-15=29,79-29=50",  # an unclosed bracket
+        "The answer is: <steps>",
+    ],
+)
+def test_strict_score_rejects_wrong_answers_inside_wrappers_and_sentences(response):
+    assert scores(response)[0] == 0
 
 
 def test_strict_score_accepts_a_chain_through_a_division_and_unused_numbers():
-    assert scores("The answer is: 12/4=3,3*7=21", numbers=[12, 4, 7, 99], target=21) == (1, 1)
-    assert scores("The answer is: 6*7=42", numbers=[6, 7, 5], target=42) == (1, 1)  # 5 unused
+    chain = "12/4=3,3*7=21"
+    assert scores(f"The answer is: {chain}", numbers=[12, 4, 7, 99], target=21, reference=chain) == (1, 1)
+    assert scores("The answer is: 6*7=42", numbers=[6, 7, 5], target=42, reference="6*7=42") == (1, 1)  # 5 unused
 
 
 @pytest.mark.parametrize(
@@ -212,22 +297,22 @@ def test_strict_score_rejects_wrong_answers(response):
 
 
 @pytest.mark.parametrize(
-    ("response", "lenient"),
+    ("response", "paper"),
     [
         ("The answer is: 44-15=29,29-15=14,14+36=50", 1),  # reuses 15 and brings 36 out of nowhere
         ("The answer is: 25+25=50", 1),  # numbers that were never given
-        ("The answer is: 79-(15+15-1)", 1),  # an expression reusing 15
-        ("The answer is: 44-15=29,79-29-0=50", 1),  # a step that is not binary
-        ("The answer is: 79-29=50,44-15=29", 0),  # 29 used before it exists; last step gives 29
-        ("The answer is: 44-15=29,79-29=50,50=50", 1),  # a step without an operation
-        ("The answer is: 15-44=-29,79+(-29)=50", 0),  # negative intermediate (and a unary minus)
-        ("The answer is: 44/15=2.93,79-29=50", 1),  # a non-integer step
+        ("The answer is: 79-(15+15-1)", 0),  # parentheses deleted: 79-15 = 64
+        ("The answer is: 44-15=29,79-29-0=50", 1),  # first match 79-29 without a result: 50
+        ("The answer is: 79-29=50,44-15=29", 0),  # running result ends at 29
+        ("The answer is: 44-15=29,79-29=50,50=50", 1),  # the reference is in the response
+        ("The answer is: 15-44=-29,79+(-29)=50", 0),  # running result -29; "79+-29" has no match
+        ("The answer is: 44/15=2.93,79-29=50", 0),  # the formula ends at the period: 44/15=2 is false
         ("The answer is: 100/2=50", 1),
-        ("The answer is: 44-15=29=29,79-29=50", 1),  # a step with two '='
+        ("The answer is: 44-15=29=29,79-29=50", 1),
     ],
 )
-def test_strict_score_rejects_rule_breaking_answers_that_the_lenient_rule_may_accept(response, lenient):
-    assert scores(response) == (0, lenient)
+def test_strict_score_rejects_rule_breaking_answers_that_the_paper_rule_may_accept(response, paper):
+    assert scores(response) == (0, paper)
 
 
 @pytest.mark.parametrize(
@@ -245,6 +330,7 @@ def test_strict_score_rejects_rule_breaking_answers_that_the_lenient_rule_may_ac
         "The answer is: " + "(" * 150 + "50" + ")" * 150,  # longer than any answer may be
         "The answer is: " + "9" * 5000,
         "The answer is: " + "9*" * 90 + "9",
+        "The answer is: " + "9" * 400 + "*" + "9" * 400 + "=50",  # floats overflow to inf in the paper rule
         "The answer is: 1e3",
         "The answer is: 50.0",
         "The answer is: [50]",
@@ -258,22 +344,103 @@ def test_adversarial_answers_are_rejected_quickly_without_running_anything(respo
     assert "hacked" not in capfd.readouterr().out
 
 
-ANSWER_ALPHABET = st.sampled_from(list("0123456789+-*/()=, .xe_") + ["15", "44", "79", "50", "**", "×", "÷"])
+ANSWER_ALPHABET = st.sampled_from(list("0123456789+-*/()=, .xe_[]<>;") + ["15", "44", "79", "50", "**", "×", "÷"])
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(ANSWER_ALPHABET, max_size=80).map("".join))
 def test_any_answer_text_is_scored_without_raising(answer):
-    result = countdown.process_results({"numbers": NUMBERS, "target": TARGET}, [f"The answer is: {answer}"])
-    assert set(result.values()) <= {0, 1}
-    if result["acc"]:  # whatever the strict rule accepts, the lenient rule accepts too
-        assert result["acc_last_step_equals_target"] == 1
+    result = countdown.process_results(DOC, [f"The answer is: {answer}"])
+    assert set(result) == {"acc", "acc_paper_rule"} and set(result.values()) <= {0, 1}
 
 
-def test_lenient_rule_evaluates_the_left_side_of_the_last_step():
-    assert scores("The answer is: 44-15=29,79-29=49") == (0, 1)  # a typo in the stated result: 79-29 is 50
-    assert scores("The answer is: 44-15=29,79-30=50") == (0, 0)  # the stated result alone does not count
-    assert scores("The answer is: 44-15=29,79-29=50", target=51) == (0, 0)
+# ---------------------------------------------------------------- the paper's rule, rule by rule
+
+
+def paper(response: str, reference: str = OTHER_REFERENCE, target: int = TARGET) -> int:
+    return scores(response, target=target, reference=reference)[1]
+
+
+def test_paper_rule_1_empty_response_or_reference_is_wrong():
+    assert paper("") == 0
+    assert scores("The answer is: 44-15=29,79-29=50", reference="") == (1, 0)
+
+
+def test_paper_rule_2_reference_anywhere_in_the_response_is_right_whatever_the_answer_line():
+    reasoning = "Try 44 - 15 = 29,\n 79 - 29 = 50 and check.\nThe answer is: 7"
+    assert scores(reasoning, reference=REFERENCE) == (0, 1)  # whitespace removed from both
+    assert paper("I think it is 44-15=29,79-29=50", reference=REFERENCE) == 1
+    assert paper("Try 44-15=29, then 79-29=50.\nThe answer is: 7", reference=REFERENCE) == 0  # not contiguous
+
+
+def test_paper_rule_3_formula_is_the_first_answer_line_up_to_a_newline_or_period():
+    assert paper("The answer is: 44-15=29,79-29=51\nThe answer is: 44-15=29,79-29=50") == 0  # the first counts
+    assert paper("the answer is 44-15=29,79-29=50") == 1  # the case of T is free
+    assert paper("THE ANSWER IS 7\nwe had 79-29=50") == 1  # not an answer line: the longest run " 79-29=50"
+    assert paper("The answer is: 44-15=29. Then 79-29=50") == 0  # up to the period: 29
+    assert paper("The answer is:\n44-15=29,79-29=50") == 1  # ":" and whitespace after it are skipped
+
+
+def test_paper_rule_3_characters_outside_the_formula_alphabet_are_deleted():
+    # the words are deleted: "44-15  29" gives 29, " 79-29  50" gives 50
+    assert paper("The answer is: steps 44-15 is 29, 79-29 gives 50") == 1
+    assert paper("The answer is: 44-15=29,79-29=50 (so 50)") == 1
+
+
+def test_paper_rule_3_chinese_answer_line_when_the_english_one_has_no_step_separator():
+    assert paper("答案是 44-15=29，79-29=50") == 1  # full-width comma
+    assert paper("The answer is: 50\n答案：44-15=29；79-29=50") == 1  # replaces "50", which has no = , ;
+    assert paper("The answer is: 44-15=29\n答案为 79-29=50") == 0  # English has "=": Chinese not tried
+
+
+def test_paper_rule_3_longest_run_only_when_no_formula_text_is_left():
+    assert paper("Steps: 44-15=29, 79-29=50 works") == 1
+    assert paper("The answer is: fifty\nsince 79-29=50") == 1  # the answer line leaves nothing
+    assert paper("The answer is: 25+25\nsince 79-29=50") == 1  # formula "25+25": no fallback, 50
+    assert paper("The answer is: 25+24\nsince 79-29=50") == 0
+    assert paper("no digits at all") == 0
+
+
+def test_paper_rule_4_division_by_zero_anywhere_makes_the_answer_wrong():
+    assert paper("The answer is: 79-29=50,5/0") == 0
+    assert paper("The answer is: 5/0,79-29=50") == 0
+    assert paper("The answer is: 79-29=50,5÷0=7") == 0
+
+
+def test_paper_rule_4_false_steps_are_skipped_and_pieces_without_a_step_ignored():
+    assert paper("The answer is: 79-29=50,1+1=3") == 1  # the false last step is skipped
+    assert paper("The answer is: 44-15=29,79-29=49") == 0  # skipped: running result stays 29
+    assert paper("The answer is: 44-15=29,79-30=50") == 0  # the stated result alone does not count
+    assert paper("The answer is: 79-29=50,,;50") == 1
+
+
+def test_paper_rule_4_step_without_a_stated_result_and_other_signs():
+    assert paper("The answer is: 44-15, 79-29") == 1
+    assert paper("The answer is: 10×5=50") == 1
+    assert paper("The answer is: 100÷2") == 1
+    assert paper("The answer is: 200/4=50") == 1
+    assert paper("The answer is: 7/2=3.5") == 0  # formula "7/2=3": false, skipped; no running result
+
+
+def test_paper_rule_5_numbers_used_are_never_checked_and_a_result_is_needed():
+    assert paper("The answer is: 49+1=50", target=50) == 1
+    assert paper("The answer is: 50") == 0  # no step, so no running result
+    assert paper("The answer is: 44-15=29,79-29=50", target=51, reference="x") == 0
+
+
+@pytest.mark.parametrize(
+    ("response", "numbers", "target", "expected"),
+    [
+        ("The answer is: 12/3=4,20+4=25", [12, 3, 20], 24, (0, 0)),  # false last step skipped: 4 != 24
+        ("The answer is: [44-15=29,79-29=50]", NUMBERS, TARGET, (1, 1)),
+        ("The answer is: 44-15=29,79-29=50. We used every number once.", NUMBERS, TARGET, (1, 1)),
+        ("The answer is: 44-15=29,79-29=50 and we are done", NUMBERS, TARGET, (0, 1)),
+        ("The answer is: 79-(44-15)=50", NUMBERS, TARGET, (1, 0)),  # read as 79-44-15=50: running 35
+        ("The answer is: 79−(44−15)=50", NUMBERS, TARGET, (1, 0)),  # a Unicode minus is deleted
+    ],
+)
+def test_paper_rule_consequences_listed_in_tasks_md(response, numbers, target, expected):
+    assert scores(response, numbers=numbers, target=target, reference=OTHER_REFERENCE) == expected
 
 
 # ---------------------------------------------------------------- lm-eval
@@ -306,7 +473,7 @@ def test_task_manager_builds_prompts_from_train_examples(loaded_tasks, name, sho
         assert {",".join(numbers) for numbers in shown} & test_instances == {instance.doc["instance"]}
         assert gen_kwargs["until"] == ["Question:"] and gen_kwargs["do_sample"] is False
         assert task.process_results(instance.doc, [f"The answer is: {instance.doc['reference']}"]) == {
-            "acc": 1, "acc_last_step_equals_target": 1}
+            "acc": 1, "acc_paper_rule": 1}
 
 
 def test_task_manager_passes_the_user_file_through_metadata(tmp_path):

@@ -28,22 +28,57 @@ def test_bundled_prompts_file_is_shipped_in_the_installed_package():
     assert path.is_file() and sum(1 for line in path.read_text().splitlines() if line.strip()) == 200
 
 
-def test_user_prompts_replace_the_bundled_ones_by_metadata_or_env_var(tmp_path, monkeypatch):
+def test_user_premises_replace_the_bundled_ones_by_metadata_or_env_var(tmp_path, monkeypatch):
     monkeypatch.delenv(creative_writing.PROMPTS_ENV_VAR, raising=False)
     path = tmp_path / "mine.jsonl"
-    records = [{"premise": "A cat runs for mayor."}, {"prompt": " A dog objects. "}]
+    records = [{"premise": "A cat runs for mayor."}, {"premise": " A dog objects. "}]
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    expected = [{"id": 0, "premise": "A cat runs for mayor."}, {"id": 1, "premise": "A dog objects."}]
+    expected = [{"id": 0, "premise": "A cat runs for mayor.", "prompt": None},
+                {"id": 1, "premise": "A dog objects.", "prompt": None}]
     assert creative_writing.load_dataset(creative_writing_prompts=str(path))["test"].to_list() == expected
     monkeypatch.setenv(creative_writing.PROMPTS_ENV_VAR, str(path))
     assert creative_writing.load_dataset()["test"].to_list() == expected
 
 
+# Two lines in the schema of the paper's creativity_writing.jsonl (`prompt`, `source`): each prompt is
+# already the whole instruction, with its own wording, spacing and line breaks.
+PAPER_SCHEMA_LINES = [
+    {"prompt": "Please write a story of around 500 words based on the following premise.\n\n"
+               "Premise: A cartographer maps a city that does not exist yet.\n\nStory:",
+     "source": "writingprompts"},
+    {"prompt": "  You are a novelist. Continue from this idea:\tThe moon sends a letter.  ",
+     "source": "writingprompts"},
+]
+
+
+def write_paper_schema_file(path: Path) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in PAPER_SCHEMA_LINES))
+    return path
+
+
+def test_prompt_lines_reach_the_model_unchanged_and_only_premises_get_our_instruction(tmp_path):
+    path = write_paper_schema_file(tmp_path / "creativity_writing.jsonl")
+    docs = creative_writing.load_dataset(creative_writing_prompts=str(path))["test"].to_list()
+    assert [creative_writing.doc_to_text(doc) for doc in docs] == [line["prompt"] for line in PAPER_SCHEMA_LINES]
+    assert [doc["premise"] for doc in docs] == [None, None]
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps(PAPER_SCHEMA_LINES[0]) + "\n" + json.dumps({"premise": "Rain falls up."}) + "\n")
+    texts = [creative_writing.doc_to_text(doc)
+             for doc in creative_writing.load_dataset(creative_writing_prompts=str(mixed))["test"]]
+    assert texts == [PAPER_SCHEMA_LINES[0]["prompt"],
+                     "Write a story of about 500 words for this writing prompt:\nRain falls up.\n"]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"story": "Once upon a time"}\n', "line 1: no field premise or prompt"),
+        ('{"story": "Once upon a time"}\n', "line 1: no field prompt or premise; allowed: `prompt`"),
+        ('{"premise": "ok"}\n{"prompt": "Write.", "premise": "ok"}\n', "line 2: both fields prompt and premise"),
+        ('{"prompt": 7}\n', "line 1: prompt 7 is not text; allowed: a JSON string"),
         ('{"premise": "ok"}\n{"premise": \n', "line 2: not JSON"),
+        ('{"premise": "ok"}\n{"prompt": "' + "x" * 200_000 + '"}\n',
+         "line 2: field 'prompt' holds 200,000 characters; allowed: at most 131,072"),
         ("", "no records"),
     ],
 )
@@ -52,7 +87,7 @@ def test_malformed_user_prompts_are_one_clear_error(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ValueError, match=message) as error:
         creative_writing.load_dataset(creative_writing_prompts=str(path))
-    assert str(path) in str(error.value)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_unknown_metadata_key_is_refused():
@@ -66,7 +101,8 @@ def test_online_rows_become_one_doc_per_premise_without_tags():
         "story": ["one", "two", "three", "four"],
     })
     docs = creative_writing.process_online_docs(rows).to_list()
-    assert docs == [{"id": 0, "premise": "A door appears."}, {"id": 1, "premise": "Rain falls up."}]
+    assert docs == [{"id": 0, "premise": "A door appears.", "prompt": None},
+                    {"id": 1, "premise": "Rain falls up.", "prompt": None}]
 
 
 def test_online_data_with_other_columns_is_one_clear_error():
@@ -75,8 +111,10 @@ def test_online_data_with_other_columns_is_one_clear_error():
 
 
 def test_instruction_asks_for_about_500_words_for_the_premise():
-    text = creative_writing.doc_to_text({"id": 0, "premise": "A cat runs for mayor."})
-    assert text == "Write a story of about 500 words for this writing prompt:\nA cat runs for mayor.\n"
+    expected = "Write a story of about 500 words for this writing prompt:\nA cat runs for mayor.\n"
+    assert creative_writing.doc_to_text({"id": 0, "premise": "A cat runs for mayor.", "prompt": None}) == expected
+    # A doc logged before docs carried `prompt` (the judge reads old samples files) reads the same.
+    assert creative_writing.doc_to_text({"id": 0, "premise": "A cat runs for mayor."}) == expected
 
 
 # ---------------------------------------------------------------- metrics
@@ -134,6 +172,6 @@ def test_online_yaml_is_a_valid_task_config_naming_the_public_data_set():
     assert config.dataset_path == "euclaise/writingprompts" and config.test_split == "test"
     assert config.custom_dataset is None and config.generation_kwargs["temperature"] == 0.7
     rows = datasets.Dataset.from_dict({"prompt": ["[ WP ] A door appears."], "story": ["..."]})
-    assert config.process_docs(rows).to_list() == [{"id": 0, "premise": "A door appears."}]
+    assert config.process_docs(rows).to_list() == [{"id": 0, "premise": "A door appears.", "prompt": None}]
     metrics = [metric["metric"] for metric in config.metric_list]
     assert metrics == ["words", "distinct_1", "distinct_2", "repetition_4gram"]

@@ -268,3 +268,16 @@ def test_folder_without_results_is_a_one_line_error(tmp_path):
         message = str(error.value.code)
         assert message.startswith("leaderboard: ") and str(folder) in message and "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+def test_retired_metrics_of_older_runs_are_left_out_and_named(tmp_path):
+    # results/runs/ holds countdown runs scored before acc_last_step_equals_target was replaced.
+    runs_folder = Path(__file__).resolve().parents[1] / "results" / "runs"
+    main([str(runs_folder), "-o", str(tmp_path)])
+    board = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert {row["metric"] for row in board["rows"] if row["task"] == "countdown"} == {"acc"}
+    assert list(board["retired_metrics"]) == ["acc_last_step_equals_target"]
+    assert all(item["metric"] != "acc_last_step_equals_target" for item in board["comparisons"])
+    readme = (tmp_path / "README.md").read_text()
+    assert "| acc_last_step_equals_target |" not in readme
+    assert "Left out, metrics no longer computed: `acc_last_step_equals_target` (" in readme

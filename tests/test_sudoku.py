@@ -1,7 +1,11 @@
 """The 4x4 Sudoku task: generator, data splits, user CSV, scorer, and loading through lm-eval's TaskManager."""
 
+import itertools
+import re
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lm_eval_infogain.tasks import sudoku
@@ -83,6 +87,47 @@ def test_metadata_sets_size_and_seed_and_other_keys_are_ignored(monkeypatch):
     assert dataset["test"]["Puzzle"] == [row["Puzzle"] for row in sudoku.generate_puzzles(12, seed=9)]
 
 
+def test_distinct_puzzle_counts_match_an_independent_count_over_all_grids():
+    # Every complete grid, from the rows that are permutations of 1-4; a blank set leaves one solution
+    # iff no other grid agrees with this one on every given cell.
+    rows = list(itertools.permutations([1, 2, 3, 4]))
+    grids = np.array([sum(four, ()) for four in itertools.product(rows, repeat=4)
+                      if sudoku.is_solved_grid(list(sum(four, ())))])  # [288, 16]
+    assert len(grids) == 288
+    blank_sets = np.arange(1 << 16)  # bit c set: cell c is blank
+    blanks_per_set = np.array([bin(blanks).count("1") for blanks in range(1 << 16)])
+    counts = np.zeros(17, dtype=np.int64)
+    for grid in grids:
+        differing = np.unique(((grids != grid) * (1 << np.arange(16))).sum(axis=1))[1:]  # [287 or fewer]
+        ambiguous = np.zeros(1 << 16, dtype=bool)
+        for cells_that_differ in differing:
+            ambiguous |= (blank_sets & cells_that_differ) == cells_that_differ
+        counts += np.bincount(blanks_per_set[~ambiguous], minlength=17)
+    assert tuple(counts[: sudoku.MAX_BLANKS + 1]) == sudoku.DISTINCT_PUZZLES
+    assert not counts[sudoku.MAX_BLANKS + 1:].any()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"sudoku_num_puzzles": 100_000_000}, "sudoku_num_puzzles=100000000 is invalid; allowed: an integer in "
+                                              "1..99950 (at most 100,000 generated puzzles with 10 blanks"),
+        ({"sudoku_num_train": 100_000_000}, "sudoku_num_train=100000000 is invalid; allowed: an integer in 1..99999"),
+        ({"sudoku_num_blanks": 0}, "sudoku_num_puzzles=500 is invalid; allowed: an integer in 1..94 (at most 144"),
+        ({"sudoku_num_blanks": 12, "sudoku_num_puzzles": 20_000}, "allowed: an integer in 1..12814"),
+    ],
+)
+def test_more_puzzles_than_the_generation_limit_are_refused_at_once(metadata, message):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sudoku.load_dataset(**metadata)
+    assert time.perf_counter() - start < 1
+
+
+def test_generation_limit_is_half_the_distinct_puzzles_at_most_100000():
+    assert [sudoku.generation_limit(blanks) for blanks in (0, 2, 10, 11, 12)] == [144, 17280, 100_000, 100_000, 12864]
+
+
 def test_misspelled_or_invalid_metadata_is_an_error():
     with pytest.raises(ValueError, match="unknown sudoku metadata sudoku_cvs"):
         sudoku.load_dataset(sudoku_cvs="x.csv")
@@ -128,15 +173,35 @@ def test_train_split_skips_puzzles_that_the_user_csv_tests(tmp_path, monkeypatch
         (["Puzzle,Solution", f"2000010004101005,{SOLUTION}"], "line 2: Puzzle '2000010004101005' contains '5'"),
         (["Puzzle,Solution", f"{PUZZLE},2341412334121204"], "line 2: Solution '2341412334121204' contains '0'"),
         (["Puzzle,Solution", f"{PUZZLE}"], "line 2: Solution '' has 0 characters"),
-        (["Quiz,Solution", f"{PUZZLE},{SOLUTION}"], "lacks column"),
-        (["Puzzle,Solution"], "no puzzles"),
+        (["Quiz,Solution", f"{PUZZLE},{SOLUTION}"], "line 2: header ['Quiz', 'Solution'] lacks column(s) Puzzle"),
+        (["Puzzle,Solution"], "no records"),
+        # two 2s in the first row: no grid completes these givens
+        (["Puzzle,Solution", f"{PUZZLE},{SOLUTION}", f"2200000000000000,{SOLUTION}"],
+         "line 3: Puzzle '2200000000000000' has no solution: its givens contradict each other"),
+        # two 1s in the top-left box, in different rows and columns
+        (["Puzzle,Solution", f"1000010000000000,{SOLUTION}"], "line 2: Puzzle '1000010000000000' has no solution"),
+        # each row, column and box alone is fine, yet no completion exists
+        (["Puzzle,Solution", f"1200003000000000,{SOLUTION}"], "line 2: Puzzle '1200003000000000' has no solution"),
+        (["Puzzle,Solution", f"{PUZZLE},1234341221434321"], "line 2: Solution '1234341221434321' does not solve"),
+        (["Puzzle,Solution", f"{PUZZLE},2341412334121243"], "line 2: Solution '2341412334121243' does not solve"),
     ],
 )
 def test_malformed_csv_is_one_clear_value_error(tmp_path, lines, message):
     path = write_csv(tmp_path / "bad.csv", lines)
-    with pytest.raises(ValueError, match=message) as error:
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
         sudoku.load_dataset(sudoku_csv=str(path))
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_csv_that_is_not_utf8_or_holds_a_huge_field_is_one_line_naming_file_and_line(tmp_path):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(f"Puzzle,Solution\n{PUZZLE},{SOLUTION}\n{PUZZLE},{SOLUTION} caf\xe9\n".encode("latin-1"))
+    huge = write_csv(tmp_path / "huge.csv", ["Puzzle,Solution", f"{PUZZLE},{SOLUTION}", f"{PUZZLE},{'1' * 10_000_000}"])
+    for path, message in ((latin1, "line 3: byte 0xe9 is not UTF-8; save the file as UTF-8"),
+                          (huge, "line 3: field larger than field limit")):
+        with pytest.raises(ValueError, match=message) as error:
+            sudoku.load_dataset(sudoku_csv=str(path))
+        assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_missing_csv_is_a_value_error(tmp_path):

@@ -5,6 +5,7 @@ lm-eval hands a task's `custom_dataset` hook the task metadata, which holds --me
 """
 
 import csv
+import io
 import json
 import os
 import random
@@ -14,6 +15,9 @@ from pathlib import Path
 # A draw repeats an earlier item only when few distinct items are left to find; this bound turns an
 # impossible request into an error instead of an endless loop.
 MAX_DRAWS_PER_ITEM = 50
+# The longest field a data file may hold: csv's own default limit, far above any prompt, instance or
+# puzzle (a 500-word story premise is ~3,000 characters), and far below what would stall tokenisation.
+MAX_FIELD_CHARS = 131_072
 
 
 def reject_unknown_keys(metadata: dict, prefix: str, allowed: tuple[str, ...]) -> None:
@@ -22,12 +26,14 @@ def reject_unknown_keys(metadata: dict, prefix: str, allowed: tuple[str, ...]) -
         raise ValueError(f"unknown {prefix.rstrip('_')} metadata {', '.join(unknown)}; allowed: {', '.join(allowed)}")
 
 
-def int_option(metadata: dict, key: str, default: int, minimum: int, maximum: int | None = None) -> int:
+def int_option(metadata: dict, key: str, default: int, minimum: int, maximum: int | None = None,
+               why: str = "") -> int:
+    """metadata[key] (else `default`), an int in minimum..maximum; `why` explains the bound in the error."""
     value = metadata.get(key, default)
     in_range = isinstance(value, int) and value >= minimum and (maximum is None or value <= maximum)
     if isinstance(value, bool) or not in_range:
         allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in {minimum}..{maximum}"
-        raise ValueError(f"{key}={value!r} is invalid; allowed: {allowed}")
+        raise ValueError(f"{key}={value!r} is invalid; allowed: {allowed}" + (f" ({why})" if why else ""))
     return value
 
 
@@ -39,43 +45,70 @@ def user_file(metadata: dict, key: str, env_var: str) -> str | None:
 def read_records(path: str | os.PathLike, label: str) -> list[tuple[int, dict]]:
     """(line number, record) of each row of a CSV (with a header) or each non-blank line of a JSONL file.
 
-    `label` names the file in errors ("countdown file"), which are one-line ValueErrors.
+    `label` names the file in errors ("countdown file"), which are one-line ValueErrors naming the file and,
+    where there is one, the line: not UTF-8, not JSON, a field longer than MAX_FIELD_CHARS.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ValueError(f"{label} {path}: no such file")
     if path.suffix.lower() == ".csv":
-        records = read_csv_records(path)
+        records = read_csv_records(path, label)
     elif path.suffix.lower() == ".jsonl":
         records = read_jsonl_records(path, label)
     else:
         raise ValueError(f"{label} {path}: unknown extension {path.suffix!r}; allowed: .csv, .jsonl")
     if not records:
         raise ValueError(f"{label} {path}: no records")
+    for line_number, record in records:
+        check_field_lengths(record, f"{label} {path}, line {line_number}")
     return records
 
 
-def read_csv_records(path: Path) -> list[tuple[int, dict]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: files saved by Excel start with a BOM
-        reader = csv.DictReader(handle)
-        return [(reader.line_num, record) for record in reader]
+def read_text(path: Path, label: str) -> str:
+    """The file decoded as UTF-8 (a leading BOM, as Excel writes, dropped); else a ValueError naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line_number = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{label} {path}, line {line_number}: byte 0x{data[error.start]:02x} is not UTF-8; "
+                         "save the file as UTF-8") from None
+
+
+def read_csv_records(path: Path, label: str) -> list[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(read_text(path, label), newline=""))
+    records = []
+    try:
+        for record in reader:
+            records.append((reader.line_num, record))
+    except csv.Error as error:  # a field over csv's size limit, a NUL byte, ...
+        # line_num counts the lines read before the one that failed
+        raise ValueError(f"{label} {path}, line {reader.line_num + 1}: {error}") from None
+    return records
 
 
 def read_jsonl_records(path: Path, label: str) -> list[tuple[int, dict]]:
     records = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{label} {path}, line {line_number}: not JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{label} {path}, line {line_number}: "
-                                 f"expected a JSON object, got {type(record).__name__}")
-            records.append((line_number, record))
+    for line_number, line in enumerate(read_text(path, label).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{label} {path}, line {line_number}: not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{label} {path}, line {line_number}: "
+                             f"expected a JSON object, got {type(record).__name__}")
+        records.append((line_number, record))
     return records
+
+
+def check_field_lengths(record: dict, where: str) -> None:
+    for name, value in record.items():
+        length = len(value if isinstance(value, str) else json.dumps(value))
+        if length > MAX_FIELD_CHARS:
+            raise ValueError(f"{where}: field {name!r} holds {length:,} characters; "
+                             f"allowed: at most {MAX_FIELD_CHARS:,}")
 
 
 def first_field(record: dict, names: tuple[str, ...]) -> str | None:

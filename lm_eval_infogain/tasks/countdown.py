@@ -10,16 +10,35 @@ the result with the third) whose results are positive integers; the final value 
 when it lies in 1..100 and is not one of the numbers. Everything is drawn from a `random.Random(seed)`.
 Smaller ranges (metadata `countdown_max_number`, `countdown_max_target`) make an easier variant.
 
-Scoring reads the text after the last "The answer is:" up to the end of that line.
-- `acc` (ours, strict): the answer is a step chain "a op b = c, ..." where every step is a true
-  binary operation on numbers still available (the given ones and the results of earlier steps, each
-  used at most once) with a positive integer result, and the last result is the target; or a single
-  expression such as "79-(44-15)" (optionally "= target") over the given numbers, each used at most
-  once, whose every intermediate value is a positive integer and whose value is the target.
-- `acc_last_step_equals_target` (the paper's lenient rule): the left side of the answer's last step
-  evaluates (exactly, with fractions) to the target; which numbers it uses is not checked.
-Answers are parsed by the small grammar below, never evaluated as Python: anything else (names,
-`**`, decimals, unbalanced parentheses) makes the answer wrong.
+`acc` (ours, strict) reads the text after the last "The answer is" to the end of that line, by this
+grammar (whitespace is free between tokens; "×" "÷" "−" "–" read as * / - -):
+
+    answer_line := "answer is" [":"] answer [sentence]          (case-insensitive, as in "The answer is:")
+    answer      := markdown* ( "[" body "]" | "<" body ">" | body ) markdown* ["."]
+    markdown    := "*" | "`" | "$"
+    body        := chain | expression ["=" number]
+    chain       := step ("," step)+
+    step        := number op number "=" number
+    op          := "+" | "-" | "*" | "/"
+    expression  := product (("+" | "-") product)*
+    product     := atom (("*" | "/") atom)*
+    atom        := number | "(" expression ")"
+    sentence    := ("." | "," | ";" | "!") whitespace+ letter <anything to the end of the line>
+    number      := 1 to 6 digits                               (and `answer` at most 200 characters)
+
+The brackets and angle brackets admit `[44-15=29,79-29=50]` and our prompt's `<steps>` placeholder
+filled in place; `sentence` admits a remark after the answer ("..., which is the target."). The answer
+is right when, in a chain, every step is true, has a positive integer result and uses numbers still
+available (the given ones and the results of earlier steps, each used at most once) and the last result
+is the target; for a single expression, when it uses given numbers (each at most once), every
+intermediate value is a positive integer, a stated result is true, and its value is the target.
+Anything else (names, `**`, decimals, unbalanced parentheses, text without the separating punctuation)
+makes the answer wrong. Answers are parsed by this grammar, never evaluated as Python.
+
+`acc_paper_rule` (the paper's checker, `countdown_check` in its `src/utils/eval_utils.py`, rule by rule;
+not ours, only for comparing with the paper's numbers): see `paper_rule_is_correct`. It accepts answers
+that `acc` rejects (numbers used twice or never given, the reference chain written anywhere in the
+reasoning) and rejects some that `acc` accepts (`79-(44-15)`, whose parentheses it deletes).
 """
 
 import operator
@@ -27,7 +46,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable
-from fractions import Fraction
+from itertools import combinations
 
 import datasets
 
@@ -47,6 +66,11 @@ INSTANCE_FIELDS = ("instance", "input")
 REFERENCE_FIELDS = ("reference", "output")
 
 OPERATORS = ("+", "-", "*", "/")
+# The answer grammar reads numbers of at most this many digits, so no instance, step or result may be longer.
+MAX_NUMBER_DIGITS = 6
+# Numbers in a user's instance (the paper's have 3): the solvability check searches every chain, which
+# takes milliseconds for 5 numbers and seconds for 6.
+MAX_NUMBERS_PER_INSTANCE = 5
 
 
 # ---------------------------------------------------------------- arithmetic shared by generator and scorers
@@ -58,14 +82,6 @@ def positive_integer_result(symbol: str, left: int, right: int) -> int | None:
         return left // right if right != 0 and left % right == 0 and left // right > 0 else None
     result = {"+": operator.add, "-": operator.sub, "*": operator.mul}[symbol](left, right)
     return result if result > 0 else None
-
-
-def exact_result(symbol: str, left: int | Fraction, right: int | Fraction) -> Fraction | None:
-    """`left symbol right` in exact fractions; None only for a division by zero."""
-    left, right = Fraction(left), Fraction(right)
-    if symbol == "/":
-        return None if right == 0 else left / right
-    return {"+": operator.add, "-": operator.sub, "*": operator.mul}[symbol](left, right)
 
 
 # ---------------------------------------------------------------- generator
@@ -131,16 +147,47 @@ def generator_options(metadata: dict) -> dict:
 def parse_instance(text: str) -> tuple[list[int], int]:
     """(numbers, target) of "n1,...,nk,target"; a ValueError saying what is wrong otherwise."""
     parts = [part.strip() for part in text.split(",")]
-    if len(parts) < 3 or not all(part.isdigit() for part in parts):
-        raise ValueError(f"instance {text!r} is not 'n1,n2,...,target': at least two numbers, whole numbers only")
+    if not 3 <= len(parts) <= MAX_NUMBERS_PER_INSTANCE + 1 or not all(part.isdigit() for part in parts):
+        raise ValueError(f"instance {text[:60]!r} is not 'n1,n2,...,target': 2 to {MAX_NUMBERS_PER_INSTANCE} "
+                         "numbers and a target, whole numbers only")
+    too_long = [part for part in parts if len(part) > MAX_NUMBER_DIGITS]
+    if too_long:
+        raise ValueError(f"instance {text[:60]!r} has a number of {len(too_long[0])} digits; "
+                         f"allowed: at most {MAX_NUMBER_DIGITS} (the longest number an answer may hold)")
     values = [int(part) for part in parts]
     if min(values) < 1:
         raise ValueError(f"instance {text!r} has a 0; numbers and target must be positive")
     return values[:-1], values[-1]
 
 
+def is_solvable(numbers: list[int], target: int) -> bool:
+    """Whether some answer exists that `acc` accepts: the target is a given number, or a chain of steps
+    (each on two available numbers, with a positive integer result an answer can write) reaches it."""
+    tried: set[tuple[int, ...]] = set()
+
+    def search(available: tuple[int, ...]) -> bool:
+        if target in available:
+            return True
+        if available in tried:
+            return False
+        tried.add(available)
+        for first, second in combinations(range(len(available)), 2):
+            rest = available[:first] + available[first + 1:second] + available[second + 1:]
+            for left, right in ((available[first], available[second]), (available[second], available[first])):
+                for symbol in OPERATORS:
+                    result = positive_integer_result(symbol, left, right)
+                    writable = result is not None and result < 10**MAX_NUMBER_DIGITS
+                    if writable and search(tuple(sorted((*rest, result)))):
+                        return True
+        return False
+
+    return search(tuple(sorted(numbers)))
+
+
 def read_instance_file(path: str) -> list[dict]:
-    """Docs from a user's CSV or JSONL with an `instance` (or `input`) field; `reference` (or `output`) is optional."""
+    """Docs from a user's CSV or JSONL with an `instance` (or `input`) field; `reference` (or `output`) is optional.
+
+    An instance that no answer can solve would score 0 whatever the model writes: it is refused."""
     docs = []
     for line_number, record in common.read_records(path, "countdown file"):
         instance = common.first_field(record, INSTANCE_FIELDS)
@@ -150,6 +197,9 @@ def read_instance_file(path: str) -> list[dict]:
             numbers, target = parse_instance(instance)
         except ValueError as error:
             raise ValueError(f"countdown file {path}, line {line_number}: {error}") from None
+        if not is_solvable(numbers, target):
+            raise ValueError(f"countdown file {path}, line {line_number}: instance {instance!r} has no solution "
+                             "(no chain of + - * / with positive whole results reaches the target); remove it")
         docs.append(make_doc(numbers, target, common.first_field(record, REFERENCE_FIELDS) or ""))
     return docs
 
@@ -217,12 +267,15 @@ def doc_to_target(doc: dict) -> str:
 
 # Bounds that keep parsing and evaluation small whatever a model writes: no real answer comes near them.
 MAX_ANSWER_CHARS = 200
-MAX_NUMBER_DIGITS = 6
 MAX_NESTING = 10  # parentheses; also bounds the parser's recursion depth
 ANSWER_LINE = re.compile(r"answer is\s*:?[ \t]*([^\n]*)", re.IGNORECASE)
 TOKEN = re.compile(r"\s*(?:(\d+)|([-+*/()=]))")
 # Signs a model may print for the four operations.
 SIGN_SPELLINGS = str.maketrans({"×": "*", "÷": "/", "−": "-", "–": "-"})
+# A remark after the answer: punctuation, whitespace, then a word ("..., which is the target.").
+TRAILING_SENTENCE = re.compile(r"[.,;!]\s+[^\W\d_].*$")
+# Wrappers a model puts around the whole answer: brackets, or our prompt's <steps> placeholder filled in.
+WRAPPERS = (("[", "]"), ("<", ">"))
 
 
 class InvalidAnswer(ValueError):
@@ -334,11 +387,14 @@ def leaves(node: Node) -> list[int]:
 
 
 def extract_answer(response: str) -> str | None:
-    """The text after the last "The answer is:" to the end of its line, without markdown or a final period."""
+    """The answer of the last "answer is" line, without a trailing sentence, markdown, final period or wrapper."""
     matches = ANSWER_LINE.findall(response)
     if not matches:
         return None
-    answer = matches[-1].strip().strip("*`$ ").rstrip(".").strip()
+    answer = TRAILING_SENTENCE.sub("", matches[-1]).strip().strip("*`$ ").rstrip(".").strip()
+    for opening, closing in WRAPPERS:
+        if answer.startswith(opening) and answer.endswith(closing):
+            answer = answer[1:-1].strip()
     return answer if 0 < len(answer) <= MAX_ANSWER_CHARS else None
 
 
@@ -388,21 +444,92 @@ def is_correct(answer: str, numbers: list[int], target: int) -> bool:
     return value == target
 
 
-def last_step_reaches_target(answer: str, target: int) -> bool:
-    """The paper's lenient rule: the left side of the last step evaluates to `target`, whatever numbers it uses."""
-    try:
-        expression, _ = split_step(answer.split(",")[-1])
-        return evaluate(parse_side(expression), exact_result) == target
-    except InvalidAnswer:
+# ---------------------------------------------------------------- the paper's checker (acc_paper_rule)
+
+PAPER_TOLERANCE = 1e-3
+# Rule 3: the answer text after the first "The answer is" (or, second, the Chinese "答案" forms), up to a
+# newline or a period, and the characters a formula may hold.
+PAPER_ANSWER_LINE = re.compile(r"[Tt]he answer is[:\s]*([^\n.]*)")
+PAPER_CHINESE_ANSWER_LINE = re.compile(r"答案[是为]?[:：\s]*([^\n.]*)")
+PAPER_FORMULA_CHARACTERS = r"0-9+\-*/×÷=,;，；\s"
+PAPER_NOT_FORMULA = re.compile(f"[^{PAPER_FORMULA_CHARACTERS}]")
+PAPER_FORMULA_RUN = re.compile(f"[{PAPER_FORMULA_CHARACTERS}]+")
+PAPER_STEP_SEPARATORS = re.compile(r"[,;，；]")
+# Rule 4: the first "a op b" in a piece, with an optional "= c". A match starts only where a run of digits
+# starts (the same first match, found in linear time in a long run of digits).
+PAPER_STEP = re.compile(r"(?<!\d)(\d+)\s*([-+*/×÷])\s*(\d+)(?:\s*=\s*(\d+))?")
+PAPER_OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "×": operator.mul,
+                    "/": operator.truediv, "÷": operator.truediv}
+
+
+class PaperDivisionByZero(ValueError):
+    """Rule 4: a division by zero anywhere in the formula makes the whole answer wrong."""
+
+
+def paper_formula(response: str) -> str | None:
+    """Rule 3: the formula text of the answer line (English pattern, then Chinese), else the longest
+    run of formula characters anywhere in the response; None when there is none."""
+    formula = ""
+    english = PAPER_ANSWER_LINE.search(response)
+    if english:
+        formula = PAPER_NOT_FORMULA.sub("", english.group(1))
+    if not re.search(r"[=,;，；]", formula):
+        chinese = PAPER_CHINESE_ANSWER_LINE.search(response)
+        if chinese:
+            formula = PAPER_NOT_FORMULA.sub("", chinese.group(1))
+    if formula.strip():
+        return formula
+    runs = PAPER_FORMULA_RUN.findall(response)
+    return max(runs, key=len) if runs else None
+
+
+def paper_step_result(piece: str, running: float | None) -> float | None:
+    """Rule 4 for one piece: the new running result (unchanged when the piece has no step or a false one)."""
+    match = PAPER_STEP.search(piece)
+    if match is None:
+        return running
+    left, symbol, right, stated = match.groups()
+    if symbol in "/÷" and float(right) == 0:
+        raise PaperDivisionByZero(piece)
+    # Floats, as the 0.001 tolerance implies; a huge number becomes inf and compares unequal, never raises.
+    value = PAPER_OPERATIONS[symbol](float(left), float(right))
+    if stated is None:
+        return value
+    return float(stated) if abs(float(stated) - value) <= PAPER_TOLERANCE else running
+
+
+def paper_rule_is_correct(response: str, reference: str, target: int) -> bool:
+    """The paper's checker, rule by rule (`acc_paper_rule`):
+
+    1. an empty response or reference is wrong;
+    2. with all whitespace removed from both, the reference anywhere in the response is right;
+    3. the formula is `paper_formula(response)`; none is wrong;
+    4. each piece of the formula between `,` or `;` (ASCII or full-width) updates the running result by
+       its first step `a op b [= c]`: a division by zero makes the answer wrong, a step whose stated c
+       is off by more than 0.001 is skipped, else the running result becomes c (or a op b);
+    5. right iff a running result exists and equals the target within 0.001. Which numbers were used,
+       and how often, is never checked.
+    """
+    if not response or not reference:
         return False
+    if re.sub(r"\s", "", reference) in re.sub(r"\s", "", response):
+        return True
+    formula = paper_formula(response)
+    if formula is None:
+        return False
+    running = None
+    try:
+        for piece in PAPER_STEP_SEPARATORS.split(formula):
+            running = paper_step_result(piece, running)
+    except PaperDivisionByZero:
+        return False
+    return running is not None and abs(running - target) <= PAPER_TOLERANCE
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, int]:
     """lm-eval hook: `results` holds the one generation for `doc`."""
     answer = extract_answer(results[0])
-    if answer is None:
-        return {"acc": 0, "acc_last_step_equals_target": 0}
     return {
-        "acc": int(is_correct(answer, doc["numbers"], doc["target"])),
-        "acc_last_step_equals_target": int(last_step_reaches_target(answer, doc["target"])),
+        "acc": int(answer is not None and is_correct(answer, doc["numbers"], doc["target"])),
+        "acc_paper_rule": int(paper_rule_is_correct(results[0], doc["reference"], doc["target"])),
     }

@@ -1,12 +1,23 @@
 """The code executor against hostile programs: each is contained and reported, none harms the machine.
 
-Every program here is bounded by its own construction too (a fork bomb of at most 64 processes, a
-memory bomb refused up front), so a broken sandbox fails the test instead of taking the machine down.
+Every program runs through bubblewrap, the default sandbox. Every program here is bounded by its own
+construction too (a fork bomb of at most 64 processes, a memory bomb refused up front, a disk bomb of at
+most 256 MiB), so a broken sandbox fails the test instead of taking the machine down. The attacks at the
+end are written to get past the in-process guard (they escape it when run with
+MDM_INFOGAIN_UNSAFE_SANDBOX=1); each asserts the effects that must not happen: no file outside the run
+directory, no signal to a process outside the sandbox, no secret of the evaluator in the output, no
+process of the run left afterwards.
 """
 
 import os
+import secrets
+import signal
 import socket
+import stat
 import subprocess
+import sys
+import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +28,34 @@ from lm_eval_infogain.tasks.sandbox import OUTPUT_TAIL_CHARS, Limits, Status, ru
 # Programs run under AMPLE end by another limit long before its clock: the time is slack for a loaded
 # machine, where starting Python alone can take more than a second.
 AMPLE = Limits(seconds=20)
+# A program that must first start a child before it loops until its time limit.
+AMPLE_START = 5
 RUNNING_AS_ROOT = os.getuid() == 0
+REPO = Path(__file__).resolve().parents[1]
+# A process that stays alive by exec: it reports through an inherited pipe, then sleeps; the token in
+# its arguments lets the test find it among the host's processes.
+SLEEPER = "import os, sys, time; os.write(int(sys.argv[1]), b'x'); time.sleep(600)"
+
+
+def start_sleeper(token: str, detach: bool = False) -> str:
+    """Program text: fork a child that (after setsid, if `detach`) execs SLEEPER with an empty environment."""
+    return ("import os, sys\nread_end, write_end = os.pipe()\nos.set_inheritable(write_end, True)\n"
+            "if os.fork() == 0:\n"
+            + ("    os.setsid()\n" if detach else "")
+            + f"    os.execve(sys.executable, [sys.executable, '-I', '-S', '-c', {SLEEPER!r}, str(write_end), {token!r}], {{}})\n"
+            "os.read(read_end, 1)\nprint('sleeper running', flush=True)\n")
+
+
+def processes_carrying(token: str) -> list[int]:
+    """Host processes (not zombies) with `token` in their command line."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if token.encode() in cmdline.read_bytes() and is_running(int(cmdline.parent.name)):
+                pids.append(int(cmdline.parent.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return pids
 
 
 def is_running(pid: int) -> bool:
@@ -27,10 +65,6 @@ def is_running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")
-
-
-def printed_pids(output: str) -> list[int]:
-    return [int(line.split("=")[1]) for line in output.splitlines() if line.startswith("pid=")]
 
 
 def test_a_correct_program_passes_and_a_wrong_one_fails_with_its_exception():
@@ -46,26 +80,24 @@ def test_exiting_before_the_tests_run_is_a_failure():
     assert execution.status is Status.FAILED and "before the end of the program" in execution.reason
 
 
-def test_infinite_loop_times_out_and_its_whole_process_group_dies():
-    program = ("import os, time\n"
-               "if os.fork() == 0:\n    print(f'pid={os.getpid()}', flush=True)\n    time.sleep(600)\n"
-               "print(f'pid={os.getpid()}', flush=True)\nwhile True:\n    pass\n")
+def test_infinite_loop_times_out_and_every_process_of_the_run_dies():
+    token = secrets.token_hex(8)
+    program = start_sleeper(token) + "while True:\n    pass\n"
     start = time.monotonic()
-    execution = run_program(program, Limits(seconds=1.5, processes=1))
-    assert time.monotonic() - start < 15
+    execution = run_program(program, Limits(seconds=AMPLE_START, processes=1))
+    assert time.monotonic() - start < AMPLE_START + 15
     assert execution.status is Status.TIMED_OUT and "time limit" in execution.reason
-    pids = printed_pids(execution.output)
-    assert len(pids) == 2 and not any(map(is_running, pids))
+    assert "sleeper running" in execution.output
+    assert processes_carrying(token) == []
 
 
-def test_a_process_that_left_the_group_is_killed_too():
-    program = ("import os, time\nread_end, write_end = os.pipe()\nchild = os.fork()\n"
-               "if child == 0:\n    os.setsid()\n    os.write(write_end, b'x')\n    time.sleep(600)\n"
-               "os.read(read_end, 1)\nprint(f'pid={child}', flush=True)\n")
-    execution = run_program(program, Limits(seconds=AMPLE.seconds, processes=1))
-    assert execution.status is Status.PASSED
-    [pid] = printed_pids(execution.output)
-    assert not is_running(pid)
+def test_a_child_that_left_the_session_with_an_empty_environment_dies_with_the_run():
+    """setsid, then execve with no environment: neither a group kill nor an environment marker finds it."""
+    token = secrets.token_hex(8)
+    execution = run_program(start_sleeper(token, detach=True), Limits(seconds=AMPLE.seconds, processes=1))
+    assert execution.status is Status.PASSED, execution.output
+    assert "sleeper running" in execution.output
+    assert processes_carrying(token) == []
 
 
 def test_fork_bomb_is_refused_at_the_first_fork():
@@ -76,17 +108,19 @@ def test_fork_bomb_is_refused_at_the_first_fork():
 
 
 def test_fork_bomb_allowed_to_fork_is_capped_and_leaves_nothing_behind():
-    """Six doublings (64 processes, all sleeping): RLIMIT_NPROC caps them unless we are root, then the kill does."""
-    program = ("import os, time\nfor _ in range(6):\n    os.fork()\n"
-               "print(f'pid={os.getpid()}', flush=True)\ntime.sleep(600)\n")
+    """Six doublings (64 processes, all sleeping): RLIMIT_NPROC caps them unless we are root, then the end
+    of the run's PID namespace kills them."""
+    token = secrets.token_hex(8)
+    program = ("import os, sys\nfor _ in range(6):\n    os.fork()\nprint('forked', flush=True)\n"
+               f"os.execv(sys.executable, [sys.executable, '-I', '-S', '-c', 'import time; time.sleep(600)', {token!r}])\n")
     start = time.monotonic()
     execution = run_program(program, Limits(seconds=2, processes=4))
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 30
     assert execution.status is not Status.PASSED
-    pids = printed_pids(execution.output)
-    assert pids and not any(map(is_running, pids))
+    forked = execution.output.count("forked")
+    assert forked >= 1 and processes_carrying(token) == []
     if not RUNNING_AS_ROOT:  # the kernel does not apply RLIMIT_NPROC to root
-        assert len(pids) < 64
+        assert forked < 64
 
 
 @pytest.mark.parametrize(
@@ -172,7 +206,10 @@ def test_writes_outside_the_run_directory_are_refused(tmp_path):
     assert kept_file.read_text() == "precious"
 
 
-def test_home_and_tmpdir_are_the_run_directory_which_is_removed_afterwards():
+def test_home_and_tmpdir_are_the_run_directory_of_which_nothing_is_left(tmp_path, monkeypatch):
+    host_temp = tmp_path / "host_temp"
+    host_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(host_temp))  # where run_program makes its mount point
     program = ("import os, pathlib, tempfile\n"
                "cwd = os.getcwd()\nassert os.environ['HOME'] == os.environ['TMPDIR'] == cwd\n"
                "assert tempfile.gettempdir() == cwd and str(pathlib.Path.home()) == cwd\n"
@@ -181,8 +218,8 @@ def test_home_and_tmpdir_are_the_run_directory_which_is_removed_afterwards():
                "print(f'cwd={cwd}')\n")
     execution = run_program(program)
     assert execution.status is Status.PASSED, execution.reason
-    directory = Path(execution.output.split("cwd=")[1].strip())
-    assert directory.name.startswith("lm_eval_infogain_sandbox_") and not directory.exists()
+    assert execution.output.strip() == "cwd=/sandbox"
+    assert list(host_temp.iterdir()) == []
 
 
 def test_reads_outside_are_refused_while_imports_work(tmp_path):

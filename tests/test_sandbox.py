@@ -252,3 +252,210 @@ def test_resource_limits_cannot_be_raised_by_the_program():
     program = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)"
     execution = run_program(program, AMPLE)
     assert execution.status is Status.FAILED and "refuses resource.setrlimit" in execution.reason
+
+
+def test_programs_solutions_rely_on_keep_working():
+    """The standard library HumanEval and MBPP solutions import, deep recursion, printing, own files."""
+    program = ("import bisect, collections, copy, datetime, decimal, fractions, functools, hashlib, heapq\n"
+               "import itertools, json, math, operator, random, re, statistics, string, sys, typing\n"
+               "sys.setrecursionlimit(10_000)\n"
+               "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
+               "assert depth(5_000) == 5_000\n"
+               "assert 'import bisect' in open('program.py').read()\n"
+               "open('notes.txt', 'w').write('kept')\nassert open('notes.txt').read() == 'kept'\n"
+               "print(heapq.nsmallest(2, [5, 1, 4]), math.comb(5, 2), re.sub('a', 'b', 'aa'))\n")
+    execution = run_program(program, AMPLE)
+    assert execution.status is Status.PASSED, execution.output
+    assert execution.output.strip() == "[1, 4] 10 bb"
+
+
+# ---------------------------------------------------------------- attacks written to escape the guard
+
+
+# What an escaped program would do; each step reports and goes on. Run after a bypass of the guard.
+PAYLOAD = """
+import os, signal, socket
+def attempt(name, action):
+    try:
+        print(name, 'done', repr(action())[-1500:], flush=True)
+    except Exception as error:
+        print(name, 'failed:', type(error).__name__, flush=True)
+attempt('write', lambda: open(os.path.join(OUTSIDE, 'written'), 'w').write('escaped'))
+attempt('shell', lambda: os.system(f'touch {OUTSIDE}/by-shell'))
+attempt('kill', lambda: os.kill(BYSTANDER, signal.SIGKILL))
+attempt('signal evaluator', lambda: os.kill(EVALUATOR, signal.SIGUSR1))
+attempt('connect', lambda: socket.create_connection(('127.0.0.1', PORT), timeout=2))
+attempt('environ of a process holding a secret', lambda: open(f'/proc/{BYSTANDER}/environ', 'rb').read())
+attempt('environ of the evaluator', lambda: open(f'/proc/{EVALUATOR}/environ', 'rb').read())
+"""
+CLOSURE_OF = "[function for function in gc.get_objects() if getattr(function, '__name__', None) == {name!r} and getattr(function, '__closure__', None)]"
+BYPASSES = {
+    "rewritten builtins.any": "import builtins\nbuiltins.any = lambda iterable: True\n",
+    "rewritten os.path.realpath": "import os.path\nos.path.realpath = lambda path, **options: os.getcwd()\n",
+    "hook's __code__ replaced": (
+        "import gc\n"
+        f"for hook in {CLOSURE_OF.format(name='hook')}:\n"
+        "    names = hook.__code__.co_freevars\n"
+        "    source = 'def outer():\\n' + ''.join(f'    {name} = None\\n' for name in names)\n"
+        "    source += '    def hook(event, args):\\n        ' + ', '.join(names) + '\\n    return hook\\n'\n"
+        "    scope = {}\n    exec(source, scope)\n    hook.__code__ = scope['outer']().__code__\n"
+    ),
+    "hook's closure cells rewritten": (
+        "import gc\n"
+        "values = {'own_roots': ('',), 'read_roots': ('',), 'may_start_processes': True}  # '' + '/' prefixes all\n"
+        f"for function in {CLOSURE_OF.format(name='hook')} + {CLOSURE_OF.format(name='check_path')} "
+        f"+ {CLOSURE_OF.format(name='check_open')}:\n"
+        "    for name, cell in zip(function.__code__.co_freevars, function.__closure__):\n"
+        "        if name in values:\n            cell.cell_contents = values[name]\n"
+        "        if name == 'own_pid':\n            cell.cell_contents = EVALUATOR\n"
+    ),
+    "guard's globals rewritten through frames": (
+        "import sys\nframe = sys._getframe()\n"
+        "while frame is not None:\n"
+        "    if 'make_hook' in frame.f_globals:\n"
+        "        frame.f_globals.update(is_under=lambda path, roots: True, PROCESS_EVENTS=frozenset(),\n"
+        "                               SIGNAL_EVENTS=frozenset(), PROCESS_MODULES=frozenset())\n"
+        "    frame = frame.f_back\n"
+    ),
+    "sub-interpreter without the hook": (
+        "import _xxsubinterpreters as interpreters\n"
+        "interpreters.run_string(interpreters.create(), PRELUDE + PAYLOAD)\n"
+    ),
+}
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A directory of the host where an escaped program would leave its marks."""
+    directory = tmp_path / "outside"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def bystander():
+    """A process of the evaluating user, outside the sandbox, holding a secret in its environment."""
+    secret = f"hunter2-{secrets.token_hex(8)}"
+    process = subprocess.Popen(["/usr/bin/sleep", "600"], env={"SANDBOX_TEST_SECRET": secret})
+    process.secret = secret
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def evaluator_signals():
+    """The SIGUSR1s this process (the evaluator) receives while the test runs."""
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: received.append(number))
+    yield received
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def evaluator_environment() -> list[str]:
+    """This process's environment as /proc shows it, less what the sandbox gives every program."""
+    given = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}
+    entries = Path(f"/proc/{os.getpid()}/environ").read_bytes().decode(errors="replace").split("\0")
+    return [entry for entry in entries if "=" in entry and entry not in given]
+
+
+def assert_contained(execution, outside, bystander, evaluator_signals, listener=None) -> None:
+    assert list(outside.iterdir()) == [], execution.output
+    assert bystander.poll() is None, execution.output
+    assert evaluator_signals == [], execution.output
+    assert bystander.secret not in execution.output
+    leaked = [entry for entry in evaluator_environment() if entry in execution.output]
+    assert leaked == [], execution.output
+    if listener is not None:
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+@pytest.mark.parametrize("bypass", BYPASSES.values(), ids=BYPASSES.keys())
+def test_a_program_that_disarms_the_guard_is_still_contained(bypass, outside, bystander, evaluator_signals, listener):
+    prelude = (f"OUTSIDE = {str(outside)!r}\nBYSTANDER = {bystander.pid}\nEVALUATOR = {os.getpid()}\n"
+               f"PORT = {listener.getsockname()[1]}\n")
+    program = prelude + f"PRELUDE = {prelude!r}\nPAYLOAD = {PAYLOAD!r}\n" + bypass + PAYLOAD
+    execution = run_program(program, AMPLE)
+    assert "environ of the evaluator" in execution.output, execution.output  # the payload ran to its end
+    assert_contained(execution, outside, bystander, evaluator_signals, listener)
+
+
+def test_calls_that_raise_no_audit_event_are_contained(outside, bystander, evaluator_signals):
+    """os.mkfifo, os.mknod and signal.pidfd_send_signal pass an audit hook unseen."""
+    program = (f"import os, signal\nos.mkfifo({str(outside / 'fifo')!r})\nos.mknod({str(outside / 'node')!r})\n"
+               f"signal.pidfd_send_signal(os.pidfd_open({bystander.pid}), signal.SIGKILL)\n"
+               f"signal.pidfd_send_signal(os.pidfd_open({os.getpid()}), signal.SIGUSR1)\n")
+    execution = run_program(program, AMPLE)
+    assert execution.status is Status.FAILED
+    assert_contained(execution, outside, bystander, evaluator_signals)
+
+
+@pytest.fixture
+def installed_file():
+    """A file of the Python installation (site-packages), which programs may read, removed afterwards."""
+    path = Path(sysconfig.get_paths()["purelib"]) / f"lm_eval_infogain_sandbox_probe_{secrets.token_hex(4)}.txt"
+    path.write_text("installed")
+    path.chmod(0o644)
+    yield path
+    path.unlink()
+
+
+def test_a_read_only_descriptor_cannot_change_an_installed_file(installed_file):
+    before = installed_file.stat()
+    program = (f"import os\ndescriptor = os.open({str(installed_file)!r}, os.O_RDONLY)\n"
+               "for change in (lambda: os.fchmod(descriptor, 0o777), lambda: os.utime(descriptor, (0, 0))):\n"
+               "    try:\n        change()\n    except OSError as error:\n        print(error)\n")
+    run_program(program, AMPLE)
+    after = installed_file.stat()
+    assert stat.S_IMODE(after.st_mode) == 0o644 and after.st_mtime_ns == before.st_mtime_ns
+
+
+def test_a_symlink_race_between_threads_writes_nothing_outside(outside):
+    """a/link points inside, b/link outside; one thread swaps a and b (plain directories, which a path
+    check allows) over and over while the other writes through a/link, checked while it pointed inside."""
+    program = ("import os, sys, threading, time\nsys.setswitchinterval(1e-6)\nos.mkdir('a')\nos.mkdir('b')\n"
+               f"os.symlink(os.path.abspath('inside.txt'), 'a/link')\nos.symlink({str(outside / 'raced')!r}, 'b/link')\n"
+               "stop = time.monotonic() + 2\n"
+               "def swap():\n    while time.monotonic() < stop:\n"
+               "        os.rename('a', 'c')\n        os.rename('b', 'a')\n        os.rename('c', 'b')\n"
+               "threading.Thread(target=swap).start()\n"
+               "while time.monotonic() < stop:\n"
+               "    try:\n        open('a/link', 'w').write('escaped')\n    except OSError:\n        pass\n")
+    run_program(program, AMPLE)
+    assert list(outside.iterdir()) == []
+
+
+def test_the_host_filesystem_is_out_of_sight(outside):
+    allowed = {"sandbox", "sandbox_guard.py", "proc", "dev", "usr", "bin", "lib", "lib32", "lib64", "libx32"}
+    allowed |= {Path(prefix).parts[1] for prefix in (sys.prefix, sys.base_prefix, os.path.realpath(sys.executable))}
+    program = ("import os\nprint('top:', ' '.join(sorted(os.listdir('/'))))\n"
+               f"for path in ({str(REPO)!r}, {str(outside)!r}, '/home', '/etc', os.path.expanduser('~root/.ssh')):\n"
+               "    try:\n        os.stat(path)\n        print('visible:', path)\n    except OSError:\n        pass\n")
+    execution = run_program(program, AMPLE)
+    assert execution.status is Status.PASSED, execution.output
+    top = execution.output.split("top:")[1].splitlines()[0].split()
+    assert set(top) <= allowed and "visible:" not in execution.output, execution.output
+
+
+def test_a_program_cannot_raise_its_priority():
+    execution = run_program("import os\nos.nice(-10)", AMPLE)
+    assert execution.status is Status.FAILED and "PermissionError" in execution.reason
+
+
+def test_the_run_directory_is_capped_in_size():
+    """Files of 512 KiB (under the per-file cap) until the disk cap stops them, or 256 MiB."""
+    program = ("total = 0\ntry:\n    for number in range(512):\n"
+               "        with open(f'block{number}', 'wb') as block:\n            block.write(bytes(512 << 10))\n"
+               "        total += 512 << 10\nfinally:\n    print('written', total, flush=True)\n")
+    execution = run_program(program, AMPLE)
+    written = int(execution.output.split("written")[1].split()[0])
+    assert written <= Limits().disk_bytes and "No space left on device" in execution.output
+
+
+def test_the_run_directory_is_capped_in_files():
+    program = ("count = 0\ntry:\n    for number in range(20_000):\n        open(f'f{number}', 'w').close()\n"
+               "        count += 1\nfinally:\n    print('created', count, flush=True)\n")
+    execution = run_program(program, AMPLE)
+    created = int(execution.output.split("created")[1].split()[0])
+    assert created < Limits().files and "No space left on device" in execution.output

@@ -12,7 +12,7 @@ from lm_eval.api.task import ConfigurableTask
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
 
-from lm_eval_infogain.tasks import code_metrics, offline
+from lm_eval_infogain.tasks import code_metrics, offline, sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -124,6 +124,27 @@ def test_local_task_keeps_every_builtin_setting_it_does_not_replace(tasks, name)
 def test_code_tasks_are_marked_unsafe_and_never_import_the_hub_metric(tasks, name):
     assert tasks[name].UNSAFE_CODE
     assert "lm_eval.tasks.humaneval.utils" not in sys.modules and "lm_eval.tasks.mbpp.utils" not in sys.modules
+
+
+@pytest.mark.parametrize("name", ["humaneval_local", "mbpp_local"])
+def test_code_tasks_record_their_sandbox(tasks, name):
+    assert tasks[name].config.metadata["sandbox"] == "bubblewrap"
+
+
+def test_a_code_task_without_bwrap_stops_when_built_naming_bubblewrap(monkeypatch, tmp_path):
+    monkeypatch.delenv("MDM_INFOGAIN_UNSAFE_SANDBOX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(sandbox.SandboxUnavailable, match="inside bubblewrap, but bwrap is not on PATH"):
+        load_tasks(["humaneval_local"], METADATA)
+
+
+def test_a_code_task_with_the_unsafe_opt_in_records_the_guard(monkeypatch, tmp_path):
+    monkeypatch.setenv("MDM_INFOGAIN_UNSAFE_SANDBOX", "1")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    task = load_tasks(["mbpp_local"], METADATA)["mbpp_local"]
+    assert task.config.metadata["sandbox"] == "in-process guard only (unsafe)"
+    doc = docs(task)[0]
+    assert task.process_results(doc, [doc["code"]]) == {"pass_at_1": 1.0}
 
 
 def test_mbpp_few_shot_examples_are_lm_evals():
@@ -294,6 +315,8 @@ def test_stock_cli_runs_every_local_task(tmp_path):
         assert metrics <= results["results"][name].keys(), (name, results["results"][name])
         samples = next((tmp_path / "out").rglob(f"samples_{name}_*.jsonl")).read_text().splitlines()
         assert {json.loads(sample)["doc_id"] for sample in samples} == {0, 1}
+    for name in ("humaneval_local", "mbpp_local"):
+        assert results["configs"][name]["metadata"]["sandbox"] == "bubblewrap"
 
 
 def test_stock_cli_refuses_code_tasks_without_confirm_run_unsafe_code(tmp_path):

@@ -23,7 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_infogain.tasks.sandbox import OUTPUT_TAIL_CHARS, Limits, Status, run_program
+from lm_eval_infogain.tasks.sandbox import (
+    OUTPUT_TAIL_CHARS,
+    UNSAFE_VARIABLE,
+    Limits,
+    Sandbox,
+    SandboxUnavailable,
+    Status,
+    require_sandbox,
+    run_program,
+)
 
 # Programs run under AMPLE end by another limit long before its clock: the time is slack for a loaded
 # machine, where starting Python alone can take more than a second.
@@ -426,6 +435,14 @@ def test_a_symlink_race_between_threads_writes_nothing_outside(outside):
     assert list(outside.iterdir()) == []
 
 
+def test_a_program_cannot_make_the_read_only_installation_writable(installed_file):
+    """Root inside a user namespace, with its capabilities, could remount a read-only bind writable."""
+    program = (f"import os\nos.system('mount -o remount,bind,rw {sys.prefix}; mount -o remount,rw {sys.prefix}; "
+               f"chmod 777 {installed_file}')\n")
+    run_program(program, Limits(seconds=AMPLE.seconds, processes=4))
+    assert stat.S_IMODE(installed_file.stat().st_mode) == 0o644
+
+
 def test_the_host_filesystem_is_out_of_sight(outside):
     allowed = {"sandbox", "sandbox_guard.py", "proc", "dev", "usr", "bin", "lib", "lib32", "lib64", "libx32"}
     allowed |= {Path(prefix).parts[1] for prefix in (sys.prefix, sys.base_prefix, os.path.realpath(sys.executable))}
@@ -459,3 +476,47 @@ def test_the_run_directory_is_capped_in_files():
     execution = run_program(program, AMPLE)
     created = int(execution.output.split("created")[1].split()[0])
     assert created < Limits().files and "No space left on device" in execution.output
+
+
+# ---------------------------------------------------------------- choosing the sandbox
+
+
+def test_bubblewrap_is_the_default_and_runs_here(monkeypatch):
+    monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
+    assert require_sandbox() is Sandbox.BUBBLEWRAP
+
+
+def test_without_bwrap_on_path_the_sandbox_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SandboxUnavailable) as refusal:
+        require_sandbox()
+    message = str(refusal.value)
+    assert "\n" not in message and "bubblewrap" in message and "apt-get install -y bubblewrap" in message
+    assert f"{UNSAFE_VARIABLE}=1" in message
+
+
+def test_a_bwrap_that_cannot_create_namespaces_is_refused_with_its_reason(monkeypatch, tmp_path):
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(SandboxUnavailable, match="bubblewrap cannot run a program here .bwrap: No permissions"):
+        require_sandbox()
+
+
+def test_the_unsafe_opt_in_uses_the_guard_alone_and_warns(monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv(UNSAFE_VARIABLE, "1")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap needed
+    assert require_sandbox() is Sandbox.GUARD_ONLY
+    assert "WITHOUT a kernel boundary" in caplog.text
+    execution = run_program("import os\nprint(os.getcwd())")
+    assert execution.status is Status.PASSED and execution.output.strip() != "/sandbox"
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "2"])
+def test_the_unsafe_opt_in_accepts_only_1(monkeypatch, value):
+    monkeypatch.setenv(UNSAFE_VARIABLE, value)
+    with pytest.raises(ValueError, match=f"{UNSAFE_VARIABLE}='{value}' is invalid; allowed: 1"):
+        run_program("pass")

@@ -286,6 +286,28 @@ def test_mbpp_pass_at_1_is_1_for_reference_code_and_0_for_wrong_code(tasks):
         assert scores(task, doc, "def broken(:\n") == {"pass_at_1,none": 0.0}
 
 
+@pytest.mark.parametrize("name", ["humaneval_local", "mbpp_local"])
+def test_code_tasks_run_their_programs_ahead_with_the_same_scores(tasks, name, monkeypatch):
+    """After apply_filters, process_results answers from the programs run side by side, running none."""
+    task = tasks[name]
+    right = {"humaneval_local": "canonical_solution", "mbpp_local": "code"}[name]
+    responses = [(doc, doc[right]) for doc in docs(task)]
+    responses += [(doc, "def broken(:\n") for doc in docs(task)]
+    instances = []
+    for index, (doc, response) in enumerate(responses):
+        instance = Instance("generate_until", doc, ("", {}), 0, metadata=(name, index, 1))
+        instance.resps = [response]
+        instances.append(instance)
+    monkeypatch.setattr(task, "_instances", instances, raising=False)
+    task.apply_filters()
+    assert len(code_metrics.outcomes_run_ahead) == len(responses)
+    monkeypatch.setattr(code_metrics, "program_passes", lambda source: pytest.fail("ran a program again"))
+    expected = [1.0] * len(docs(task)) + [0.0] * len(docs(task))
+    scored = [task.process_results(instance.doc, [next(iter(instance.filtered_resps.values()))])
+              for instance in instances]
+    assert [next(iter(score.values())) for score in scored] == expected
+
+
 def test_pass_at_k_estimator_over_several_samples():
     assert code_metrics.estimate_pass_at_k(num_samples=4, num_correct=1, k=1) == 0.25
     assert code_metrics.estimate_pass_at_k(num_samples=4, num_correct=1, k=2) == 0.5

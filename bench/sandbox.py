@@ -28,8 +28,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 def fixture_programs() -> list[str]:
     humaneval = [json.loads(line) for line in (FIXTURES / "humaneval_test.jsonl").read_text().splitlines()]
     mbpp = [json.loads(line) for line in (FIXTURES / "mbpp_test.jsonl").read_text().splitlines()]
-    return ([code_metrics.program(doc["prompt"] + doc["canonical_solution"], f"{doc['test']}\ncheck({doc['entry_point']})")
-             for doc in humaneval]
+    return ([code_metrics.program(doc["prompt"] + doc["canonical_solution"],
+                                  f"{doc['test']}\ncheck({doc['entry_point']})") for doc in humaneval]
             + [code_metrics.program(doc["code"], "\n".join(doc["test_list"])) for doc in mbpp])
 
 

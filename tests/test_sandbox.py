@@ -51,7 +51,8 @@ def start_sleeper(token: str, detach: bool = False) -> str:
     return ("import os, sys\nread_end, write_end = os.pipe()\nos.set_inheritable(write_end, True)\n"
             "if os.fork() == 0:\n"
             + ("    os.setsid()\n" if detach else "")
-            + f"    os.execve(sys.executable, [sys.executable, '-I', '-S', '-c', {SLEEPER!r}, str(write_end), {token!r}], {{}})\n"
+            + f"    arguments = [sys.executable, '-I', '-S', '-c', {SLEEPER!r}, str(write_end), {token!r}]\n"
+            "    os.execve(sys.executable, arguments, {})\n"
             "os.read(read_end, 1)\nprint('sleeper running', flush=True)\n")
 
 
@@ -121,7 +122,8 @@ def test_fork_bomb_allowed_to_fork_is_capped_and_leaves_nothing_behind():
     of the run's PID namespace kills them."""
     token = secrets.token_hex(8)
     program = ("import os, sys\nfor _ in range(6):\n    os.fork()\nprint('forked', flush=True)\n"
-               f"os.execv(sys.executable, [sys.executable, '-I', '-S', '-c', 'import time; time.sleep(600)', {token!r}])\n")
+               "sleeper = 'import time; time.sleep(600)'\n"
+               f"os.execv(sys.executable, [sys.executable, '-I', '-S', '-c', sleeper, {token!r}])\n")
     start = time.monotonic()
     execution = run_program(program, Limits(seconds=2, processes=4))
     assert time.monotonic() - start < 30
@@ -297,7 +299,8 @@ attempt('connect', lambda: socket.create_connection(('127.0.0.1', PORT), timeout
 attempt('environ of a process holding a secret', lambda: open(f'/proc/{BYSTANDER}/environ', 'rb').read())
 attempt('environ of the evaluator', lambda: open(f'/proc/{EVALUATOR}/environ', 'rb').read())
 """
-CLOSURE_OF = "[function for function in gc.get_objects() if getattr(function, '__name__', None) == {name!r} and getattr(function, '__closure__', None)]"
+CLOSURE_OF = ("[function for function in gc.get_objects() "
+              "if getattr(function, '__name__', None) == {name!r} and getattr(function, '__closure__', None)]")
 BYPASSES = {
     "rewritten builtins.any": "import builtins\nbuiltins.any = lambda iterable: True\n",
     "rewritten os.path.realpath": "import os.path\nos.path.realpath = lambda path, **options: os.getcwd()\n",
@@ -424,7 +427,8 @@ def test_a_symlink_race_between_threads_writes_nothing_outside(outside):
     """a/link points inside, b/link outside; one thread swaps a and b (plain directories, which a path
     check allows) over and over while the other writes through a/link, checked while it pointed inside."""
     program = ("import os, sys, threading, time\nsys.setswitchinterval(1e-6)\nos.mkdir('a')\nos.mkdir('b')\n"
-               f"os.symlink(os.path.abspath('inside.txt'), 'a/link')\nos.symlink({str(outside / 'raced')!r}, 'b/link')\n"
+               "os.symlink(os.path.abspath('inside.txt'), 'a/link')\n"
+               f"os.symlink({str(outside / 'raced')!r}, 'b/link')\n"
                "stop = time.monotonic() + 2\n"
                "def swap():\n    while time.monotonic() < stop:\n"
                "        os.rename('a', 'c')\n        os.rename('b', 'a')\n        os.rename('c', 'b')\n"

@@ -10,9 +10,11 @@ BUBBLEWRAP (the default): the program runs inside bubblewrap (`bwrap`), so the b
 - new user, PID, network, IPC, UTS and mount namespaces (`--unshare-all --unshare-user`): no network
   but an unconnected loopback, no process of the host visible or reachable by a signal, a fresh /proc
   and a minimal /dev; the program runs as uid 65534 with no capabilities, `--new-session` (no terminal
-  injection) and `--die-with-parent`;
-- `--clearenv`, then PATH, HOME and TMPDIR (the run directory) and LANG: nothing of the evaluator's
-  environment;
+  injection) and `--die-with-parent`. Root needs the explicit `--unshare-user --uid`: `bwrap
+  --unshare-all` run by root makes a user namespace too, but keeps uid 0 with every capability in it,
+  enough to remount a read-only bind writable and change the host's files;
+- `--clearenv`, then PATH, HOME and TMPDIR (the run directory) and LANG (bwrap adds PWD): nothing of
+  the evaluator's environment;
 - read-only binds of only the Python installation running the evaluator and the system directories
   (/usr and the /bin, /lib* links or directories), nothing else of the host: not /root, /home, the
   checkout or the evaluator's output;
@@ -188,8 +190,8 @@ def bubblewrap_tools() -> dict[str, str]:
     missing = [tool for tool, path in tools.items() if path is None]
     if missing:
         raise SandboxUnavailable(f"code tasks run generated programs inside bubblewrap, which needs util-linux's "
-                                 f"{' and '.join(missing)}, not on PATH: install util-linux, or set {UNSAFE_VARIABLE}=1 "
-                                 "to run generated code without a kernel boundary (unsafe)")
+                                 f"{' and '.join(missing)}, not on PATH: install util-linux, or set "
+                                 f"{UNSAFE_VARIABLE}=1 to run generated code without a kernel boundary (unsafe)")
     return tools
 
 

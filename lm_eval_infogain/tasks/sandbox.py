@@ -74,6 +74,8 @@ OUTPUT_TAIL_CHARS = 4000
 REASON_CHARS = 300
 # Killing a marked process can race with it forking; a few rounds of the sweep catch the children.
 SWEEP_ROUNDS = 20
+# How long a killed process may take to finish dying on a loaded machine.
+DYING_SECONDS = 10.0
 # Inside bubblewrap: the program's directory, the guard, and the unprivileged user it runs as.
 SANDBOX_DIR = "/sandbox"
 SANDBOX_GUARD = "/sandbox_guard.py"
@@ -240,23 +242,26 @@ def python_installation() -> list[str]:
 
 
 def end_namespace(process: subprocess.Popen, info_read: int) -> None:
-    """Kill bwrap and the first process of the run's PID namespace, which takes every other process of
-    the run with it, and wait until that first process is gone."""
+    """Kill bwrap, which takes the run's PID namespace with it (`--die-with-parent` kills the namespace's
+    first process, and the kernel every other one with it), and wait until that first process is gone.
+    It is waited for, never signalled by its number, which another process may carry by then."""
     kill_group(process.pid)
     process.wait()
     os.set_blocking(info_read, False)
     try:
         info = os.read(info_read, 4096)
     except BlockingIOError:  # bwrap died before it could say
-        info = b""
-    if not info:
         return
     namespace_init = json.loads(info)["child-pid"]
+    if in_a_new_pid_namespace(namespace_init):  # else it is gone and its number already reused
+        wait_until_gone([namespace_init])
+
+
+def in_a_new_pid_namespace(pid: int) -> bool:
     try:
-        os.kill(namespace_init, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    wait_until_gone([namespace_init])
+        return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    except (FileNotFoundError, PermissionError):  # gone (or a zombie), or now another user's process
+        return False
 
 
 # ---------------------------------------------------------------- guard only (unsafe)
@@ -416,7 +421,7 @@ def is_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait_until_gone(pids: list[int], seconds: float = 10.0) -> None:
+def wait_until_gone(pids: list[int], seconds: float = DYING_SECONDS) -> None:
     """Wait for SIGKILLed processes to finish dying: on a loaded machine that takes a moment, and
     nothing of a run may outlive run_program."""
     deadline = time.monotonic() + seconds

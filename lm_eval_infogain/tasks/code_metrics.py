@@ -19,7 +19,8 @@ from lm_eval_infogain.tasks.sandbox import Status, run_program
 
 logger = logging.getLogger(__name__)
 # Programs at once per CPU: a program's start-up waits on the kernel (namespaces, mounts) as much as on
-# the CPU. Two per CPU ran the fixtures' programs 1.6x faster than one per CPU on a 2-CPU machine.
+# the CPU; two per CPU ran the fixtures' programs about 1.5x faster than one per CPU on 2 CPUs. As in
+# code_eval, programs that share the CPUs each take longer against their wall-clock limit.
 PROGRAMS_PER_CPU = 2
 # Program text -> passed, for the programs of the latest run_ahead.
 outcomes_run_ahead: dict[str, bool] = {}

@@ -5,8 +5,8 @@ the program's own directory DIR, in bubblewrap or (unsafe) alone. Before the pro
 evaluator's site-packages on sys.path (without running their .pth files, which -S skips), sets the
 resource limits that SETTINGS_JSON lists (`{"rlimits": {"RLIMIT_AS": bytes, ...}, "processes": n,
 "site_packages": [dir, ...]}`; here rather than in a preexec_fn, which is unsafe in a threaded parent
-such as an evaluator), then installs an audit hook (PEP 578; once
-added, Python code cannot remove it) that refuses, with a PermissionError:
+such as an evaluator), then installs an audit hook (PEP 578; once added, Python code cannot remove it)
+that refuses, with a PermissionError:
 - any socket (every `socket.*` event, which `_socket` raises too);
 - looking up or calling a C function through ctypes (every `ctypes.*` event but `ctypes.dlopen`, which
   importing numpy needs);

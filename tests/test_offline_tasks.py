@@ -12,7 +12,7 @@ from lm_eval.api.task import ConfigurableTask
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
 
-from lm_eval_infogain.tasks import code_metrics, offline
+from lm_eval_infogain.tasks import code_metrics, offline, sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -124,6 +124,27 @@ def test_local_task_keeps_every_builtin_setting_it_does_not_replace(tasks, name)
 def test_code_tasks_are_marked_unsafe_and_never_import_the_hub_metric(tasks, name):
     assert tasks[name].UNSAFE_CODE
     assert "lm_eval.tasks.humaneval.utils" not in sys.modules and "lm_eval.tasks.mbpp.utils" not in sys.modules
+
+
+@pytest.mark.parametrize("name", ["humaneval_local", "mbpp_local"])
+def test_code_tasks_record_their_sandbox(tasks, name):
+    assert tasks[name].config.metadata["sandbox"] == "bubblewrap"
+
+
+def test_a_code_task_without_bwrap_stops_when_built_naming_bubblewrap(monkeypatch, tmp_path):
+    monkeypatch.delenv("MDM_INFOGAIN_UNSAFE_SANDBOX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(sandbox.SandboxUnavailable, match="inside bubblewrap, but bwrap is not on PATH"):
+        load_tasks(["humaneval_local"], METADATA)
+
+
+def test_a_code_task_with_the_unsafe_opt_in_records_the_guard(monkeypatch, tmp_path):
+    monkeypatch.setenv("MDM_INFOGAIN_UNSAFE_SANDBOX", "1")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    task = load_tasks(["mbpp_local"], METADATA)["mbpp_local"]
+    assert task.config.metadata["sandbox"] == "in-process guard only (unsafe)"
+    doc = docs(task)[0]
+    assert task.process_results(doc, [doc["code"]]) == {"pass_at_1": 1.0}
 
 
 def test_mbpp_few_shot_examples_are_lm_evals():
@@ -265,6 +286,28 @@ def test_mbpp_pass_at_1_is_1_for_reference_code_and_0_for_wrong_code(tasks):
         assert scores(task, doc, "def broken(:\n") == {"pass_at_1,none": 0.0}
 
 
+@pytest.mark.parametrize("name", ["humaneval_local", "mbpp_local"])
+def test_code_tasks_run_their_programs_ahead_with_the_same_scores(tasks, name, monkeypatch):
+    """After apply_filters, process_results answers from the programs run side by side, running none."""
+    task = tasks[name]
+    right = {"humaneval_local": "canonical_solution", "mbpp_local": "code"}[name]
+    responses = [(doc, doc[right]) for doc in docs(task)]
+    responses += [(doc, "def broken(:\n") for doc in docs(task)]
+    instances = []
+    for index, (doc, response) in enumerate(responses):
+        instance = Instance("generate_until", doc, ("", {}), 0, metadata=(name, index, 1))
+        instance.resps = [response]
+        instances.append(instance)
+    monkeypatch.setattr(task, "_instances", instances, raising=False)
+    task.apply_filters()
+    assert len(code_metrics.outcomes_run_ahead) == len(responses)
+    monkeypatch.setattr(code_metrics, "program_passes", lambda source: pytest.fail("ran a program again"))
+    expected = [1.0] * len(docs(task)) + [0.0] * len(docs(task))
+    scored = [task.process_results(instance.doc, [next(iter(instance.filtered_resps.values()))])
+              for instance in instances]
+    assert [next(iter(score.values())) for score in scored] == expected
+
+
 def test_pass_at_k_estimator_over_several_samples():
     assert code_metrics.estimate_pass_at_k(num_samples=4, num_correct=1, k=1) == 0.25
     assert code_metrics.estimate_pass_at_k(num_samples=4, num_correct=1, k=2) == 0.5
@@ -294,6 +337,8 @@ def test_stock_cli_runs_every_local_task(tmp_path):
         assert metrics <= results["results"][name].keys(), (name, results["results"][name])
         samples = next((tmp_path / "out").rglob(f"samples_{name}_*.jsonl")).read_text().splitlines()
         assert {json.loads(sample)["doc_id"] for sample in samples} == {0, 1}
+    for name in ("humaneval_local", "mbpp_local"):
+        assert results["configs"][name]["metadata"]["sandbox"] == "bubblewrap"
 
 
 def test_stock_cli_refuses_code_tasks_without_confirm_run_unsafe_code(tmp_path):

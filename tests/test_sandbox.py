@@ -1,23 +1,71 @@
 """The code executor against hostile programs: each is contained and reported, none harms the machine.
 
-Every program here is bounded by its own construction too (a fork bomb of at most 64 processes, a
-memory bomb refused up front), so a broken sandbox fails the test instead of taking the machine down.
+Every program runs through bubblewrap, the default sandbox. Every program here is bounded by its own
+construction too (a fork bomb of at most 64 processes, a memory bomb refused up front, a disk bomb of at
+most 256 MiB), so a broken sandbox fails the test instead of taking the machine down. The attacks at the
+end are written to get past the in-process guard (they escape it when run with
+MDM_INFOGAIN_UNSAFE_SANDBOX=1); each asserts the effects that must not happen: no file outside the run
+directory, no signal to a process outside the sandbox, no secret of the evaluator in the output, no
+process of the run left afterwards.
 """
 
 import os
+import secrets
+import signal
 import socket
+import stat
 import subprocess
+import sys
+import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from lm_eval_infogain.tasks.sandbox import OUTPUT_TAIL_CHARS, Limits, Status, run_program
+from lm_eval_infogain.tasks.sandbox import (
+    OUTPUT_TAIL_CHARS,
+    UNSAFE_VARIABLE,
+    Limits,
+    Sandbox,
+    SandboxUnavailable,
+    Status,
+    require_sandbox,
+    run_program,
+)
 
 # Programs run under AMPLE end by another limit long before its clock: the time is slack for a loaded
 # machine, where starting Python alone can take more than a second.
 AMPLE = Limits(seconds=20)
+# A program that must first start a child before it loops until its time limit.
+AMPLE_START = 5
 RUNNING_AS_ROOT = os.getuid() == 0
+REPO = Path(__file__).resolve().parents[1]
+# A process that stays alive by exec: it reports through an inherited pipe, then sleeps; the token in
+# its arguments lets the test find it among the host's processes.
+SLEEPER = "import os, sys, time; os.write(int(sys.argv[1]), b'x'); time.sleep(600)"
+
+
+def start_sleeper(token: str, detach: bool = False) -> str:
+    """Program text: fork a child that (after setsid, if `detach`) execs SLEEPER with an empty environment."""
+    return ("import os, sys\nread_end, write_end = os.pipe()\nos.set_inheritable(write_end, True)\n"
+            "if os.fork() == 0:\n"
+            + ("    os.setsid()\n" if detach else "")
+            + f"    arguments = [sys.executable, '-I', '-S', '-c', {SLEEPER!r}, str(write_end), {token!r}]\n"
+            "    os.execve(sys.executable, arguments, {})\n"
+            "os.read(read_end, 1)\nprint('sleeper running', flush=True)\n")
+
+
+def processes_carrying(token: str) -> list[int]:
+    """Host processes (not zombies) with `token` in their command line."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if token.encode() in cmdline.read_bytes() and is_running(int(cmdline.parent.name)):
+                pids.append(int(cmdline.parent.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return pids
 
 
 def is_running(pid: int) -> bool:
@@ -29,43 +77,40 @@ def is_running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def printed_pids(output: str) -> list[int]:
-    return [int(line.split("=")[1]) for line in output.splitlines() if line.startswith("pid=")]
-
-
-def test_a_correct_program_passes_and_a_wrong_one_fails_with_its_exception():
-    assert run_program("assert sorted([3, 1, 2]) == [1, 2, 3]").status is Status.PASSED
-    failed = run_program("def f():\n    return 2\nassert f() == 1, 'f is wrong'")
+@pytest.mark.parametrize("sandbox", list(Sandbox))
+def test_a_correct_program_passes_and_a_wrong_one_fails_with_its_exception(sandbox):
+    assert run_program("assert sorted([3, 1, 2]) == [1, 2, 3]", sandbox=sandbox).status is Status.PASSED
+    failed = run_program("def f():\n    return 2\nassert f() == 1, 'f is wrong'", sandbox=sandbox)
     assert failed.status is Status.FAILED and failed.reason == "AssertionError: f is wrong"
-    broken = run_program("def f(:\n    pass")
+    broken = run_program("def f(:\n    pass", sandbox=sandbox)
     assert broken.status is Status.FAILED and broken.reason.startswith("SyntaxError")
 
 
-def test_exiting_before_the_tests_run_is_a_failure():
-    execution = run_program("import sys\nsys.exit(0)\nassert False")
+@pytest.mark.parametrize("sandbox", list(Sandbox))
+def test_exiting_before_the_tests_run_is_a_failure(sandbox):
+    execution = run_program("import sys\nsys.exit(0)\nassert False", sandbox=sandbox)
     assert execution.status is Status.FAILED and "before the end of the program" in execution.reason
 
 
-def test_infinite_loop_times_out_and_its_whole_process_group_dies():
-    program = ("import os, time\n"
-               "if os.fork() == 0:\n    print(f'pid={os.getpid()}', flush=True)\n    time.sleep(600)\n"
-               "print(f'pid={os.getpid()}', flush=True)\nwhile True:\n    pass\n")
+@pytest.mark.parametrize("sandbox", list(Sandbox))
+def test_infinite_loop_times_out_and_every_process_of_the_run_dies(sandbox):
+    token = secrets.token_hex(8)
+    program = start_sleeper(token) + "while True:\n    pass\n"
     start = time.monotonic()
-    execution = run_program(program, Limits(seconds=1.5, processes=1))
-    assert time.monotonic() - start < 15
+    execution = run_program(program, Limits(seconds=AMPLE_START, processes=1), sandbox)
+    assert time.monotonic() - start < AMPLE_START + 15
     assert execution.status is Status.TIMED_OUT and "time limit" in execution.reason
-    pids = printed_pids(execution.output)
-    assert len(pids) == 2 and not any(map(is_running, pids))
+    assert "sleeper running" in execution.output
+    assert processes_carrying(token) == []
 
 
-def test_a_process_that_left_the_group_is_killed_too():
-    program = ("import os, time\nread_end, write_end = os.pipe()\nchild = os.fork()\n"
-               "if child == 0:\n    os.setsid()\n    os.write(write_end, b'x')\n    time.sleep(600)\n"
-               "os.read(read_end, 1)\nprint(f'pid={child}', flush=True)\n")
-    execution = run_program(program, Limits(seconds=AMPLE.seconds, processes=1))
-    assert execution.status is Status.PASSED
-    [pid] = printed_pids(execution.output)
-    assert not is_running(pid)
+def test_a_child_that_left_the_session_with_an_empty_environment_dies_with_the_run():
+    """setsid, then execve with no environment: neither a group kill nor an environment marker finds it."""
+    token = secrets.token_hex(8)
+    execution = run_program(start_sleeper(token, detach=True), Limits(seconds=AMPLE.seconds, processes=1))
+    assert execution.status is Status.PASSED, execution.output
+    assert "sleeper running" in execution.output
+    assert processes_carrying(token) == []
 
 
 def test_fork_bomb_is_refused_at_the_first_fork():
@@ -76,17 +121,20 @@ def test_fork_bomb_is_refused_at_the_first_fork():
 
 
 def test_fork_bomb_allowed_to_fork_is_capped_and_leaves_nothing_behind():
-    """Six doublings (64 processes, all sleeping): RLIMIT_NPROC caps them unless we are root, then the kill does."""
-    program = ("import os, time\nfor _ in range(6):\n    os.fork()\n"
-               "print(f'pid={os.getpid()}', flush=True)\ntime.sleep(600)\n")
+    """Six doublings (64 processes, all sleeping): RLIMIT_NPROC caps them unless we are root, then the end
+    of the run's PID namespace kills them."""
+    token = secrets.token_hex(8)
+    program = ("import os, sys\nfor _ in range(6):\n    os.fork()\nprint('forked', flush=True)\n"
+               "sleeper = 'import time; time.sleep(600)'\n"
+               f"os.execv(sys.executable, [sys.executable, '-I', '-S', '-c', sleeper, {token!r}])\n")
     start = time.monotonic()
     execution = run_program(program, Limits(seconds=2, processes=4))
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 30
     assert execution.status is not Status.PASSED
-    pids = printed_pids(execution.output)
-    assert pids and not any(map(is_running, pids))
+    forked = execution.output.count("forked")
+    assert forked >= 1 and processes_carrying(token) == []
     if not RUNNING_AS_ROOT:  # the kernel does not apply RLIMIT_NPROC to root
-        assert len(pids) < 64
+        assert forked < 64
 
 
 @pytest.mark.parametrize(
@@ -101,9 +149,10 @@ def test_memory_bomb_fails_with_memory_error(program):
     assert execution.status is Status.FAILED and execution.reason == "MemoryError"
 
 
-def test_infinite_output_is_capped():
+@pytest.mark.parametrize("sandbox", list(Sandbox))
+def test_infinite_output_is_capped(sandbox):
     start = time.monotonic()
-    execution = run_program("while True:\n    print('x' * 1000)", AMPLE)
+    execution = run_program("while True:\n    print('x' * 1000)", AMPLE, sandbox)
     assert time.monotonic() - start < AMPLE.seconds
     assert execution.status is Status.FAILED and "output reached the limit" in execution.reason
     assert len(execution.output) <= OUTPUT_TAIL_CHARS
@@ -172,7 +221,10 @@ def test_writes_outside_the_run_directory_are_refused(tmp_path):
     assert kept_file.read_text() == "precious"
 
 
-def test_home_and_tmpdir_are_the_run_directory_which_is_removed_afterwards():
+def test_home_and_tmpdir_are_the_run_directory_of_which_nothing_is_left(tmp_path, monkeypatch):
+    host_temp = tmp_path / "host_temp"
+    host_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(host_temp))  # where run_program makes its mount point
     program = ("import os, pathlib, tempfile\n"
                "cwd = os.getcwd()\nassert os.environ['HOME'] == os.environ['TMPDIR'] == cwd\n"
                "assert tempfile.gettempdir() == cwd and str(pathlib.Path.home()) == cwd\n"
@@ -181,8 +233,8 @@ def test_home_and_tmpdir_are_the_run_directory_which_is_removed_afterwards():
                "print(f'cwd={cwd}')\n")
     execution = run_program(program)
     assert execution.status is Status.PASSED, execution.reason
-    directory = Path(execution.output.split("cwd=")[1].strip())
-    assert directory.name.startswith("lm_eval_infogain_sandbox_") and not directory.exists()
+    assert execution.output.strip() == "cwd=/sandbox"
+    assert list(host_temp.iterdir()) == []
 
 
 def test_reads_outside_are_refused_while_imports_work(tmp_path):
@@ -215,3 +267,264 @@ def test_resource_limits_cannot_be_raised_by_the_program():
     program = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)"
     execution = run_program(program, AMPLE)
     assert execution.status is Status.FAILED and "refuses resource.setrlimit" in execution.reason
+
+
+def test_programs_solutions_rely_on_keep_working():
+    """The standard library HumanEval and MBPP solutions import, deep recursion, printing, own files."""
+    program = ("import bisect, collections, copy, datetime, decimal, fractions, functools, hashlib, heapq\n"
+               "import itertools, json, math, operator, random, re, statistics, string, sys, typing\n"
+               "sys.setrecursionlimit(10_000)\n"
+               "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
+               "assert depth(5_000) == 5_000\n"
+               "assert 'import bisect' in open('program.py').read()\n"
+               "open('notes.txt', 'w').write('kept')\nassert open('notes.txt').read() == 'kept'\n"
+               "print(heapq.nsmallest(2, [5, 1, 4]), math.comb(5, 2), re.sub('a', 'b', 'aa'))\n")
+    execution = run_program(program, AMPLE)
+    assert execution.status is Status.PASSED, execution.output
+    assert execution.output.strip() == "[1, 4] 10 bb"
+
+
+# ---------------------------------------------------------------- attacks written to escape the guard
+
+
+# What an escaped program would do; each step reports and goes on. Run after a bypass of the guard.
+PAYLOAD = """
+import os, signal, socket
+def attempt(name, action):
+    try:
+        print(name, 'done', repr(action())[-1500:], flush=True)
+    except Exception as error:
+        print(name, 'failed:', type(error).__name__, flush=True)
+attempt('write', lambda: open(os.path.join(OUTSIDE, 'written'), 'w').write('escaped'))
+attempt('shell', lambda: os.system(f'touch {OUTSIDE}/by-shell'))
+attempt('kill', lambda: os.kill(BYSTANDER, signal.SIGKILL))
+attempt('signal evaluator', lambda: os.kill(EVALUATOR, signal.SIGUSR1))
+attempt('connect', lambda: socket.create_connection(('127.0.0.1', PORT), timeout=2))
+attempt('environ of a process holding a secret', lambda: open(f'/proc/{BYSTANDER}/environ', 'rb').read())
+attempt('environ of the evaluator', lambda: open(f'/proc/{EVALUATOR}/environ', 'rb').read())
+"""
+CLOSURE_OF = ("[function for function in gc.get_objects() "
+              "if getattr(function, '__name__', None) == {name!r} and getattr(function, '__closure__', None)]")
+BYPASSES = {
+    "rewritten builtins.any": "import builtins\nbuiltins.any = lambda iterable: True\n",
+    "rewritten os.path.realpath": "import os.path\nos.path.realpath = lambda path, **options: os.getcwd()\n",
+    "hook's __code__ replaced": (
+        "import gc\n"
+        f"for hook in {CLOSURE_OF.format(name='hook')}:\n"
+        "    names = hook.__code__.co_freevars\n"
+        "    source = 'def outer():\\n' + ''.join(f'    {name} = None\\n' for name in names)\n"
+        "    source += '    def hook(event, args):\\n        ' + ', '.join(names) + '\\n    return hook\\n'\n"
+        "    scope = {}\n    exec(source, scope)\n    hook.__code__ = scope['outer']().__code__\n"
+    ),
+    "hook's closure cells rewritten": (
+        "import gc\n"
+        "values = {'own_roots': ('',), 'read_roots': ('',), 'may_start_processes': True}  # '' + '/' prefixes all\n"
+        f"for function in {CLOSURE_OF.format(name='hook')} + {CLOSURE_OF.format(name='check_path')} "
+        f"+ {CLOSURE_OF.format(name='check_open')}:\n"
+        "    for name, cell in zip(function.__code__.co_freevars, function.__closure__):\n"
+        "        if name in values:\n            cell.cell_contents = values[name]\n"
+        "        if name == 'own_pid':\n            cell.cell_contents = EVALUATOR\n"
+    ),
+    "guard's globals rewritten through frames": (
+        "import sys\nframe = sys._getframe()\n"
+        "while frame is not None:\n"
+        "    if 'make_hook' in frame.f_globals:\n"
+        "        frame.f_globals.update(is_under=lambda path, roots: True, PROCESS_EVENTS=frozenset(),\n"
+        "                               SIGNAL_EVENTS=frozenset(), PROCESS_MODULES=frozenset())\n"
+        "    frame = frame.f_back\n"
+    ),
+    "sub-interpreter without the hook": (
+        "import _xxsubinterpreters as interpreters\n"
+        "interpreters.run_string(interpreters.create(), PRELUDE + PAYLOAD)\n"
+    ),
+}
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A directory of the host where an escaped program would leave its marks."""
+    directory = tmp_path / "outside"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def bystander():
+    """A process of the evaluating user, outside the sandbox, holding a secret in its environment."""
+    secret = f"hunter2-{secrets.token_hex(8)}"
+    process = subprocess.Popen(["/usr/bin/sleep", "600"], env={"SANDBOX_TEST_SECRET": secret})
+    process.secret = secret
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def evaluator_signals():
+    """The SIGUSR1s this process (the evaluator) receives while the test runs."""
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: received.append(number))
+    yield received
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def evaluator_environment() -> list[str]:
+    """This process's environment as /proc shows it, less what the sandbox gives every program."""
+    given = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}
+    entries = Path(f"/proc/{os.getpid()}/environ").read_bytes().decode(errors="replace").split("\0")
+    return [entry for entry in entries if "=" in entry and entry not in given]
+
+
+def assert_contained(execution, outside, bystander, evaluator_signals, listener=None) -> None:
+    assert list(outside.iterdir()) == [], execution.output
+    assert bystander.poll() is None, execution.output
+    assert evaluator_signals == [], execution.output
+    assert bystander.secret not in execution.output
+    leaked = [entry for entry in evaluator_environment() if entry in execution.output]
+    assert leaked == [], execution.output
+    if listener is not None:
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+@pytest.mark.parametrize("bypass", BYPASSES.values(), ids=BYPASSES.keys())
+def test_a_program_that_disarms_the_guard_is_still_contained(bypass, outside, bystander, evaluator_signals, listener):
+    prelude = (f"OUTSIDE = {str(outside)!r}\nBYSTANDER = {bystander.pid}\nEVALUATOR = {os.getpid()}\n"
+               f"PORT = {listener.getsockname()[1]}\n")
+    program = prelude + f"PRELUDE = {prelude!r}\nPAYLOAD = {PAYLOAD!r}\n" + bypass + PAYLOAD
+    execution = run_program(program, AMPLE)
+    assert "environ of the evaluator" in execution.output, execution.output  # the payload ran to its end
+    assert_contained(execution, outside, bystander, evaluator_signals, listener)
+
+
+def test_calls_that_raise_no_audit_event_are_contained(outside, bystander, evaluator_signals):
+    """os.mkfifo, os.mknod and signal.pidfd_send_signal pass an audit hook unseen."""
+    program = (f"import os, signal\nos.mkfifo({str(outside / 'fifo')!r})\nos.mknod({str(outside / 'node')!r})\n"
+               f"signal.pidfd_send_signal(os.pidfd_open({bystander.pid}), signal.SIGKILL)\n"
+               f"signal.pidfd_send_signal(os.pidfd_open({os.getpid()}), signal.SIGUSR1)\n")
+    execution = run_program(program, AMPLE)
+    assert execution.status is Status.FAILED
+    assert_contained(execution, outside, bystander, evaluator_signals)
+
+
+@pytest.fixture
+def installed_file():
+    """A file of the Python installation (site-packages), which programs may read, removed afterwards."""
+    path = Path(sysconfig.get_paths()["purelib"]) / f"lm_eval_infogain_sandbox_probe_{secrets.token_hex(4)}.txt"
+    path.write_text("installed")
+    path.chmod(0o644)
+    yield path
+    path.unlink()
+
+
+def test_a_read_only_descriptor_cannot_change_an_installed_file(installed_file):
+    before = installed_file.stat()
+    program = (f"import os\ndescriptor = os.open({str(installed_file)!r}, os.O_RDONLY)\n"
+               "for change in (lambda: os.fchmod(descriptor, 0o777), lambda: os.utime(descriptor, (0, 0))):\n"
+               "    try:\n        change()\n    except OSError as error:\n        print(error)\n")
+    run_program(program, AMPLE)
+    after = installed_file.stat()
+    assert stat.S_IMODE(after.st_mode) == 0o644 and after.st_mtime_ns == before.st_mtime_ns
+
+
+def test_a_symlink_race_between_threads_writes_nothing_outside(outside):
+    """a/link points inside, b/link outside; one thread swaps a and b (plain directories, which a path
+    check allows) over and over while the other writes through a/link, checked while it pointed inside."""
+    program = ("import os, sys, threading, time\nsys.setswitchinterval(1e-6)\nos.mkdir('a')\nos.mkdir('b')\n"
+               "os.symlink(os.path.abspath('inside.txt'), 'a/link')\n"
+               f"os.symlink({str(outside / 'raced')!r}, 'b/link')\n"
+               "stop = time.monotonic() + 2\n"
+               "def swap():\n    while time.monotonic() < stop:\n"
+               "        os.rename('a', 'c')\n        os.rename('b', 'a')\n        os.rename('c', 'b')\n"
+               "threading.Thread(target=swap).start()\n"
+               "while time.monotonic() < stop:\n"
+               "    try:\n        open('a/link', 'w').write('escaped')\n    except OSError:\n        pass\n")
+    run_program(program, AMPLE)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_program_cannot_make_the_read_only_installation_writable(installed_file):
+    """Root inside a user namespace, with its capabilities, could remount a read-only bind writable."""
+    program = (f"import os\nos.system('mount -o remount,bind,rw {sys.prefix}; mount -o remount,rw {sys.prefix}; "
+               f"chmod 777 {installed_file}')\n")
+    run_program(program, Limits(seconds=AMPLE.seconds, processes=4))
+    assert stat.S_IMODE(installed_file.stat().st_mode) == 0o644
+
+
+def test_the_host_filesystem_is_out_of_sight(outside):
+    allowed = {"sandbox", "sandbox_guard.py", "proc", "dev", "usr", "bin", "lib", "lib32", "lib64", "libx32"}
+    allowed |= {Path(prefix).parts[1] for prefix in (sys.prefix, sys.base_prefix, os.path.realpath(sys.executable))}
+    program = ("import os\nprint('top:', ' '.join(sorted(os.listdir('/'))))\n"
+               f"for path in ({str(REPO)!r}, {str(outside)!r}, '/home', '/etc', '/root/.ssh'):\n"
+               "    try:\n        os.stat(path)\n        print('visible:', path)\n    except OSError:\n        pass\n")
+    execution = run_program(program, AMPLE)
+    assert execution.status is Status.PASSED, execution.output
+    top = execution.output.split("top:")[1].splitlines()[0].split()
+    assert set(top) <= allowed and "visible:" not in execution.output, execution.output
+
+
+def test_a_program_cannot_raise_its_priority():
+    execution = run_program("import os\nos.nice(-10)", AMPLE)
+    assert execution.status is Status.FAILED and "PermissionError" in execution.reason
+
+
+def test_the_run_directory_is_capped_in_size():
+    """Files of 512 KiB (under the per-file cap) until the disk cap stops them, or 256 MiB."""
+    program = ("total = 0\ntry:\n    for number in range(512):\n"
+               "        with open(f'block{number}', 'wb') as block:\n            block.write(bytes(512 << 10))\n"
+               "        total += 512 << 10\nfinally:\n    print('written', total, flush=True)\n")
+    execution = run_program(program, AMPLE)
+    written = int(execution.output.split("written")[1].split()[0])
+    assert written <= Limits().disk_bytes and "No space left on device" in execution.output
+
+
+def test_the_run_directory_is_capped_in_files():
+    program = ("count = 0\ntry:\n    for number in range(20_000):\n        open(f'f{number}', 'w').close()\n"
+               "        count += 1\nfinally:\n    print('created', count, flush=True)\n")
+    execution = run_program(program, AMPLE)
+    created = int(execution.output.split("created")[1].split()[0])
+    assert created < Limits().files and "No space left on device" in execution.output
+
+
+# ---------------------------------------------------------------- choosing the sandbox
+
+
+def test_bubblewrap_is_the_default_and_runs_here(monkeypatch):
+    monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
+    assert require_sandbox() is Sandbox.BUBBLEWRAP
+
+
+def test_without_bwrap_on_path_the_sandbox_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SandboxUnavailable) as refusal:
+        require_sandbox()
+    message = str(refusal.value)
+    assert "\n" not in message and "bubblewrap" in message and "apt-get install -y bubblewrap" in message
+    assert f"{UNSAFE_VARIABLE}=1" in message
+
+
+def test_a_bwrap_that_cannot_create_namespaces_is_refused_with_its_reason(monkeypatch, tmp_path):
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(SandboxUnavailable, match="bubblewrap cannot run a program here .bwrap: No permissions"):
+        require_sandbox()
+
+
+def test_the_unsafe_opt_in_uses_the_guard_alone_and_warns(monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv(UNSAFE_VARIABLE, "1")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap needed
+    assert require_sandbox() is Sandbox.GUARD_ONLY
+    assert "WITHOUT a kernel boundary" in caplog.text
+    execution = run_program("import os\nprint(os.getcwd())")
+    assert execution.status is Status.PASSED and execution.output.strip() != "/sandbox"
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "2"])
+def test_the_unsafe_opt_in_accepts_only_1(monkeypatch, value):
+    monkeypatch.setenv(UNSAFE_VARIABLE, value)
+    with pytest.raises(ValueError, match=f"{UNSAFE_VARIABLE}='{value}' is invalid; allowed: 1"):
+        run_program("pass")

@@ -14,6 +14,10 @@ or editable copy of this package; `LocalDataTask` does the include itself, with 
 Function references (`!function`) of the built-in are imported only when the copy keeps them, so the
 code tasks, which replace every function of lm-eval's humaneval and mbpp utils (those import
 `evaluate.load("code_eval")`, which needs the Hugging Face hub), never import those modules.
+A code task (`unsafe_code: true`) checks its sandbox when it is built, before any request is decoded
+(bubblewrap must run here, unless the unsafe opt-in chose the in-process guard), and records it in its
+config's metadata, `"sandbox"`, which the results JSON shows under `configs.<task>.metadata`. Once its
+filters ran, it runs every program its metric will score side by side (`code_metrics.run_ahead`).
 """
 
 import ast
@@ -27,6 +31,9 @@ import datasets
 import lm_eval.tasks
 import yaml
 from lm_eval.api.task import ConfigurableTask
+
+from lm_eval_infogain.tasks import code_metrics
+from lm_eval_infogain.tasks.sandbox import require_sandbox
 
 BUILTIN_TASKS_DIR = Path(lm_eval.tasks.__file__).parent
 # Keys of a built-in that a copy reading local files must not inherit.
@@ -148,13 +155,32 @@ class LocalDataTask(ConfigurableTask):
     """A built-in lm-eval task (its `include_builtin` YAML) whose splits are read from local JSONL files."""
 
     def __init__(self, config: dict) -> None:
+        sandbox = require_sandbox() if config.get("unsafe_code") else None
         builtin_name = config["include_builtin"]
         builtin = read_builtin_yaml(BUILTIN_TASKS_DIR / builtin_name)
         self.local_schema = builtin_schema(builtin, builtin_name)
         own = {key: value for key, value in config.items() if key not in ("class", "include_builtin")}
         inherited = {key: value for key, value in builtin.items() if key not in NOT_INHERITED}
         metadata = {**builtin.get("metadata", {}), **own.get("metadata", {})}
+        if sandbox is not None:
+            metadata["sandbox"] = sandbox.value
         super().__init__(config=resolve_functions({**inherited, **own, "metadata": metadata}))
+
+    def apply_filters(self) -> None:
+        super().apply_filters()
+        if self.config.unsafe_code:
+            code_metrics.run_ahead(self.programs_to_score())
+
+    def programs_to_score(self) -> list[str]:
+        """What the code metrics will run: each filtered candidate, then the document's tests (its target),
+        as lm-eval's process_results passes them."""
+        programs = []
+        for instance in self.instances:
+            tests = self.doc_to_target(instance.doc)
+            for filtered in instance.filtered_resps.values():
+                candidates = filtered if isinstance(filtered, list) else [filtered]
+                programs += [code_metrics.program(candidate, tests) for candidate in candidates]
+        return programs
 
     def split_names(self) -> list[str]:
         """The test split first, then every other split the configuration names."""

@@ -4,33 +4,54 @@
 passed (the program ran to its end and exited 0), failed (with a reason: the last line of its output,
 the signal that killed it, or the output limit) or timed out.
 
-What holds for every program, enforced by the operating system (Linux); the rlimits are set by
-sandbox_guard.py in the child before the program's first line runs:
-- a wall-clock limit, after which the program's whole process group is killed; RLIMIT_CPU backs it up;
+Two sandboxes, chosen by `chosen_sandbox()`:
+
+BUBBLEWRAP (the default): the program runs inside bubblewrap (`bwrap`), so the boundary is the kernel's.
+- new user, PID, network, IPC, UTS and mount namespaces (`--unshare-all --unshare-user`): no network
+  but an unconnected loopback, no process of the host visible or reachable by a signal, a fresh /proc
+  and a minimal /dev; the program runs as uid 65534 with no capabilities, `--new-session` (no terminal
+  injection) and `--die-with-parent`. Root needs the explicit `--unshare-user --uid`: `bwrap
+  --unshare-all` run by root makes a user namespace too, but keeps uid 0 with every capability in it,
+  enough to remount a read-only bind writable and change the host's files;
+- `--clearenv`, then PATH, HOME and TMPDIR (the run directory) and LANG (bwrap adds PWD): nothing of
+  the evaluator's environment;
+- read-only binds of only the Python installation running the evaluator and the system directories
+  (/usr and the /bin, /lib* links or directories), nothing else of the host: not /root, /home, the
+  checkout or the evaluator's output;
+- one writable place, /sandbox (working directory, HOME, TMPDIR): a tmpfs capped at Limits.disk_bytes
+  and Limits.files, mounted by `unshare` in a mount namespace of its own (bubblewrap 0.8, Debian 12's,
+  cannot size a tmpfs), so it vanishes with the run;
+- when the run ends, its namespace's first process is killed, and with it every process of the run
+  (the kernel kills a PID namespace with its init); run_program returns once they are gone.
+Not guaranteed: a kernel exploit crosses any namespace boundary; for hostile models use a VM.
+
+GUARD_ONLY (unsafe, opt-in with MDM_INFOGAIN_UNSAFE_SANDBOX=1 where bubblewrap cannot run): the program
+runs as the evaluating user, in a temporary directory of the host, with a scrubbed environment; at the
+end its process group is killed and /proc swept for processes carrying the run's marker. A program
+written to escape this can (it can rewrite the audit hook, reach the whole filesystem, signal any
+process of the user, leave a process behind).
+
+In both, sandbox_guard.py sets the rlimits in the child before the program's first line runs:
+- a wall-clock limit, after which the run is killed; RLIMIT_CPU backs it up;
 - RLIMIT_AS caps memory; RLIMIT_FSIZE caps output (stdout and stderr go to one capped file) and any
   file the program writes; RLIMIT_CORE=0, so a crash leaves no core file;
 - RLIMIT_NPROC caps processes and threads at the user's current count plus a small allowance. The
-  kernel does not apply it to root, so when evaluating as root only the guard below stops a fork bomb;
-- a fresh session (own process group) killed at the end, then a sweep of /proc that kills any process
-  still carrying this run's marker in its environment (one that left the group with setsid);
-- a new temporary directory as working directory, HOME and TMPDIR, removed afterwards;
-- a scrubbed environment: PATH, HOME, TMPDIR, LANG and the run's marker, nothing of ours (no secrets,
-  no proxies); the interpreter runs with -I, so PYTHON* variables and the user site are ignored.
-
-What the Python-level guard (sandbox_guard.py, an audit hook installed before the program runs) adds,
-best-effort, since a C extension can bypass it: no sockets (this runs without network namespaces), no
-C calls through ctypes, no new processes, no signals to other processes, no changed rlimits, no writes
-outside the directory, and no reads outside the directory and Python's import paths. Without namespaces
-or a separate user, what the evaluating user may read or write stays open to a program that gets past
-the guard; run code tasks as an unprivileged user (or in a container) for an operating-system guarantee.
+  kernel does not apply it to root (user namespaces do not change that), so when evaluating as root a
+  fork bomb is stopped by the audit hook, then by the wall-clock limit;
+and installs its audit hook (sockets, ctypes calls, new processes, signals, rlimits, files outside the
+directory), which turns a program's mistakes into clear failures. It is no boundary: the program can
+rewrite it.
 """
 
 import json
+import logging
 import math
 import os
 import secrets
+import select
 import shutil
 import signal
+import site
 import stat
 import subprocess
 import sys
@@ -40,14 +61,37 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
+
 GUARD = Path(__file__).with_name("sandbox_guard.py")
 MARKER = "LM_EVAL_INFOGAIN_SANDBOX"
+UNSAFE_VARIABLE = "MDM_INFOGAIN_UNSAFE_SANDBOX"
+INSTALL_HINT = ("install it (Debian/Ubuntu: apt-get install -y bubblewrap; Fedora: dnf install bubblewrap), "
+                f"or set {UNSAFE_VARIABLE}=1 to run generated code without a kernel boundary (unsafe)")
 # RLIMIT_NPROC counts threads too; this leaves room for a program's few worker threads.
 THREAD_ALLOWANCE = 16
 OUTPUT_TAIL_CHARS = 4000
 REASON_CHARS = 300
 # Killing a marked process can race with it forking; a few rounds of the sweep catch the children.
 SWEEP_ROUNDS = 20
+# How long a killed process may take to finish dying on a loaded machine.
+DYING_SECONDS = 10.0
+# Inside bubblewrap: the program's directory, the guard, and the unprivileged user it runs as.
+SANDBOX_DIR = "/sandbox"
+SANDBOX_GUARD = "/sandbox_guard.py"
+NOBODY = "65534"
+SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib32", "/lib64", "/libx32")
+# bwrap reports a child killed by a signal as exit status 128 + the signal's number, as a shell does.
+SIGNAL_EXIT_BASE = 128
+
+
+class Sandbox(str, Enum):
+    BUBBLEWRAP = "bubblewrap"
+    GUARD_ONLY = "in-process guard only (unsafe)"
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create its namespaces here; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +100,11 @@ class Limits:
     memory_bytes: int = 1 << 30  # address space
     output_bytes: int = 1 << 20  # stdout and stderr together, and any single file the program writes
     processes: int = 0  # processes the program may start; with 0 the guard refuses fork, exec and spawn
+    disk_bytes: int = 64 << 20  # all files of the run together (bubblewrap only)
+    files: int = 1024  # files and directories of the run together (bubblewrap only)
 
     def __post_init__(self):
-        for name in ("seconds", "memory_bytes", "output_bytes"):
+        for name in ("seconds", "memory_bytes", "output_bytes", "disk_bytes", "files"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Limits.{name}={getattr(self, name)!r} is invalid; allowed: a number > 0")
         if not (isinstance(self.processes, int) and self.processes >= 0):
@@ -78,45 +124,221 @@ class Execution:
     output: str  # the end of stdout and stderr, interleaved
 
 
-def run_program(source: str, limits: Limits = Limits()) -> Execution:
-    """Run `source` as a Python program in a fresh temporary directory; see the module docstring."""
+def chosen_sandbox() -> Sandbox:
+    """bubblewrap, unless MDM_INFOGAIN_UNSAFE_SANDBOX=1 asks for the in-process guard alone."""
+    value = os.environ.get(UNSAFE_VARIABLE, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{UNSAFE_VARIABLE}={value!r} is invalid; allowed: 1 (unsafe: no kernel boundary), 0 or unset")
+    return Sandbox.GUARD_ONLY if value == "1" else Sandbox.BUBBLEWRAP
+
+
+def require_sandbox() -> Sandbox:
+    """The sandbox code tasks will use, checked before any request is decoded: raises SandboxUnavailable
+    with one line where bubblewrap cannot run, warns where the unsafe guard-only sandbox was chosen."""
+    sandbox = chosen_sandbox()
+    if sandbox is Sandbox.GUARD_ONLY:
+        logger.warning("%s=1: generated code runs WITHOUT a kernel boundary, guarded only by an audit hook "
+                       "that a program can rewrite; use this only for code you trust", UNSAFE_VARIABLE)
+        return sandbox
+    probe = run_program("print('ok')", Limits(seconds=60), sandbox)
+    if probe.status is not Status.PASSED:
+        raise SandboxUnavailable(f"bubblewrap cannot run a program here ({probe.reason}); code tasks need "
+                                 "user namespaces (a container may forbid them): run on the host or in a VM "
+                                 f"that allows them, or set {UNSAFE_VARIABLE}=1 (unsafe)")
+    return sandbox
+
+
+def run_program(source: str, limits: Limits = Limits(), sandbox: Sandbox | None = None) -> Execution:
+    """Run `source` as a Python program in `sandbox` (default: `chosen_sandbox()`); see the module docstring."""
+    sandbox = chosen_sandbox() if sandbox is None else sandbox
+    if sandbox is Sandbox.BUBBLEWRAP:
+        return run_in_bubblewrap(source, limits)
+    return run_with_guard_only(source, limits)
+
+
+# ---------------------------------------------------------------- bubblewrap
+
+
+def run_in_bubblewrap(source: str, limits: Limits) -> Execution:
+    tools = bubblewrap_tools()
+    mount_point = tempfile.mkdtemp(prefix="lm_eval_infogain_sandbox_")  # stays empty: the tmpfs covers it
+    info_read, info_write = os.pipe()  # bwrap writes the host pid of the namespace's first process here
+    try:
+        with tempfile.TemporaryFile() as program:
+            program.write(source.encode("utf-8"))
+            program.flush()
+            program.seek(0)
+            command = [*tmpfs_command(tools, mount_point, limits),
+                       *bubblewrap_command(tools["bwrap"], mount_point, program.fileno(), info_write),
+                       *guard_command(SANDBOX_DIR, f"{SANDBOX_DIR}/program.py", limits, SANDBOX_GUARD)]
+            returncode, output_size, output = supervise(
+                command, limits, env={"PATH": "/usr/bin:/bin"}, cwd="/", pass_fds=(program.fileno(), info_write),
+                end_run=lambda process: end_namespace(process, info_read))
+    finally:
+        os.close(info_read)
+        os.close(info_write)
+        os.rmdir(mount_point)
+    if returncode is not None and returncode > SIGNAL_EXIT_BASE:  # bwrap's way of saying "killed by a signal"
+        returncode = SIGNAL_EXIT_BASE - returncode
+    return execution(returncode, output_size, output, limits)
+
+
+def bubblewrap_tools() -> dict[str, str]:
+    """Where bwrap, and util-linux's unshare and mount (which size the run's tmpfs), are on PATH."""
+    tools = {tool: shutil.which(tool) for tool in ("bwrap", "unshare", "mount")}
+    if tools["bwrap"] is None:
+        raise SandboxUnavailable(f"code tasks run generated programs inside bubblewrap, but bwrap is not on PATH: "
+                                 f"{INSTALL_HINT}")
+    missing = [tool for tool, path in tools.items() if path is None]
+    if missing:
+        raise SandboxUnavailable(f"code tasks run generated programs inside bubblewrap, which needs util-linux's "
+                                 f"{' and '.join(missing)}, not on PATH: install util-linux, or set "
+                                 f"{UNSAFE_VARIABLE}=1 to run generated code without a kernel boundary (unsafe)")
+    return tools
+
+
+def tmpfs_command(tools: dict[str, str], mount_point: str, limits: Limits) -> list[str]:
+    """A mount namespace of our own with a size-capped tmpfs on `mount_point`, then exec the rest."""
+    options = f"size={limits.disk_bytes},nr_inodes={limits.files},mode=0700"
+    mount = f'{tools["mount"]} -t tmpfs -o {options} sandbox "$0" && exec "$@"'
+    return [tools["unshare"], "--user", "--map-root-user", "--mount", "--", "/bin/sh", "-c", mount, mount_point]
+
+
+def bubblewrap_command(bwrap: str, mount_point: str, program_fd: int, info_fd: int) -> list[str]:
+    environment = {"PATH": "/usr/bin:/bin", "HOME": SANDBOX_DIR, "TMPDIR": SANDBOX_DIR, "LANG": "C.UTF-8"}
+    return [
+        bwrap, "--unshare-all", "--unshare-user", "--uid", NOBODY, "--gid", NOBODY, "--cap-drop", "ALL",
+        "--die-with-parent", "--new-session", "--clearenv",
+        *[argument for name, value in environment.items() for argument in ("--setenv", name, value)],
+        *read_only_system_binds(), "--proc", "/proc", "--dev", "/dev",
+        "--bind", mount_point, SANDBOX_DIR, "--chdir", SANDBOX_DIR,
+        "--file", str(program_fd), f"{SANDBOX_DIR}/program.py", "--ro-bind", str(GUARD), SANDBOX_GUARD,
+        "--info-fd", str(info_fd),
+    ]
+
+
+def read_only_system_binds() -> list[str]:
+    """The system directories (a merged-/usr link stays a link) and the Python installation, read-only."""
+    binds = []
+    for directory in SYSTEM_DIRS:
+        if os.path.islink(directory):
+            binds += ["--symlink", os.readlink(directory), directory]
+        elif os.path.isdir(directory):
+            binds += ["--ro-bind", directory, directory]
+    for directory in python_installation():
+        binds += ["--ro-bind", directory, directory]
+    return binds
+
+
+def python_installation() -> list[str]:
+    """The directories of the running interpreter (a virtualenv and the Python it was made from), outside /usr."""
+    prefixes = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
+                os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
+    prefixes |= {os.path.realpath(prefix) for prefix in prefixes}
+    outside = sorted(prefix for prefix in prefixes if not any(
+        prefix == system or prefix.startswith(system + os.sep) for system in SYSTEM_DIRS))
+    # A prefix inside another one is covered by its bind.
+    return [prefix for prefix in outside if not any(prefix.startswith(other + os.sep) for other in outside)]
+
+
+def end_namespace(process: subprocess.Popen, info_read: int) -> None:
+    """Kill bwrap, which takes the run's PID namespace with it (`--die-with-parent` kills the namespace's
+    first process, and the kernel every other one with it), and wait until that first process is gone.
+    It is waited for, never signalled by its number, which another process may carry by then."""
+    kill_group(process.pid)
+    process.wait()
+    os.set_blocking(info_read, False)
+    try:
+        info = os.read(info_read, 4096)
+    except BlockingIOError:  # bwrap died before it could say
+        return
+    namespace_init = json.loads(info)["child-pid"]
+    if in_a_new_pid_namespace(namespace_init):  # else it is gone and its number already reused
+        wait_until_gone([namespace_init])
+
+
+def in_a_new_pid_namespace(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    except (FileNotFoundError, PermissionError):  # gone (or a zombie), or now another user's process
+        return False
+
+
+# ---------------------------------------------------------------- guard only (unsafe)
+
+
+def run_with_guard_only(source: str, limits: Limits) -> Execution:
     run_id = secrets.token_hex(16)
     directory = tempfile.mkdtemp(prefix="lm_eval_infogain_sandbox_")
     try:
-        return run_in(Path(directory), source, limits, run_id)
+        program = Path(directory) / "program.py"
+        program.write_text(source, encoding="utf-8")
+        command = guard_command(directory, str(program), limits, str(GUARD))
+        returncode, output_size, output = supervise(
+            command, limits, env=scrubbed_environment(Path(directory), run_id), cwd=directory, pass_fds=(),
+            end_run=lambda process: end_group_and_marked(process, run_id))
+        return execution(returncode, output_size, output, limits)
     finally:
         kill_marked_processes(run_id)
         remove_tree(directory)
 
 
-def run_in(directory: Path, source: str, limits: Limits, run_id: str) -> Execution:
-    program = directory / "program.py"
-    program.write_text(source, encoding="utf-8")
-    settings = {"rlimits": resource_limits(limits), "processes": limits.processes}
-    command = [sys.executable, "-I", str(GUARD), str(directory), str(program), json.dumps(settings)]
-    # Read back through our own handle: the program may rename the file or put a symlink in its place.
-    with (directory / "output.txt").open("w+b") as output:
-        process = subprocess.Popen(
-            command, cwd=directory, env=scrubbed_environment(directory, run_id), stdin=subprocess.DEVNULL,
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+def end_group_and_marked(process: subprocess.Popen, run_id: str) -> None:
+    started = marked_processes(run_id)  # before the kill: a dying process soon hides its environment
+    kill_group(process.pid)  # children still in the group die with it
+    process.wait()
+    wait_until_gone(started)
+
+
+def scrubbed_environment(directory: Path, run_id: str) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "HOME": str(directory), "TMPDIR": str(directory), "LANG": "C.UTF-8",
+            MARKER: run_id}
+
+
+# ---------------------------------------------------------------- shared by both
+
+
+def guard_command(directory: str, program: str, limits: Limits, guard: str) -> list[str]:
+    """The interpreter running sandbox_guard.py; -S skips site-packages' .pth files (an editable install's
+    would import from the checkout), the guard puts site-packages on sys.path itself."""
+    settings = {"rlimits": resource_limits(limits), "processes": limits.processes,
+                "site_packages": [path for path in site.getsitepackages() if os.path.isdir(path)]}
+    return [sys.executable, "-I", "-S", guard, directory, program, json.dumps(settings)]
+
+
+def supervise(command: list[str], limits: Limits, *, env: dict[str, str], cwd: str, pass_fds: tuple,
+              end_run) -> tuple[int | None, int, str]:
+    """Start `command`, wait up to the time limit, then `end_run(process)`. Returns the exit status (None
+    when timed out), the output's size and its end, read back through our own handle of a file the
+    program cannot see."""
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
         try:
-            returncode = process.wait(timeout=limits.seconds)
-        except subprocess.TimeoutExpired:
-            returncode = None
+            returncode = wait_for_exit(process, limits.seconds)
         finally:
-            started = marked_processes(run_id)  # before the kill: a dying process soon hides its environment
-            kill_group(process.pid)  # children still in the group die with it
-            process.wait()
-            wait_until_gone(started)
+            end_run(process)
         output_size = os.fstat(output.fileno()).st_size
         output.seek(max(0, output_size - OUTPUT_TAIL_CHARS))
-        text = output.read().decode("utf-8", errors="replace")
+        return returncode, output_size, output.read().decode("utf-8", errors="replace")
+
+
+def wait_for_exit(process: subprocess.Popen, seconds: float) -> int | None:
+    """The exit status, or None after `seconds`; woken by the exit itself (Popen.wait polls every 50 ms)."""
+    process_fd = os.pidfd_open(process.pid)
+    try:
+        exited, _, _ = select.select([process_fd], [], [], seconds)
+    finally:
+        os.close(process_fd)
+    return process.wait() if exited else None
+
+
+def execution(returncode: int | None, output_size: int, output: str, limits: Limits) -> Execution:
     if returncode is None:
-        return Execution(Status.TIMED_OUT, f"exceeded the time limit of {limits.seconds} s", text)
+        return Execution(Status.TIMED_OUT, f"exceeded the time limit of {limits.seconds} s", output)
     if returncode == 0:
-        return Execution(Status.PASSED, "", text)
-    return Execution(Status.FAILED, failure_reason(returncode, text, output_size, limits), text)
+        return Execution(Status.PASSED, "", output)
+    return Execution(Status.FAILED, failure_reason(returncode, output, output_size, limits), output)
 
 
 def failure_reason(returncode: int, output: str, output_size: int, limits: Limits) -> str:
@@ -126,11 +348,6 @@ def failure_reason(returncode: int, output: str, output_size: int, limits: Limit
         return f"killed by {signal.Signals(-returncode).name}"
     last_lines = [line for line in output.splitlines() if line.strip()]
     return last_lines[-1][:REASON_CHARS] if last_lines else f"exit status {returncode}"
-
-
-def scrubbed_environment(directory: Path, run_id: str) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "HOME": str(directory), "TMPDIR": str(directory), "LANG": "C.UTF-8",
-            MARKER: run_id}
 
 
 def resource_limits(limits: Limits) -> dict[str, int]:
@@ -204,7 +421,7 @@ def is_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait_until_gone(pids: list[int], seconds: float = 10.0) -> None:
+def wait_until_gone(pids: list[int], seconds: float = DYING_SECONDS) -> None:
     """Wait for SIGKILLed processes to finish dying: on a loaded machine that takes a moment, and
     nothing of a run may outlive run_program."""
     deadline = time.monotonic() + seconds

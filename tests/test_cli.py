@@ -93,3 +93,15 @@ def test_fresh_virtualenv_pip_install_then_stock_cli(tmp_path):
              "--mixed_precision", "no", "--dynamo_backend", "no",
              *lm_eval_command(python, FAST_ARGS, output / "accelerate")[1:]], tmp_path, env)
         assert len(list(output.rglob("results_*.json"))) == 3
+
+
+def test_the_readme_first_command_solves_puzzles(tmp_path):
+    """The README's first command, run as written: both samplers of the trained model print a non-zero acc."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- first-command -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracies = [float(line.split("|")[7]) for line in result.stdout.splitlines()
+                  if line.startswith("|sudoku_4x4") and "|acc " in line]
+    assert len(accuracies) == 2 and all(value > 0 for value in accuracies), result.stdout

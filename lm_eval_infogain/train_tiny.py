@@ -119,6 +119,8 @@ def masked_diffusion_loss(model, ids, key_mask, answer_start: int, mask_id: int,
     return (token_loss * weights).sum() / (batch * (total - answer_start))
 
 
+# Not transformers' get_cosine_with_min_lr_schedule_with_warmup: it starts the warm-up at 0 at step 0 where
+# this one starts at peak/warmup, and the bundled tiny models were trained on this one (kept reproducible).
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     """Linear warm-up, then cosine decay to a tenth of the peak."""
     if step < warmup:

@@ -117,17 +117,23 @@ def decode_stats_files(results_path: Path, config: dict) -> tuple[list[Path], st
     return [], ""
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSONL file (decode stats, lm-eval samples); blank lines skipped."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise LeaderboardError(f"{path}:{number} is not JSON: {error}") from error
+    return rows
+
+
 def read_decode_stats(files: list[Path], task: str) -> list[dict]:
     """The task's per-request lines, one per (doc_id, idx, repeat): the last one logged."""
     requests = {}
     for path in files:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise LeaderboardError(f"{path}:{number} is not JSON: {error}") from error
+        for row in read_jsonl(path):
             if row.get("task") == task:
                 requests[(row.get("doc_id"), row.get("idx"), row.get("repeat"))] = row
     return list(requests.values())
@@ -302,13 +308,7 @@ def samples_file(results_path: Path, task: str) -> Path | None:
 def document_values(path: Path, metric: str, filter_name: str | None) -> dict[tuple, float]:
     """{(doc_id, doc_hash): value} of one metric and filter from a samples file."""
     values = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            sample = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LeaderboardError(f"{path}:{number} is not JSON: {error}") from error
+    for sample in read_jsonl(path):
         value = sample.get(metric)
         if sample.get("filter", "none") == (filter_name or "none") and number_or_none(value) is not None:
             values[(sample.get("doc_id"), sample.get("doc_hash"))] = float(value)

@@ -166,7 +166,7 @@ def test_chat_template_missing_is_a_clear_error(lm, monkeypatch):
     ({"until": ["ok", 3]}, "gen_kwargs until=['ok', 3]"),
     ({"until": [""]}, "gen_kwargs until=['']"),
     ({"until": ("a", "b")}, "gen_kwargs until=('a', 'b')"),
-    ({"temperature": "hot"}, "gen_kwargs temperature='hot' is invalid; allowed: a number >= 0"),
+    ({"temperature": "hot"}, "gen_kwargs temperature='hot' is invalid; allowed: 0 (greedy) or a number in"),
     ({"temperature": -0.5}, "gen_kwargs temperature=-0.5"),
     ({"do_sample": "yes"}, "gen_kwargs do_sample='yes' is invalid; allowed: true | false"),
     ({"max_gen_toks": 0}, "gen_kwargs max_gen_toks=0 is invalid; allowed: an integer >= 1"),

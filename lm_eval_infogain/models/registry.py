@@ -6,12 +6,14 @@ architectures, unless `trust_remote_code=True`: then transformers' AutoModel run
 code, without a cache (never a guess from a name substring, never a default mask id).
 """
 
+import json
 import logging
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, GenerationConfig, PretrainedConfig
 
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.models.base import ModelAdapter, ModelSpec
 from lm_eval_infogain.models.dream import DreamModel
 from lm_eval_infogain.models.llada import LLaDAModelLM
@@ -30,6 +32,8 @@ HUB_IDS = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "dream": "Dream-org/Dream-v0-In
 # Short names of the bundled models: random weights per architecture, and LLaDA trained on a task (train_tiny.py).
 BUNDLED = {f"tiny-random-{arch}": ASSETS / f"tiny-random-{arch}" for arch in ARCHITECTURES} | {
     name: ASSETS / name for name in ("tiny-llada-sudoku", "tiny-llada-countdown")}
+# What runs when pretrained= is not given (said at warning level): a smoke test, never a result.
+DEFAULT_PRETRAINED = "tiny-random-llada"
 # AutoTokenizer / AutoConfig read config.json too; let them know our model types.
 for model_cls in ARCHITECTURES.values():
     AutoConfig.register(model_cls.config_class.model_type, model_cls.config_class, exist_ok=True)
@@ -80,6 +84,7 @@ def resolve_dtype(name: str, checkpoint_dtype, device: torch.device) -> torch.dt
 # same name (use_cache: true) never read as ours.
 SAMPLER_DEFAULTS_KEY = "sampler_defaults"
 GENERATION_DEFAULT_KEYS = ("gen_length", "steps", "block_length", "use_cache")
+GENERATION_CONFIG_NAME = "generation_config.json"
 
 
 def generation_config(path: str) -> dict:
@@ -92,11 +97,23 @@ def generation_config(path: str) -> dict:
 
 def checkpoint_sampler_defaults(pretrained: str) -> dict:
     """Sampler settings the checkpoint's generation_config.json names under "sampler_defaults" (gen_length,
-    steps, block_length, use_cache), e.g. the answer length a train_tiny model learnt; model_args win."""
-    defaults = generation_config(resolve_pretrained(pretrained)).get(SAMPLER_DEFAULTS_KEY) or {}
+    steps, block_length, use_cache), e.g. the answer length a train_tiny model learnt; model_args win.
+
+    A local generation_config.json that cannot be read or parsed is an error naming it: dropping it would
+    silently run with other settings than the checkpoint's own.
+    """
+    path = resolve_pretrained(pretrained)
+    local_file = Path(path) / GENERATION_CONFIG_NAME
+    if local_file.is_file():
+        try:
+            json.loads(local_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UsageError(f"pretrained={pretrained!r}: {local_file} cannot be read as JSON "
+                             f"({str(error).splitlines()[0]}); fix or delete it") from None
+    defaults = generation_config(path).get(SAMPLER_DEFAULTS_KEY) or {}
     unknown = sorted(set(defaults) - set(GENERATION_DEFAULT_KEYS))
     if unknown:
-        raise ValueError(f"pretrained={pretrained!r}: generation_config.json {SAMPLER_DEFAULTS_KEY} has unknown "
+        raise UsageError(f"pretrained={pretrained!r}: generation_config.json {SAMPLER_DEFAULTS_KEY} has unknown "
                          f"key(s) {', '.join(unknown)}; allowed: {', '.join(GENERATION_DEFAULT_KEYS)}")
     return dict(defaults)
 

@@ -1,6 +1,7 @@
 """Bad inputs get one line naming the value and what is allowed; the stock CLI prints only that line
 (exit 2); no input gives a silent wrong answer (stale cache, non-finite temperature, corrupt files)."""
 
+import base64
 import json
 import logging
 import shutil
@@ -14,7 +15,7 @@ from lm_eval.api.model import CachingLM
 from safetensors import safe_open
 from sqlitedict import SqliteDict
 
-from lm_eval_infogain import request_cache
+from lm_eval_infogain import judge, request_cache
 from lm_eval_infogain.errors import USAGE_EXIT_STATUS, UsageError
 from lm_eval_infogain.harness import MDMInfoGainLM
 from lm_eval_infogain.models.registry import BUNDLED, DEFAULT_PRETRAINED
@@ -253,3 +254,44 @@ def test_a_cache_file_in_use_by_another_run_is_refused(tmp_path):
         holder.wait()
     request_cache.claim(str(db))  # the lock ends with the process that held it, however it ended
     request_cache.claim(str(db))  # and this process may open its own file again
+
+
+# ---------------------------------------------------------------- the judge
+
+
+KEY = "sk-proj-Qz7Lm3Rk9Tx2Wv5Pn8CRET"
+
+
+@pytest.mark.parametrize("echo", [
+    KEY,
+    base64.b64encode(KEY.encode()).decode(),
+    base64.b64encode(f"Bearer {KEY}".encode()).decode(),  # the key inside a longer base64 text
+    base64.urlsafe_b64encode(f"x:{KEY}".encode()).decode(),
+    "sk-...CRET",
+    "sk-proj-********************CRET",
+    "****CRET",
+    "sk-proj-Qz7L…",
+])
+def test_the_judge_masks_every_form_of_the_key(echo):
+    masked = judge.mask(f"Incorrect API key provided: {echo}. See docs.", KEY)
+    assert echo not in masked and "CRET" not in masked and "Qz7L" not in masked
+    assert masked.startswith("Incorrect API key provided: ") and judge.MASK in masked
+    assert judge.mask("a story... with an ending****", KEY) == "a story... with an ending****"
+
+
+def test_the_judge_masks_the_url_quoted_key():
+    key = "sk-ab+cd/ef=gh12345"
+    assert judge.mask("GET /v1?key=sk-ab%2Bcd%2Fef%3Dgh12345&x=1", key) == f"GET /v1?key={judge.MASK}&x=1"
+
+
+@pytest.mark.parametrize("endpoint", ["api.openai.com/v1", "ftp://host/v1", "http://", "http://host:port/v1",
+                                      "localhost:8000"])
+def test_an_invalid_judge_endpoint_is_one_line(tmp_path, endpoint, monkeypatch):
+    monkeypatch.setenv("JUDGE_TEST_KEY", KEY)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        judge.main(["--a", str(samples), "--single", "--endpoint", endpoint, "--model", "m",
+                    "--api-key-env", "JUDGE_TEST_KEY", "--output", str(tmp_path / "r.json")])
+    assert str(exit_info.value.code) == (f"judge: --endpoint {endpoint!r} is not an http(s) URL with a host; "
+                                         "e.g. https://api.openai.com/v1 or http://localhost:8000/v1")

@@ -4,6 +4,7 @@
 import base64
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from lm_eval_infogain.errors import USAGE_EXIT_STATUS, UsageError
 from lm_eval_infogain.harness import MDMInfoGainLM
 from lm_eval_infogain.models.registry import BUNDLED, DEFAULT_PRETRAINED
 
+TESTS = Path(__file__).resolve().parent
 FAST = "gen_length=32,steps=16,block_length=16,device=cpu"
 
 
@@ -295,3 +297,24 @@ def test_an_invalid_judge_endpoint_is_one_line(tmp_path, endpoint, monkeypatch):
                     "--api-key-env", "JUDGE_TEST_KEY", "--output", str(tmp_path / "r.json")])
     assert str(exit_info.value.code) == (f"judge: --endpoint {endpoint!r} is not an http(s) URL with a host; "
                                          "e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
+
+
+# ---------------------------------------------------------------- the table of bad inputs
+
+
+TABLE = TESTS / "BAD_INPUTS.md"
+ROW = re.compile(r"^\| `(?P<input>[^`]+)` \| (?P<message>.+) \| `(?P<test>tests/\S+\.py)` \|$")
+
+
+def table_rows() -> list[dict]:
+    return [match.groupdict() for line in TABLE.read_text().splitlines() if (match := ROW.match(line))]
+
+
+def test_the_bad_inputs_table_lists_over_80_inputs_each_asserted_by_its_test():
+    """Each row's message fragment (between the backquotes) is written in the test file it names."""
+    rows = table_rows()
+    assert len(rows) >= 80 and len({(row["input"], row["test"]) for row in rows}) == len(rows)
+    for row in rows:
+        test_source = (TESTS.parent / row["test"]).read_text()
+        fragment = re.search(r"`([^`]+)`", row["message"]).group(1).replace("\\|", "|")  # markdown's escaped pipe
+        assert fragment in test_source, (row, fragment)

@@ -1,6 +1,7 @@
 """Bad inputs get one line naming the value and what is allowed; the stock CLI prints only that line
 (exit 2); no input gives a silent wrong answer (stale cache, non-finite temperature, corrupt files)."""
 
+import argparse
 import base64
 import json
 import logging
@@ -53,16 +54,24 @@ def test_the_cli_prints_one_line_and_exits_2_for_a_bad_model_arg(tmp_path):
         "mdm_infogain: temperature=inf is invalid; allowed: 0 (greedy) or a number in [0.001, 100]")
 
 
-def test_other_exceptions_keep_their_traceback(monkeypatch):
+def command_raising(error: Exception) -> argparse.Namespace:
+    def run(args):
+        raise error
+
+    return argparse.Namespace(func=run)
+
+
+def test_other_exceptions_keep_their_traceback(capsys):
     """The CLI's wrapper turns only a UsageError into one line: a bug must still show where it is."""
     from lm_eval._cli.harness import HarnessCLI
 
     cli = HarnessCLI()
     with pytest.raises(RuntimeError, match="a bug"):
-        cli.execute(type("Args", (), {"func": staticmethod(lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))}))
+        cli.execute(command_raising(RuntimeError("a bug")))
     with pytest.raises(SystemExit) as exit_info:
-        cli.execute(type("Args", (), {"func": staticmethod(lambda args: (_ for _ in ()).throw(UsageError("bad")))}))
+        cli.execute(command_raising(UsageError("x=1 is invalid")))
     assert exit_info.value.code == USAGE_EXIT_STATUS
+    assert capsys.readouterr().err == "mdm_infogain: x=1 is invalid\n"
 
 
 def test_device_and_batch_size_in_model_args_win_over_the_cli_flags(tmp_path):

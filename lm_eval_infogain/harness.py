@@ -192,7 +192,7 @@ class MDMInfoGainLM(LM):
         for key in sorted(set(arg_dict) & set(cli_values) & set(CLI_KEYS)):
             if str(arg_dict[key]) != str(cli_values[key]):
                 logger.warning("model_args %s=%s is used; the CLI's --%s %s is not", key, arg_dict[key], key,
-                            cli_values[key])
+                               cli_values[key])
         return cls(**(cli_values | arg_dict))
 
     def stats_path(self, path: str | None) -> Path | None:

@@ -32,7 +32,7 @@ SETTINGS_KEY = "mdm_infogain:settings"  # cache keys of answers are sha256 hex d
 EDGE_BYTES = 1 << 20
 SAFETENSORS_HEADER_LENGTH_BYTES = 8  # the file starts with the header's length, a little-endian u64
 MAX_SAFETENSORS_HEADER = 100 << 20  # what the safetensors format allows
-LOCKS: dict[str, int] = {}  # cache file -> the open lock file holding this process's lock, for its lifetime
+LOCKS: dict[str, int] = {}  # lock file path -> its descriptor, open (and locked) for the process lifetime
 
 
 def flatten(settings: dict, prefix: str = "") -> dict:

@@ -246,6 +246,16 @@ def test_a_damaged_cache_file_is_one_line_naming_it(tmp_path, damage):
     assert message.endswith("); delete it to recompute its answers, or use another --use_cache path")
 
 
+def test_the_cli_names_a_damaged_cache_file_in_one_line(tmp_path):
+    db = tmp_path / "cache_rank0.db"
+    db.write_bytes(b"not a database" * 100)
+    result = lm_eval_cli(FAST, tmp_path, "--use_cache", str(tmp_path / "cache"))
+    assert result.returncode == USAGE_EXIT_STATUS and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"mdm_infogain: --use_cache file {db} is damaged (file is not a database); delete it to recompute its "
+        "answers, or use another --use_cache path")
+
+
 def test_a_cache_file_in_use_by_another_run_is_refused(tmp_path):
     db = tmp_path / "cache_rank0.db"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""

@@ -20,9 +20,9 @@ a 95% normal interval (mean +- 1.96 standard errors).
 
 The API key is read only from the environment variable named by --api-key-env (OPENAI_API_KEY) and is
 masked in everything this command prints or writes: verbatim, URL-quoted, base64-encoded (also inside a
-longer base64 text) and shortened the way servers echo it (`sk-...CRET`, `sk-proj-****CRET`). Requests time out after --timeout seconds and are
-retried --retries times with exponential backoff (the openai client's own: connection errors,
-timeouts, 408, 409, 429 and 5xx).
+longer base64 text) and shortened the way servers echo it (`sk-...CRET`, `sk-proj-****CRET`).
+Requests time out after --timeout seconds and are retried --retries times with exponential backoff
+(the openai client's own: connection errors, timeouts, 408, 409, 429 and 5xx).
 """
 
 import argparse

@@ -126,7 +126,8 @@ def test_a_decode_stats_directory_is_refused_before_the_model_loads(tmp_path, mo
 
     monkeypatch.setattr(harness, "load", lambda *args, **kwargs: pytest.fail("the model was loaded"))
     message = one_line_usage_error(lambda: make_lm(f"decode_stats={tmp_path}"))
-    assert f"decode_stats='{tmp_path}' is invalid; allowed: a file (not a directory) in an existing directory" == message
+    allowed = "a file (not a directory) in an existing directory"
+    assert message == f"decode_stats='{tmp_path}' is invalid; allowed: {allowed}"
 
 
 @pytest.mark.parametrize("pretrained", [None, ""])
@@ -195,7 +196,8 @@ def test_a_cache_made_before_the_weights_changed_in_place_is_refused(tmp_path):
     rewrite_one_tensor_in_place(model / "model.safetensors")
     assert (model / "model.safetensors").stat().st_size == size
     message = one_line_usage_error(lambda: caching_lm(str(model), db))
-    assert message.startswith(f"--use_cache file {db} holds answers made with other settings (model_identity.folder_digest:")
+    assert message.startswith(f"--use_cache file {db} holds answers made with other settings "
+                              "(model_identity.folder_digest:")
 
 
 @pytest.mark.parametrize("changed_file", ["config.json", "generation_config.json", "tokenizer.json",

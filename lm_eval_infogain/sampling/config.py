@@ -99,7 +99,8 @@ class SamplerConfig:
         object.__setattr__(self, "mode", canonical_mode(self.mode))
         check(self.variant in VARIANTS, "variant", self.variant, " | ".join(VARIANTS))
         check(is_int(self.candidate_number) and 1 <= self.candidate_number <= MAX_CANDIDATES, "candidate_number",
-              self.candidate_number, f"an integer in [1, {MAX_CANDIDATES}] (each candidate costs one lookahead forward)")
+              self.candidate_number,
+              f"an integer in [1, {MAX_CANDIDATES}] (each candidate costs one lookahead forward)")
         check(is_temperature(self.position_temperature), "position_temperature",
               self.position_temperature, f"0 (no lookahead) or {TEMPERATURE_RANGE}")
         check(is_number(self.threshold) and 0 <= self.threshold <= 1, "threshold", self.threshold,

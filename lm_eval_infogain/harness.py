@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import Collator, handle_stop_sequences, postprocess_generated_text
+from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
@@ -44,7 +44,9 @@ HARNESS_KEYS = ("pretrained", "arch", "trust_remote_code", "peft", "max_new_toke
 # model_args that never change an answer: a --use_cache file filled with other values of them still
 # answers this run. Every other model_arg is part of the settings the cache file records.
 OUTPUT_NEUTRAL_KEYS = ("batch_size", "max_batch_size", "device", "decode_stats")
-KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample"}
+# lm-eval's names of the generation length, in the priority order of its normalize_gen_kwargs
+MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
+KNOWN_GEN_KWARGS = {"until", "temperature", "do_sample", *MAX_TOKEN_KEYS}
 # Keys that lm-eval's CLI passes next to --model_args (from --batch_size, --max_batch_size, --device, with
 # its defaults when not given) and that our README also lists as model_args.
 CLI_KEYS = ("batch_size", "max_batch_size", "device")
@@ -333,20 +335,24 @@ class MDMInfoGainLM(LM):
         """(stop strings, generation length, temperature) of a request's gen_kwargs.
 
         Task gen_kwargs win over model_args (lm-eval's convention); model_args fill what a task leaves out.
+        lm-eval's normalize_gen_kwargs (as its `hf` model) reads the length's aliases (max_new_tokens, ...)
+        and do_sample=false as greedy, once our checks passed: it converts with int() and float(), so a bad
+        value would fail inside it with a traceback.
         """
         ignored = sorted(set(gen_kwargs) - KNOWN_GEN_KWARGS)
         if ignored:
             self.warn_once(f"gen_kwargs {', '.join(ignored)} have no meaning for mdm_infogain and are ignored")
         until = stop_strings(gen_kwargs.get("until"))
-        max_gen_toks = gen_kwargs.get("max_gen_toks", self.sampler.gen_length)
-        check_gen_kwarg(is_int(max_gen_toks) and max_gen_toks >= 1, "max_gen_toks", max_gen_toks, "an integer >= 1")
+        for key in MAX_TOKEN_KEYS:
+            value = gen_kwargs.get(key, 1)
+            check_gen_kwarg(is_int(value) and value >= 1, key, value, "an integer >= 1")
         temperature = gen_kwargs.get("temperature", self.sampler.temperature)
         check_gen_kwarg(is_temperature(temperature), "temperature", temperature, TEMPERATURE_ALLOWED)
         do_sample = gen_kwargs.get("do_sample")
         check_gen_kwarg(do_sample is None or isinstance(do_sample, bool), "do_sample", do_sample, "true | false")
-        temperature = float(temperature)
-        if do_sample is False:
-            temperature = 0.0
+        known = {key: value for key, value in gen_kwargs.items() if key in KNOWN_GEN_KWARGS and key != "until"}
+        settings = normalize_gen_kwargs(known | {"temperature": temperature}, self.sampler.gen_length)
+        temperature, max_gen_toks = float(settings["temperature"]), settings["max_gen_toks"]
         if temperature != self.sampler.temperature:
             self.warn_once(f"task gen_kwargs set temperature={temperature} (model_args temperature="
                            f"{self.sampler.temperature}); the task's value is used")

@@ -98,11 +98,15 @@ def folder_digest(folder: Path) -> str:
 
 
 def hub_snapshot(repo_id: str) -> Path | None:
-    """The local snapshot folder of a hub id in the Hugging Face cache (named by its commit), if any."""
+    """The local snapshot folder of a hub id (a model or a peft adapter) in the Hugging Face cache, named by
+    its commit; None when it is not cached."""
     from huggingface_hub import try_to_load_from_cache
 
-    config_file = try_to_load_from_cache(repo_id, "config.json")
-    return Path(config_file).parent if isinstance(config_file, str) else None
+    for config_name in ("config.json", "adapter_config.json"):
+        config_file = try_to_load_from_cache(repo_id, config_name)
+        if isinstance(config_file, str):  # else None (never fetched) or a marker (known to be absent)
+            return Path(config_file).parent
+    return None
 
 
 def model_identity(pretrained_path: str) -> dict:

@@ -225,6 +225,18 @@ def test_a_hub_id_that_is_not_cached_is_identified_by_its_id():
     assert request_cache.model_identity("no-such-org/no-such-model") == {"hub_id": "no-such-org/no-such-model"}
 
 
+def test_a_cached_hub_snapshot_is_found_by_its_commit(monkeypatch, tmp_path):
+    """The Hugging Face cache layout: models--org--name/{refs/main, snapshots/<commit>/...}."""
+    repo = tmp_path / "models--org--adapter"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    (repo / "snapshots" / "0123abcd" / "adapter_config.json").write_text("{}")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    assert request_cache.hub_snapshot("org/adapter") == repo / "snapshots" / "0123abcd"
+    assert request_cache.hub_snapshot("org/other") is None
+
+
 def test_a_cached_hub_id_is_identified_by_its_commit_and_files(monkeypatch, tmp_path):
     snapshot = Path(shutil.copytree(BUNDLED["tiny-random-llada"], tmp_path / "snapshots" / "0123abcd"))
     monkeypatch.setattr(request_cache, "hub_snapshot", lambda repo_id: snapshot)

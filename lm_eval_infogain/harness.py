@@ -24,14 +24,16 @@ from pathlib import Path
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import Collator, handle_stop_sequences, postprocess_generated_text
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
 from lm_eval_infogain import __version__, request_cache
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.models.base import with_attention_block
-from lm_eval_infogain.models.registry import checkpoint_sampler_defaults, load, resolve_pretrained
-from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int, is_number
+from lm_eval_infogain.models.registry import DEFAULT_PRETRAINED, checkpoint_sampler_defaults, load, resolve_pretrained
+from lm_eval_infogain.sampling.config import (TEMPERATURE_ALLOWED, SamplerConfig, check, fit_to_model, is_int,
+                                              is_number, is_temperature)
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
 from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
 
@@ -44,7 +46,12 @@ HARNESS_KEYS = ("pretrained", "arch", "trust_remote_code", "peft", "max_new_toke
 # model_args that never change an answer: a --use_cache file filled with other values of them still
 # answers this run. Every other model_arg is part of the settings the cache file records.
 OUTPUT_NEUTRAL_KEYS = ("batch_size", "max_batch_size", "device", "decode_stats")
-KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "temperature", "do_sample", "top_k", "top_p"}
+# lm-eval's names of the generation length, in the priority order of its normalize_gen_kwargs
+MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
+KNOWN_GEN_KWARGS = {"until", "temperature", "do_sample", "top_k", "top_p", *MAX_TOKEN_KEYS}
+# Keys that lm-eval's CLI passes next to --model_args (from --batch_size, --max_batch_size, --device, with
+# its defaults when not given) and that our README also lists as model_args.
+CLI_KEYS = ("batch_size", "max_batch_size", "device")
 
 
 def request_seed(run_seed: int, instance, repeat: int) -> int:
@@ -66,11 +73,24 @@ def stop_strings(until) -> list[str]:
     return handle_stop_sequences(until, eos=None)
 
 
-def parse_batch_size(value) -> int:
+def positive_int(key: str, value) -> int:
+    """An integer >= 1, also from the CLI's string form ('8')."""
     if isinstance(value, str) and value.isdigit():
         value = int(value)
-    check(is_int(value) and value >= 1, "batch_size", value, "an integer >= 1")
+    check(is_int(value) and value >= 1, key, value, "an integer >= 1")
     return value
+
+
+def parse_batch_size(batch_size, max_batch_size) -> int:
+    """Prompts per canvas: batch_size, which max_batch_size (when given) bounds."""
+    if isinstance(batch_size, str) and batch_size.startswith("auto"):
+        raise UsageError(f"batch_size={batch_size!r} is invalid; allowed: an integer >= 1 (mdm_infogain does not "
+                         "search for the largest batch that fits; give one, e.g. --batch_size 8)")
+    batch_size = positive_int("batch_size", batch_size)
+    if max_batch_size is not None:
+        max_batch_size = positive_int("max_batch_size", max_batch_size)
+        check(batch_size <= max_batch_size, "batch_size", batch_size, f"at most max_batch_size={max_batch_size}")
+    return batch_size
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -90,7 +110,7 @@ def choose_device(requested: str | None, accelerator) -> str:
     try:
         device = torch.device(requested)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device={requested!r} is invalid; allowed: {allowed}") from None
+        raise UsageError(f"device={requested!r} is invalid; allowed: {allowed}") from None
     check(device.type in DEVICE_TYPES, "device", requested, allowed)
     if device.type == "cuda" and not torch.cuda.is_available():
         logger.warning("device=%r is not available on this machine; using cpu", requested)
@@ -102,15 +122,24 @@ def choose_device(requested: str | None, accelerator) -> str:
     return requested
 
 
+def default_pretrained(pretrained: str | None) -> str:
+    """pretrained as given, or the default model, said at warning level: it has random weights."""
+    if pretrained is None or pretrained == "":
+        logger.warning("pretrained was not given: running the default %s (random weights, for smoke tests); "
+                       "name a model with --model_args pretrained=...", DEFAULT_PRETRAINED)
+        return DEFAULT_PRETRAINED
+    return pretrained
+
+
 def sampler_config(sampler_args: dict, max_new_tokens: int | None = None) -> SamplerConfig:
     """model_args' sampler keys -> SamplerConfig (before fit_to_model); sampler_args gains what aliases set."""
     unknown = sorted(set(sampler_args) - set(SAMPLER_KEYS))
     if unknown:
-        raise ValueError(f"unknown model_args key(s) {', '.join(unknown)}; allowed: "
+        raise UsageError(f"unknown model_args key(s) {', '.join(unknown)}; allowed: "
                          f"{', '.join(HARNESS_KEYS + SAMPLER_KEYS)}")
     if max_new_tokens is not None:  # alias of gen_length (the seed README's name)
         if "gen_length" in sampler_args and sampler_args["gen_length"] != max_new_tokens:
-            raise ValueError(f"max_new_tokens={max_new_tokens!r} and gen_length={sampler_args['gen_length']!r} "
+            raise UsageError(f"max_new_tokens={max_new_tokens!r} and gen_length={sampler_args['gen_length']!r} "
                              "disagree; give one of them")
         sampler_args["gen_length"] = max_new_tokens
     if sampler_args.get("use_cache", "prefix") is None:  # lm-eval parses the string 'none' as None
@@ -120,7 +149,7 @@ def sampler_config(sampler_args: dict, max_new_tokens: int | None = None) -> Sam
 
 @register_model("mdm_infogain")
 class MDMInfoGainLM(LM):
-    def __init__(self, pretrained: str = "tiny-random-llada", arch: str | None = None, trust_remote_code=False,
+    def __init__(self, pretrained: str | None = None, arch: str | None = None, trust_remote_code=False,
                  peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
                  decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32,
@@ -128,13 +157,14 @@ class MDMInfoGainLM(LM):
         # the harness keys as given (here, before any other name is bound, locals() holds just the parameters)
         self.model_args = {key: value for key, value in locals().items() if key in HARNESS_KEYS}
         super().__init__()
+        pretrained = self.model_args["pretrained"] = default_pretrained(pretrained)
         # The checkpoint's own defaults (generation_config.json) under the model_args given.
         checkpoint_defaults = checkpoint_sampler_defaults(pretrained)
         if max_new_tokens is not None:
             checkpoint_defaults.pop("gen_length", None)
         sampler_args = checkpoint_defaults | sampler_args
         self.sampler = sampler_config(sampler_args, max_new_tokens)
-        self.batch_size_per_canvas = parse_batch_size(batch_size)
+        self.batch_size_per_canvas = parse_batch_size(batch_size, max_batch_size)
         check(is_int(mc_num) and mc_num >= 1, "mc_num", mc_num, "an integer >= 1")
         check(is_int(mc_batch_size) and mc_batch_size >= 1, "mc_batch_size", mc_batch_size, "an integer >= 1")
         self.mc_num, self.mc_batch_size = mc_num, mc_batch_size
@@ -142,6 +172,7 @@ class MDMInfoGainLM(LM):
         # lm-eval's --seed seeds torch before building the model, so it reaches us through torch.
         self.seed = torch.initial_seed() if seed is None else seed
         self.accelerator = self.setup_data_parallel()
+        self.decode_stats_path = self.stats_path(decode_stats)  # a bad path fails before the model loads
         self.pretrained = pretrained
         check(isinstance(trust_remote_code, bool), "trust_remote_code", trust_remote_code, "True or False")
         self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
@@ -154,15 +185,31 @@ class MDMInfoGainLM(LM):
         if self.sampler.mode == "pc_sampler":  # a bad baseline file fails now, not at the first request
             background_log_frequencies(self.sampler.pc_baseline, self.adapter.spec.vocab_size, str(self.device))
         self.decode_stats: list[dict] = []
-        self.decode_stats_path = self.stats_path(decode_stats)
         self.warned: set[str] = set()
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        """lm-eval's CLI passes batch_size, max_batch_size and device (its defaults when not given) next to
+        --model_args; lm-eval's own version would call us with both (a TypeError). The model_args value wins,
+        as our README lists these keys as model_args, with a note when the CLI's value differs."""
+        cli_values = {key: value for key, value in (additional_config or {}).items() if value is not None}
+        for key in sorted(set(arg_dict) & set(cli_values) & set(CLI_KEYS)):
+            if str(arg_dict[key]) != str(cli_values[key]):
+                logger.warning("model_args %s=%s is used; the CLI's --%s %s is not", key, arg_dict[key], key,
+                               cli_values[key])
+        return cls(**(cli_values | arg_dict))
 
     def stats_path(self, path: str | None) -> Path | None:
         """Where per-request decode stats go, one JSONL file per process (rank suffix when several)."""
         if path is None:
             return None
         path = Path(path)
-        check(path.parent.is_dir(), "decode_stats", str(path), "a file in an existing directory")
+        check(path.parent.is_dir() and not path.is_dir(), "decode_stats", str(path),
+              "a file (not a directory) in an existing directory")
         return path.with_name(f"{path.name}.rank{self.rank}") if self.world_size > 1 else path
 
     def setup_data_parallel(self):
@@ -211,7 +258,7 @@ class MDMInfoGainLM(LM):
 
     def apply_chat_template(self, chat_history, add_generation_prompt=True) -> str:
         if not self.tokenizer.chat_template:
-            raise ValueError(f"--apply_chat_template was given but pretrained={self.pretrained!r} has no chat template")
+            raise UsageError(f"--apply_chat_template was given but pretrained={self.pretrained!r} has no chat template")
         return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
                                                   add_generation_prompt=add_generation_prompt)
 
@@ -257,7 +304,12 @@ class MDMInfoGainLM(LM):
         return self.adapter.spec.eos_id if bos is None else bos
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.adapter.spec.mask_id in ids:  # the tokenizer reads the mask token's text as the mask id
+            mask_text = self.tokenizer.convert_ids_to_tokens(self.adapter.spec.mask_id)
+            self.warn_once(f"a prompt holds the mask token's text {mask_text!r}; it is encoded as the mask id, so "
+                           "the model treats that position as masked, not as text")
+        return ids
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of (context, continuation), split as lm-eval's causal models split them.
@@ -289,21 +341,24 @@ class MDMInfoGainLM(LM):
         """(stop strings, generation length, temperature, top_k, top_p) of a request's gen_kwargs.
 
         Task gen_kwargs win over model_args (lm-eval's convention); model_args fill what a task leaves out.
+        lm-eval's normalize_gen_kwargs (as its `hf` model) reads the length's aliases (max_new_tokens, ...)
+        and do_sample=false as greedy, once our checks passed: it converts with int() and float(), so a bad
+        value would fail inside it with a traceback.
         """
         ignored = sorted(set(gen_kwargs) - KNOWN_GEN_KWARGS)
         if ignored:
             self.warn_once(f"gen_kwargs {', '.join(ignored)} have no meaning for mdm_infogain and are ignored")
         until = stop_strings(gen_kwargs.get("until"))
-        max_gen_toks = gen_kwargs.get("max_gen_toks", self.sampler.gen_length)
-        check_gen_kwarg(is_int(max_gen_toks) and max_gen_toks >= 1, "max_gen_toks", max_gen_toks, "an integer >= 1")
+        for key in MAX_TOKEN_KEYS:
+            value = gen_kwargs.get(key, 1)
+            check_gen_kwarg(is_int(value) and value >= 1, key, value, "an integer >= 1")
         temperature = gen_kwargs.get("temperature", self.sampler.temperature)
-        check_gen_kwarg(is_number(temperature) and temperature >= 0, "temperature", temperature,
-                        "a number >= 0 (0 = greedy)")
+        check_gen_kwarg(is_temperature(temperature), "temperature", temperature, TEMPERATURE_ALLOWED)
         do_sample = gen_kwargs.get("do_sample")
         check_gen_kwarg(do_sample is None or isinstance(do_sample, bool), "do_sample", do_sample, "true | false")
-        temperature = float(temperature)
-        if do_sample is False:
-            temperature = 0.0
+        known = {key: value for key, value in gen_kwargs.items() if key in KNOWN_GEN_KWARGS and key != "until"}
+        settings = normalize_gen_kwargs(known | {"temperature": temperature}, self.sampler.gen_length)
+        temperature, max_gen_toks = float(settings["temperature"]), settings["max_gen_toks"]
         if temperature != self.sampler.temperature:
             self.warn_once(f"task gen_kwargs set temperature={temperature} (model_args temperature="
                            f"{self.sampler.temperature}); the task's value is used")
@@ -325,7 +380,7 @@ class MDMInfoGainLM(LM):
     def encode_prompt(self, context: str, gen_length: int) -> list[int]:
         ids = self.encode(context)
         if not ids:
-            raise ValueError("an empty prompt was given; masked diffusion needs at least one prompt token")
+            raise UsageError("an empty prompt was given; masked diffusion needs at least one prompt token")
         room = self.adapter.spec.max_length - gen_length
         if len(ids) > room:
             self.warn_once(f"prompts longer than {room} tokens are left-truncated (model max length "
@@ -381,13 +436,17 @@ class MDMInfoGainLM(LM):
 
     def output_settings(self) -> dict:
         """What decides the answers: every model_arg but OUTPUT_NEUTRAL_KEYS (sampler keys as fitted to the
-        model, the seed as drawn), what they resolve to (model type, dtype) and the software versions."""
+        model, the seed as drawn), what they resolve to (model type, dtype, the checkpoint's and peft
+        adapter's files) and the software versions."""
         given = {key: value for key, value in self.model_args.items() if key not in OUTPUT_NEUTRAL_KEYS}
         info = self.get_model_info()
         for key in ("decode_stats_mean", "batch_size_per_canvas", "pretrained_path", "device"):
             info.pop(key)  # stats, and where the checkpoint and the process happen to live
-        return given | info | {"device_type": self.device.type,
-                               "lm_eval_version": importlib.metadata.version("lm_eval")}
+        peft = self.model_args["peft"]
+        identities = {"model_identity": request_cache.model_identity(resolve_pretrained(self.pretrained)),
+                      "peft_identity": None if peft is None else request_cache.model_identity(peft)}
+        return given | info | identities | {"device_type": self.device.type,
+                                            "lm_eval_version": importlib.metadata.version("lm_eval")}
 
     def commit_cache(self) -> None:
         """Make a finished batch's answers durable, so a run killed later keeps them."""

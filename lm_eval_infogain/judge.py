@@ -19,18 +19,21 @@ writing quality and prompt adherence, plus overall, as a JSON object; the report
 a 95% normal interval (mean +- 1.96 standard errors).
 
 The API key is read only from the environment variable named by --api-key-env (OPENAI_API_KEY) and is
-masked in everything this command prints or writes. Requests time out after --timeout seconds and are
-retried --retries times with exponential backoff (the openai client's own: connection errors,
-timeouts, 408, 409, 429 and 5xx).
+masked in everything this command prints or writes: verbatim, URL-quoted, base64-encoded (also inside a
+longer base64 text) and shortened the way servers echo it (`sk-...CRET`, `sk-proj-****CRET`).
+Requests time out after --timeout seconds and are retried --retries times with exponential backoff
+(the openai client's own: connection errors, timeouts, 408, 409, 429 and 5xx).
 """
 
 import argparse
+import base64
 import json
 import math
 import os
 import re
 import statistics
 import sys
+import urllib.parse
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.tasks import common
 from lm_eval_infogain.tasks.creative_writing import doc_to_text
 
@@ -54,7 +58,7 @@ VERDICT = re.compile(
 JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
-class JudgeError(Exception):
+class JudgeError(UsageError):
     """A problem the user must fix (input files, endpoint, key), told in one line."""
 
 
@@ -321,8 +325,54 @@ def summary_line(report: dict) -> str:
             f"unreadable {counts['unreadable']}")
 
 
+# A shortened key as servers echo it: a start of the key (3+ characters, e.g. "sk-"), filler (3+ dots,
+# stars or bullets, or an ellipsis) and an end of the key (4+), or the filler and the end alone ("****CRET").
+FILLER = r"(?:[.*\u2022]{3,}|\u2026)"
+MIN_PARTIAL_KEY = 8  # shorter keys have no start and end that are not also common text
+MIN_BASE64_BYTES = 6  # a base64 run of fewer key bytes could match ordinary text
+
+
+def base64_forms(secret: str) -> set[str]:
+    """The key's base64 as it appears in any base64 text that holds it: one run per byte alignment (0, 1, 2),
+    each cut to whole 3-byte groups, whose characters depend on the key alone; both alphabets."""
+    raw = secret.encode()
+    forms = set()
+    for offset in range(3):
+        aligned = raw[offset:len(raw) - (len(raw) - offset) % 3]
+        if len(aligned) >= MIN_BASE64_BYTES:
+            forms |= {base64.b64encode(aligned).decode(), base64.urlsafe_b64encode(aligned).decode()}
+    return forms
+
+
+def partial_key_pattern(secret: str) -> re.Pattern | None:
+    if len(secret) < MIN_PARTIAL_KEY:
+        return None
+    starts = "|".join(re.escape(secret[:n]) for n in range(len(secret) - 1, 2, -1))
+    ends = "|".join(re.escape(secret[-n:]) for n in range(len(secret) - 1, 3, -1))
+    return re.compile(rf"(?:{starts}){FILLER}(?:{ends})?|{FILLER}(?:{ends})")
+
+
 def mask(text: str, secret: str) -> str:
-    return text.replace(secret, MASK) if secret else text
+    """`text` with every form of the key a server may echo replaced by MASK (longest forms first)."""
+    if not secret:
+        return text
+    for form in sorted({secret, urllib.parse.quote(secret, safe="")} | base64_forms(secret), key=len, reverse=True):
+        text = text.replace(form, MASK)
+    partial = partial_key_pattern(secret)
+    return text if partial is None else partial.sub(MASK, text)
+
+
+def check_endpoint(endpoint: str) -> None:
+    """An http(s) URL with a host (and a numeric port, if any): anything else fails in the openai client
+    with an error that does not name the flag."""
+    try:
+        url = urllib.parse.urlsplit(endpoint)
+        url.port  # noqa: B018 (parsing the port raises on a non-numeric one)
+    except ValueError:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.hostname:
+        raise JudgeError(f"--endpoint {endpoint!r} is not an http(s) URL with a host; "
+                         "e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
 
 
 def positive_float(text: str) -> float:
@@ -365,6 +415,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, api_key: str) -> dict:
+    check_endpoint(args.endpoint)
     samples_a = read_samples(args.a)
     pairs = None if args.single else paired_stories(samples_a, read_samples(args.b))
     judge = ChatJudge(args.endpoint, args.model, api_key, args.api_key_env, args.timeout, args.retries)

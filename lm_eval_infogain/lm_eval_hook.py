@@ -5,12 +5,18 @@ interpreter start by `lm_eval_infogain.pth` and only installs an import hook (no
 - after `lm_eval.models` runs (it fills the model registry), register the lazy placeholder
   `mdm_infogain -> lm_eval_infogain.harness:MDMInfoGainLM`;
 - after `lm_eval.tasks.manager` runs, make every TaskManager that includes lm-eval's default tasks
-  also index this package's task_configs/ (before any --include_path, so user folders still win).
+  also index this package's task_configs/ (before any --include_path, so user folders still win);
+- after `lm_eval.api.model` runs, have lm-eval's request cache (CachingLM) claim its file first when it
+  wraps our model: locked against a second run, refused in one line when damaged (request_cache.claim);
+- after `lm_eval._cli.harness` runs, make the CLI print a UsageError (a bad input of ours) as the one
+  line `mdm_infogain: <message>` and exit with status 2; any other exception keeps its traceback.
 """
 
 import importlib.abc
 import importlib.util
 import sys
+
+from lm_eval_infogain.errors import USAGE_EXIT_STATUS, UsageError
 
 MODEL_NAME = "mdm_infogain"
 MODEL_TARGET = "lm_eval_infogain.harness:MDMInfoGainLM"
@@ -42,7 +48,37 @@ def add_task_folder(manager_module) -> None:
     task_manager_cls.__init__ = init_with_project_tasks
 
 
-AFTER_IMPORT = {"lm_eval.models": register_model, "lm_eval.tasks.manager": add_task_folder}
+def claim_request_cache(model_module) -> None:
+    caching_lm_cls = model_module.CachingLM
+    original_init = caching_lm_cls.__init__
+
+    def init_after_claim(self, lm, cache_db):
+        harness = sys.modules.get("lm_eval_infogain.harness")  # not imported: the model is not ours
+        if harness is not None and isinstance(lm, harness.MDMInfoGainLM):
+            from lm_eval_infogain.request_cache import claim
+
+            claim(cache_db)
+        original_init(self, lm, cache_db)
+
+    caching_lm_cls.__init__ = init_after_claim
+
+
+def usage_errors_in_one_line(cli_module) -> None:
+    cli_cls = cli_module.HarnessCLI
+    original_execute = cli_cls.execute
+
+    def execute(self, args):
+        try:
+            original_execute(self, args)
+        except UsageError as error:
+            print(f"{MODEL_NAME}: {error}", file=sys.stderr)
+            sys.exit(USAGE_EXIT_STATUS)
+
+    cli_cls.execute = execute
+
+
+AFTER_IMPORT = {"lm_eval.models": register_model, "lm_eval.tasks.manager": add_task_folder,
+                "lm_eval.api.model": claim_request_cache, "lm_eval._cli.harness": usage_errors_in_one_line}
 
 
 class LoaderThenHook(importlib.abc.Loader):

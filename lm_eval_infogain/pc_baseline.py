@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
+from lm_eval_infogain.errors import UsageError
 # Imported for its side effect too: it registers our model types with AutoConfig, which AutoTokenizer reads.
 from lm_eval_infogain.models.registry import resolve_pretrained
 
@@ -55,7 +56,7 @@ def decode_line(raw_line: bytes, input_path: Path, line_number: int) -> str:
     try:
         return raw_line.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{input_path}: line {line_number} is not UTF-8 ({error.reason})") from error
+        raise UsageError(f"{input_path}: line {line_number} is not UTF-8 ({error.reason})") from error
 
 
 def add_batch(counts: Counter, tokenizer, lines: list[str]) -> None:
@@ -95,7 +96,7 @@ def load_baseline(path, vocab_size: int) -> torch.Tensor:
     frequencies = torch.ones(vocab_size, dtype=torch.float64)  # [V] the add-one
     for token_id, count in counts.items():
         if not 0 <= token_id < vocab_size:
-            raise ValueError(f"{path}: token id {token_id} is outside [0, {vocab_size})")
+            raise UsageError(f"{path}: token id {token_id} is outside [0, {vocab_size})")
         frequencies[token_id] += count
     return (frequencies / (total + vocab_size)).float()  # [V]
 
@@ -103,24 +104,24 @@ def load_baseline(path, vocab_size: int) -> torch.Tensor:
 def read_table(path: Path) -> tuple[dict[int, int], int]:
     """(token id -> count, total) from the JSON file, with its structure and counts checked."""
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise UsageError(f"{path}: no such file")
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not JSON ({error})") from error
+        raise UsageError(f"{path}: not JSON ({error})") from error
     if not isinstance(table, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(table).__name__}")
+        raise UsageError(f"{path}: expected a JSON object, got {type(table).__name__}")
     missing = [key for key in ("total", "counts") if key not in table]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+        raise UsageError(f"{path}: missing key(s) {', '.join(missing)}")
     if not isinstance(table["counts"], dict):
-        raise ValueError(f"{path}: 'counts' must be an object of token id -> count")
+        raise UsageError(f"{path}: 'counts' must be an object of token id -> count")
     total = table["total"]
     if not is_count(total) or total <= 0:
-        raise ValueError(f"{path}: total must be a positive int, got {total!r}")
+        raise UsageError(f"{path}: total must be a positive int, got {total!r}")
     counts = {parse_id(path, key): check_count(path, key, value) for key, value in table["counts"].items()}
     if sum(counts.values()) != total:  # otherwise the frequencies would not sum to 1
-        raise ValueError(f"{path}: total {total} != sum of counts {sum(counts.values())}")
+        raise UsageError(f"{path}: total {total} != sum of counts {sum(counts.values())}")
     return counts, total
 
 
@@ -132,12 +133,12 @@ def parse_id(path: Path, key: str) -> int:
     try:
         return int(key)
     except ValueError as error:
-        raise ValueError(f"{path}: token id {key!r} is not an int") from error
+        raise UsageError(f"{path}: token id {key!r} is not an int") from error
 
 
 def check_count(path: Path, key: str, value) -> int:
     if not is_count(value) or value < 0:
-        raise ValueError(f"{path}: count of token {key} must be a non-negative int, got {value!r}")
+        raise UsageError(f"{path}: count of token {key} must be a non-negative int, got {value!r}")
     return value
 
 

@@ -118,6 +118,19 @@ def test_max_gen_toks_caps_generation_length(lm, monkeypatch):
     assert sorted(lengths) == [8, 32]
 
 
+@pytest.mark.parametrize("gen_kwargs, length", [
+    ({"max_new_tokens": 8}, 8),
+    ({"max_tokens": 4}, 4),
+    ({"max_completion_tokens": 16}, 16),
+    ({"max_gen_toks": 8, "max_new_tokens": 4}, 8),  # lm-eval's priority order
+    ({"max_new_tokens": 500}, 32),  # capped by gen_length
+])
+def test_lm_evals_names_of_the_generation_length_are_honoured(lm, caplog, gen_kwargs, length):
+    with caplog.at_level("WARNING"):
+        assert lm.request_settings({"until": []} | gen_kwargs)[1] == length
+    assert not any("are ignored" in message for message in caplog.messages)
+
+
 def test_task_temperature_wins_and_do_sample_false_means_greedy(lm):
     assert lm.request_settings({"until": ["\n"], "temperature": 0.7})[2] == 0.7
     assert lm.request_settings({"until": [], "temperature": 0.7, "do_sample": False})[2] == 0.0
@@ -166,11 +179,13 @@ def test_chat_template_missing_is_a_clear_error(lm, monkeypatch):
     ({"until": ["ok", 3]}, "gen_kwargs until=['ok', 3]"),
     ({"until": [""]}, "gen_kwargs until=['']"),
     ({"until": ("a", "b")}, "gen_kwargs until=('a', 'b')"),
-    ({"temperature": "hot"}, "gen_kwargs temperature='hot' is invalid; allowed: a number >= 0"),
+    ({"temperature": "hot"}, "gen_kwargs temperature='hot' is invalid; allowed: 0 (greedy) or a number in"),
     ({"temperature": -0.5}, "gen_kwargs temperature=-0.5"),
     ({"do_sample": "yes"}, "gen_kwargs do_sample='yes' is invalid; allowed: true | false"),
     ({"max_gen_toks": 0}, "gen_kwargs max_gen_toks=0 is invalid; allowed: an integer >= 1"),
     ({"max_gen_toks": "many"}, "gen_kwargs max_gen_toks='many'"),
+    ({"max_new_tokens": 0}, "gen_kwargs max_new_tokens=0 is invalid; allowed: an integer >= 1"),
+    ({"max_tokens": "lots"}, "gen_kwargs max_tokens='lots'"),
 ])
 def test_bad_gen_kwargs_fail_before_any_request_is_decoded(lm, monkeypatch, gen_kwargs, message):
     decoded = []

@@ -12,13 +12,15 @@ from pathlib import Path
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
+from lm_eval_infogain.errors import UsageError
+
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SINGLE_SAFETENSORS = "model.safetensors"
 # Files from which transformers can build a tokenizer when tokenizer.json is absent (slow tokenizers).
 OTHER_TOKENIZER_FILES = ("vocab.json", "tokenizer.model", "vocab.txt")
 
 
-class CheckpointFileError(ValueError):
+class CheckpointFileError(UsageError):
     def __init__(self, pretrained: str, file: str, problem: str):
         super().__init__(f"pretrained={pretrained!r}: {file} {problem}")
 

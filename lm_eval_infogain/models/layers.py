@@ -9,6 +9,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.sampling.cache import KVCache
 from lm_eval_infogain.sampling.config import check
 
@@ -78,7 +79,7 @@ def scaled_rope(head_dim: int, theta: float, rope_scaling: dict, max_position_em
         with torch.device("cpu"):  # from_pretrained builds models under a meta-device context
             inv_freq, scale = ROPE_INIT_FUNCTIONS[rope_type](shape, "cpu")
     except (KeyError, TypeError, ValueError) as error:  # e.g. no "factor"
-        raise ValueError(f"config.json rope_scaling={rope_scaling!r} is invalid ({type(error).__name__}: "
+        raise UsageError(f"config.json rope_scaling={rope_scaling!r} is invalid ({type(error).__name__}: "
                          f"{error}); allowed: {allowed} with that type's fields") from None
     return inv_freq.float(), float(scale)
 

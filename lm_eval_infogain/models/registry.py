@@ -6,6 +6,7 @@ architectures, unless `trust_remote_code=True`: then transformers' AutoModel run
 code, without a cache (never a guess from a name substring, never a default mask id).
 """
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, GenerationConfig, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.models.base import ModelAdapter, ModelSpec
 from lm_eval_infogain.models.checkpoint import check_folder
 from lm_eval_infogain.models.dream import DreamModel
@@ -33,6 +35,8 @@ HUB_IDS = {"llada": "GSAI-ML/LLaDA-8B-Instruct", "dream": "Dream-org/Dream-v0-In
 # Short names of the bundled models: random weights per architecture, and LLaDA trained on a task (train_tiny.py).
 BUNDLED = {f"tiny-random-{arch}": ASSETS / f"tiny-random-{arch}" for arch in ARCHITECTURES} | {
     name: ASSETS / name for name in ("tiny-llada-sudoku", "tiny-llada-countdown")}
+# What runs when pretrained= is not given (said at warning level): a smoke test, never a result.
+DEFAULT_PRETRAINED = "tiny-random-llada"
 # AutoTokenizer / AutoConfig read config.json too; let them know our model types.
 for model_cls in ARCHITECTURES.values():
     AutoConfig.register(model_cls.config_class.model_type, model_cls.config_class, exist_ok=True)
@@ -70,7 +74,7 @@ def detect_architecture(config_dict: dict) -> str | None:
 def resolve_dtype(name: str, checkpoint_dtype, device: torch.device) -> torch.dtype:
     """'auto' keeps the checkpoint's dtype on GPUs and uses float32 on CPU (bf16 matmuls are slow there)."""
     if name not in DTYPES:
-        raise ValueError(f"dtype={name!r} is invalid; allowed: {' | '.join(DTYPES)}")
+        raise UsageError(f"dtype={name!r} is invalid; allowed: {' | '.join(DTYPES)}")
     if DTYPES[name] is not None:
         return DTYPES[name]
     if device.type == "cpu" or checkpoint_dtype is None:
@@ -83,6 +87,7 @@ def resolve_dtype(name: str, checkpoint_dtype, device: torch.device) -> torch.dt
 # same name (use_cache: true) never read as ours.
 SAMPLER_DEFAULTS_KEY = "sampler_defaults"
 GENERATION_DEFAULT_KEYS = ("gen_length", "steps", "block_length", "use_cache")
+GENERATION_CONFIG_NAME = "generation_config.json"
 
 
 def generation_config(path: str) -> dict:
@@ -95,11 +100,23 @@ def generation_config(path: str) -> dict:
 
 def checkpoint_sampler_defaults(pretrained: str) -> dict:
     """Sampler settings the checkpoint's generation_config.json names under "sampler_defaults" (gen_length,
-    steps, block_length, use_cache), e.g. the answer length a train_tiny model learnt; model_args win."""
-    defaults = generation_config(resolve_pretrained(pretrained)).get(SAMPLER_DEFAULTS_KEY) or {}
+    steps, block_length, use_cache), e.g. the answer length a train_tiny model learnt; model_args win.
+
+    A local generation_config.json that cannot be read or parsed is an error naming it: dropping it would
+    silently run with other settings than the checkpoint's own.
+    """
+    path = resolve_pretrained(pretrained)
+    local_file = Path(path) / GENERATION_CONFIG_NAME
+    if local_file.is_file():
+        try:
+            json.loads(local_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UsageError(f"pretrained={pretrained!r}: {local_file} cannot be read as JSON "
+                             f"({str(error).splitlines()[0]}); fix or delete it") from None
+    defaults = generation_config(path).get(SAMPLER_DEFAULTS_KEY) or {}
     unknown = sorted(set(defaults) - set(GENERATION_DEFAULT_KEYS))
     if unknown:
-        raise ValueError(f"pretrained={pretrained!r}: generation_config.json {SAMPLER_DEFAULTS_KEY} has unknown "
+        raise UsageError(f"pretrained={pretrained!r}: generation_config.json {SAMPLER_DEFAULTS_KEY} has unknown "
                          f"key(s) {', '.join(unknown)}; allowed: {', '.join(GENERATION_DEFAULT_KEYS)}")
     return dict(defaults)
 
@@ -118,7 +135,7 @@ def model_spec(config, tokenizer, path: str, model=None) -> ModelSpec:
     if mask_id is None:
         mask_id = tokenizer.mask_token_id
     if mask_id is None:
-        raise ValueError(f"pretrained={path!r} has no mask token (config.mask_token_id or tokenizer.mask_token); "
+        raise UsageError(f"pretrained={path!r} has no mask token (config.mask_token_id or tokenizer.mask_token); "
                          "a masked diffusion model needs one")
     eos_id = config.eos_token_id if getattr(config, "eos_token_id", None) is not None else tokenizer.eos_token_id
     if isinstance(eos_id, list):
@@ -128,11 +145,11 @@ def model_spec(config, tokenizer, path: str, model=None) -> ModelSpec:
     block_size = None if model is None else model.attention_block_size
     vocab_size = getattr(config, "embedding_size", None) or config.vocab_size  # rows of the LM head
     if len(tokenizer) > vocab_size:  # its highest ids would index past the embedding
-        raise ValueError(f"pretrained={path!r}: the tokenizer (tokenizer.json) has {len(tokenizer)} tokens but the "
+        raise UsageError(f"pretrained={path!r}: the tokenizer (tokenizer.json) has {len(tokenizer)} tokens but the "
                          f"model has {vocab_size} embedding rows (config.json vocab_size); they do not belong together")
     for name, token_id in (("mask", mask_id), ("eos", eos_id), ("pad", pad_id)):
         if not 0 <= token_id < vocab_size:  # e.g. an architecture's default id in a config that omits its own
-            raise ValueError(f"pretrained={path!r}: the {name} token id {token_id} is outside the vocabulary "
+            raise UsageError(f"pretrained={path!r}: the {name} token id {token_id} is outside the vocabulary "
                              f"(size {vocab_size}); set {name}_token_id in config.json")
     return ModelSpec(
         mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, vocab_size=vocab_size,
@@ -156,7 +173,7 @@ def check_config_keys(config_dict: dict, config_class, arch: str, pretrained: st
     the 8B default and build a model of the wrong size (e.g. arch= naming another family)."""
     missing = [key for key in config_class.shape_keys if key not in config_dict]
     if missing:
-        raise ValueError(f"pretrained={pretrained!r}: config.json lacks {', '.join(missing)}, which arch={arch!r} "
+        raise UsageError(f"pretrained={pretrained!r}: config.json lacks {', '.join(missing)}, which arch={arch!r} "
                          "reads; is arch= right?")
 
 
@@ -175,16 +192,16 @@ def check_weights(info: dict, pretrained: str, weight_files: dict[str, str]) -> 
 
     if info["mismatched_keys"]:
         name, saved, built = sorted(info["mismatched_keys"])[0]
-        raise ValueError(f"pretrained={pretrained!r}: {file_of(name)} holds {name} of shape {list(saved)}, but "
+        raise UsageError(f"pretrained={pretrained!r}: {file_of(name)} holds {name} of shape {list(saved)}, but "
                          f"config.json makes it {list(built)}; the config (sizes, vocab_size) and the weights disagree")
     if info["missing_keys"]:
         names = sorted(info["missing_keys"])
-        raise ValueError(f"pretrained={pretrained!r} lacks {len(names)} weight(s) this architecture needs, e.g. "
+        raise UsageError(f"pretrained={pretrained!r} lacks {len(names)} weight(s) this architecture needs, e.g. "
                          f"{', '.join(names[:3])}; is arch= right?")
     unused = sorted(name for name in info["unexpected_keys"]
                     if not any(re.search(pattern, name) for pattern in KNOWN_UNUSED_WEIGHTS))
     if unused:
-        raise ValueError(f"pretrained={pretrained!r}: {file_of(unused[0])} holds {len(unused)} weight(s) the model "
+        raise UsageError(f"pretrained={pretrained!r}: {file_of(unused[0])} holds {len(unused)} weight(s) the model "
                          f"does not use, e.g. {', '.join(unused[:3])}; config.json does not describe these weights "
                          "(is arch= right? a key such as attention_bias missing?)")
 
@@ -205,10 +222,10 @@ def checkpoint_or_error(read, pretrained: str):
     try:
         return read()
     except OSError as error:
-        raise ValueError(f"pretrained={pretrained!r} could not be loaded: {str(error).splitlines()[0]}") from None
+        raise UsageError(f"pretrained={pretrained!r} could not be loaded: {str(error).splitlines()[0]}") from None
     except ValueError as error:  # ours are one line already; transformers' may run over several
         message = (str(error).splitlines() or [type(error).__name__])[0]
-        raise ValueError(message if message.startswith("pretrained=") else f"pretrained={pretrained!r}: {message}") \
+        raise UsageError(message if message.startswith("pretrained=") else f"pretrained={pretrained!r}: {message}") \
             from None
     finally:
         hf_logging.set_verbosity(level)
@@ -219,12 +236,12 @@ def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | 
     """Load a checkpoint in its official layout; returns (adapter, tokenizer)."""
     path = resolve_pretrained(pretrained)
     if arch is not None and arch not in ARCHITECTURES:
-        raise ValueError(f"arch={arch!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")
+        raise UsageError(f"arch={arch!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")
     weight_files = check_folder(pretrained, path)  # a local folder's files, one line per problem
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(path)
     except OSError as error:
-        raise ValueError(f"pretrained={pretrained!r}: no config.json found at {path!r} ({error})") from None
+        raise UsageError(f"pretrained={pretrained!r}: no config.json found at {path!r} ({error})") from None
     arch = arch or short_name_arch(pretrained) or detect_architecture(config_dict)
     torch_device = torch.device(device)
     torch_dtype = resolve_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"), torch_device)
@@ -232,7 +249,7 @@ def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | 
                                     pretrained)
     if arch is None:
         if not trust_remote_code:
-            raise ValueError(f"pretrained={pretrained!r} has model_type={config_dict.get('model_type')!r}, which is "
+            raise UsageError(f"pretrained={pretrained!r} has model_type={config_dict.get('model_type')!r}, which is "
                              f"not a known architecture ({', '.join(ARCHITECTURES)}); name one with arch=, or pass "
                              "trust_remote_code=True to run the checkpoint's own code (no cache)")
         logger.warning("pretrained=%r is not a known architecture: running its own code through AutoModel "

@@ -1,7 +1,10 @@
 """Every sampler option, validated once, with one-line errors naming the key, value and what is allowed."""
 
 import dataclasses
+import math
 from dataclasses import dataclass
+
+from lm_eval_infogain.errors import UsageError
 
 # mode names users type (seed README and ALGORITHM.md spellings) -> canonical strategy name
 MODE_ALIASES = {
@@ -30,12 +33,12 @@ def canonical_mode(mode: str) -> str:
     key = str(mode).strip().lower().replace("-", "_")
     if key in MODE_ALIASES:
         return MODE_ALIASES[key]
-    raise ValueError(f"mode={mode!r} is unknown; allowed: {', '.join(MODE_ALIASES)} ('-' and '_' are interchangeable)")
+    raise UsageError(f"mode={mode!r} is unknown; allowed: {', '.join(MODE_ALIASES)} ('-' and '_' are interchangeable)")
 
 
 def check(condition: bool, key: str, value, allowed: str) -> None:
     if not condition:
-        raise ValueError(f"{key}={value!r} is invalid; allowed: {allowed}")
+        raise UsageError(f"{key}={value!r} is invalid; allowed: {allowed}")
 
 
 def is_int(value) -> bool:
@@ -43,7 +46,28 @@ def is_int(value) -> bool:
 
 
 def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: inf and nan are never a meaningful setting (inf temperature gives NaN scores)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Bounds past which a float setting can only be a typo or an overflow, never a study's choice.
+# Temperatures: below 1e-3 the logits / temperature overflow float16/bfloat16 (1e-320 even float32: token 0
+# wins every position); above 100 every distribution is uniform to float precision.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 100.0
+MAX_PENALTY = 1e4  # a logit offset beyond any logit a model produces; larger only risks overflow
+MAX_SCALE = 1e4  # gamma, pc_lambda, pc_alpha, factor: decays, budgets and caps of order 1 in the papers
+# Info-Gain scores each candidate with one lookahead forward: a few hundred is already far past any useful
+# lookahead, and 1e8 candidates would fail as an allocation error that does not name the key.
+MAX_CANDIDATES = 1024
+
+
+def is_temperature(value) -> bool:
+    """0 or a number in [MIN_TEMPERATURE, MAX_TEMPERATURE] (a temperature divides logits or scores)."""
+    return is_number(value) and (value == 0 or MIN_TEMPERATURE <= value <= MAX_TEMPERATURE)
+
+
+TEMPERATURE_RANGE = f"a number in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"
+TEMPERATURE_ALLOWED = f"0 (greedy) or {TEMPERATURE_RANGE}"
 
 
 @dataclass(frozen=True)
@@ -76,19 +100,21 @@ class SamplerConfig:
             object.__setattr__(self, "variant", "lookum")
         object.__setattr__(self, "mode", canonical_mode(self.mode))
         check(self.variant in VARIANTS, "variant", self.variant, " | ".join(VARIANTS))
-        check(is_int(self.candidate_number) and self.candidate_number >= 1, "candidate_number",
-              self.candidate_number, "an integer >= 1")
-        check(is_number(self.position_temperature) and self.position_temperature >= 0, "position_temperature",
-              self.position_temperature, "a number >= 0 (0 disables the lookahead)")
+        check(is_int(self.candidate_number) and 1 <= self.candidate_number <= MAX_CANDIDATES, "candidate_number",
+              self.candidate_number,
+              f"an integer in [1, {MAX_CANDIDATES}] (each candidate costs one lookahead forward)")
+        check(is_temperature(self.position_temperature), "position_temperature",
+              self.position_temperature, f"0 (no lookahead) or {TEMPERATURE_RANGE}")
         check(is_number(self.threshold) and 0 <= self.threshold <= 1, "threshold", self.threshold,
               "a probability in [0, 1]")
         check(self.use_cache in CACHE_MODES, "use_cache", self.use_cache, " | ".join(CACHE_MODES))
-        check(is_number(self.temperature) and self.temperature >= 0, "temperature", self.temperature,
-              "a number >= 0 (0 = greedy)")
-        check(self.factor is None or (is_number(self.factor) and self.factor > 0), "factor", self.factor,
-              "a number > 0, or unset for fast_dllm's threshold rule")
-        for key in ("gamma", "pc_lambda", "pc_alpha", "eos_penalty", "pad_penalty"):
-            check(is_number(getattr(self, key)) and getattr(self, key) >= 0, key, getattr(self, key), "a number >= 0")
+        check(is_temperature(self.temperature), "temperature", self.temperature, TEMPERATURE_ALLOWED)
+        check(self.factor is None or (is_number(self.factor) and 0 < self.factor <= MAX_SCALE), "factor", self.factor,
+              f"a number in (0, {MAX_SCALE:g}], or unset for fast_dllm's threshold rule")
+        for key, bound in (("gamma", MAX_SCALE), ("pc_lambda", MAX_SCALE), ("pc_alpha", MAX_SCALE),
+                           ("eos_penalty", MAX_PENALTY), ("pad_penalty", MAX_PENALTY)):
+            value = getattr(self, key)
+            check(is_number(value) and 0 <= value <= bound, key, value, f"a number in [0, {bound:g}]")
         check(self.mode != "pc_sampler" or isinstance(self.pc_baseline, str), "pc_baseline", self.pc_baseline,
               "a token-frequency JSON file for mode=pc_sampler (build one with python -m lm_eval_infogain.pc_baseline)")
         check(self.top_k is None or (is_int(self.top_k) and self.top_k >= 1), "top_k", self.top_k,

@@ -12,6 +12,8 @@ import random
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
+from lm_eval_infogain.errors import UsageError
+
 # A draw repeats an earlier item only when few distinct items are left to find; this bound turns an
 # impossible request into an error instead of an endless loop.
 MAX_DRAWS_PER_ITEM = 50
@@ -23,7 +25,7 @@ MAX_FIELD_CHARS = 131_072
 def reject_unknown_keys(metadata: dict, prefix: str, allowed: tuple[str, ...]) -> None:
     unknown = sorted(key for key in metadata if key.startswith(prefix) and key not in allowed)
     if unknown:
-        raise ValueError(f"unknown {prefix.rstrip('_')} metadata {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        raise UsageError(f"unknown {prefix.rstrip('_')} metadata {', '.join(unknown)}; allowed: {', '.join(allowed)}")
 
 
 def int_option(metadata: dict, key: str, default: int, minimum: int, maximum: int | None = None,
@@ -33,7 +35,7 @@ def int_option(metadata: dict, key: str, default: int, minimum: int, maximum: in
     in_range = isinstance(value, int) and value >= minimum and (maximum is None or value <= maximum)
     if isinstance(value, bool) or not in_range:
         allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in {minimum}..{maximum}"
-        raise ValueError(f"{key}={value!r} is invalid; allowed: {allowed}" + (f" ({why})" if why else ""))
+        raise UsageError(f"{key}={value!r} is invalid; allowed: {allowed}" + (f" ({why})" if why else ""))
     return value
 
 
@@ -50,15 +52,15 @@ def read_records(path: str | os.PathLike, label: str) -> list[tuple[int, dict]]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ValueError(f"{label} {path}: no such file")
+        raise UsageError(f"{label} {path}: no such file")
     if path.suffix.lower() == ".csv":
         records = read_csv_records(path, label)
     elif path.suffix.lower() == ".jsonl":
         records = read_jsonl_records(path, label)
     else:
-        raise ValueError(f"{label} {path}: unknown extension {path.suffix!r}; allowed: .csv, .jsonl")
+        raise UsageError(f"{label} {path}: unknown extension {path.suffix!r}; allowed: .csv, .jsonl")
     if not records:
-        raise ValueError(f"{label} {path}: no records")
+        raise UsageError(f"{label} {path}: no records")
     for line_number, record in records:
         check_field_lengths(record, f"{label} {path}, line {line_number}")
     return records
@@ -71,7 +73,7 @@ def read_text(path: Path, label: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line_number = data.count(b"\n", 0, error.start) + 1
-        raise ValueError(f"{label} {path}, line {line_number}: byte 0x{data[error.start]:02x} is not UTF-8; "
+        raise UsageError(f"{label} {path}, line {line_number}: byte 0x{data[error.start]:02x} is not UTF-8; "
                          "save the file as UTF-8") from None
 
 
@@ -83,7 +85,7 @@ def read_csv_records(path: Path, label: str) -> list[tuple[int, dict]]:
             records.append((reader.line_num, record))
     except csv.Error as error:  # a field over csv's size limit, a NUL byte, ...
         # line_num counts the lines read before the one that failed
-        raise ValueError(f"{label} {path}, line {reader.line_num + 1}: {error}") from None
+        raise UsageError(f"{label} {path}, line {reader.line_num + 1}: {error}") from None
     return records
 
 
@@ -95,9 +97,9 @@ def read_jsonl_records(path: Path, label: str) -> list[tuple[int, dict]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{label} {path}, line {line_number}: not JSON ({error.msg})") from None
+            raise UsageError(f"{label} {path}, line {line_number}: not JSON ({error.msg})") from None
         if not isinstance(record, dict):
-            raise ValueError(f"{label} {path}, line {line_number}: "
+            raise UsageError(f"{label} {path}, line {line_number}: "
                              f"expected a JSON object, got {type(record).__name__}")
         records.append((line_number, record))
     return records
@@ -107,7 +109,7 @@ def check_field_lengths(record: dict, where: str) -> None:
     for name, value in record.items():
         length = len(value if isinstance(value, str) else json.dumps(value))
         if length > MAX_FIELD_CHARS:
-            raise ValueError(f"{where}: field {name!r} holds {length:,} characters; "
+            raise UsageError(f"{where}: field {name!r} holds {length:,} characters; "
                              f"allowed: at most {MAX_FIELD_CHARS:,}")
 
 
@@ -139,4 +141,4 @@ def draw_distinct(
         items.append(item)
         if len(items) == count:
             return items
-    raise ValueError(f"found only {len(items)} distinct items after {count * MAX_DRAWS_PER_ITEM} draws; ask for fewer")
+    raise UsageError(f"found only {len(items)} distinct items after {count * MAX_DRAWS_PER_ITEM} draws; ask for fewer")

@@ -50,6 +50,7 @@ from itertools import combinations
 
 import datasets
 
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.tasks import common
 
 NUM_NUMBERS = 3
@@ -99,7 +100,7 @@ def make_instance(rng: random.Random, max_number: int = MAX_NUMBER, max_target: 
     """One instance whose reference chain uses all three numbers (each in 1..max_number) and reaches a
     target in 1..max_target."""
     if max_number < 2 or max_target < 3:
-        raise ValueError(f"max_number={max_number}, max_target={max_target} leave no instance; "
+        raise UsageError(f"max_number={max_number}, max_target={max_target} leave no instance; "
                          "allowed: max_number >= 2, max_target >= 3")
     while True:  # most draws overshoot the target range or divide inexactly; draw again then
         numbers = [rng.randint(MIN_NUMBER, max_number) for _ in range(NUM_NUMBERS)]
@@ -148,15 +149,15 @@ def parse_instance(text: str) -> tuple[list[int], int]:
     """(numbers, target) of "n1,...,nk,target"; a ValueError saying what is wrong otherwise."""
     parts = [part.strip() for part in text.split(",")]
     if not 3 <= len(parts) <= MAX_NUMBERS_PER_INSTANCE + 1 or not all(part.isdigit() for part in parts):
-        raise ValueError(f"instance {text[:60]!r} is not 'n1,n2,...,target': 2 to {MAX_NUMBERS_PER_INSTANCE} "
+        raise UsageError(f"instance {text[:60]!r} is not 'n1,n2,...,target': 2 to {MAX_NUMBERS_PER_INSTANCE} "
                          "numbers and a target, whole numbers only")
     too_long = [part for part in parts if len(part) > MAX_NUMBER_DIGITS]
     if too_long:
-        raise ValueError(f"instance {text[:60]!r} has a number of {len(too_long[0])} digits; "
+        raise UsageError(f"instance {text[:60]!r} has a number of {len(too_long[0])} digits; "
                          f"allowed: at most {MAX_NUMBER_DIGITS} (the longest number an answer may hold)")
     values = [int(part) for part in parts]
     if min(values) < 1:
-        raise ValueError(f"instance {text!r} has a 0; numbers and target must be positive")
+        raise UsageError(f"instance {text!r} has a 0; numbers and target must be positive")
     return values[:-1], values[-1]
 
 
@@ -192,13 +193,13 @@ def read_instance_file(path: str) -> list[dict]:
     for line_number, record in common.read_records(path, "countdown file"):
         instance = common.first_field(record, INSTANCE_FIELDS)
         if instance is None:
-            raise ValueError(f"countdown file {path}, line {line_number}: no field {' or '.join(INSTANCE_FIELDS)}")
+            raise UsageError(f"countdown file {path}, line {line_number}: no field {' or '.join(INSTANCE_FIELDS)}")
         try:
             numbers, target = parse_instance(instance)
         except ValueError as error:
-            raise ValueError(f"countdown file {path}, line {line_number}: {error}") from None
+            raise UsageError(f"countdown file {path}, line {line_number}: {error}") from None
         if not is_solvable(numbers, target):
-            raise ValueError(f"countdown file {path}, line {line_number}: instance {instance!r} has no solution "
+            raise UsageError(f"countdown file {path}, line {line_number}: instance {instance!r} has no solution "
                              "(no chain of + - * / with positive whole results reaches the target); remove it")
         docs.append(make_doc(numbers, target, common.first_field(record, REFERENCE_FIELDS) or ""))
     return docs

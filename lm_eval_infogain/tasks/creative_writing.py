@@ -25,6 +25,7 @@ from importlib import resources
 
 import datasets
 
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.tasks import common
 
 TARGET_WORDS = 500
@@ -51,12 +52,12 @@ def read_prompts(path) -> list[dict]:
         present = [field for field, value in given.items() if value is not None]
         if len(present) != 1:
             problem = "both fields prompt and premise" if present else "no field prompt or premise"
-            raise ValueError(f"creative writing prompts file {path}, line {line_number}: {problem}; "
+            raise UsageError(f"creative writing prompts file {path}, line {line_number}: {problem}; "
                              "allowed: `prompt` (a full instruction, sent unchanged) or `premise` (a story premise)")
         # A prompt is the instruction as its author wrote it: not even its surrounding whitespace is ours to trim.
         prompt = record["prompt"] if present == ["prompt"] else None
         if prompt is not None and not isinstance(prompt, str):
-            raise ValueError(f"creative writing prompts file {path}, line {line_number}: "
+            raise UsageError(f"creative writing prompts file {path}, line {line_number}: "
                              f"prompt {prompt!r} is not text; allowed: a JSON string")
         docs.append({"id": len(docs), "premise": given["premise"], "prompt": prompt})
     return docs
@@ -86,7 +87,7 @@ def clean_premise(text: str) -> str:
 def process_online_docs(dataset: datasets.Dataset) -> datasets.Dataset:
     """WritingPrompts rows (one per story, so premises repeat) -> one doc per distinct premise, in order."""
     if "prompt" not in dataset.column_names:
-        raise ValueError(f"the online writing-prompts data set has columns {dataset.column_names}; expected 'prompt'")
+        raise UsageError(f"the online writing-prompts data set has columns {dataset.column_names}; expected 'prompt'")
     cleaned = dict.fromkeys(clean_premise(text) for text in dataset["prompt"])  # distinct, in order of appearance
     premises = [premise for premise in cleaned if premise]
     return datasets.Dataset.from_list([{"id": index, "premise": premise, "prompt": None}

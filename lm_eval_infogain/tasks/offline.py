@@ -32,6 +32,7 @@ import lm_eval.tasks
 import yaml
 from lm_eval.api.task import ConfigurableTask
 
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.tasks import code_metrics
 from lm_eval_infogain.tasks.sandbox import require_sandbox
 
@@ -104,7 +105,7 @@ def resolve_functions(value):
 def builtin_schema(builtin: dict, name: str) -> dict[str, type]:
     key = (builtin.get("dataset_path"), builtin.get("dataset_name"))
     if key not in SCHEMAS:
-        raise ValueError(f"built-in {name} reads {key}, which has no local schema; known: {sorted(map(str, SCHEMAS))}")
+        raise UsageError(f"built-in {name} reads {key}, which has no local schema; known: {sorted(map(str, SCHEMAS))}")
     return SCHEMAS[key]
 
 
@@ -119,14 +120,14 @@ def how_to_set(task: str, split: str, test_split: str) -> str:
 
 def check_record(record, schema: dict[str, type], where: str) -> dict:
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise UsageError(f"{where}: expected a JSON object, got {type(record).__name__}")
     missing = [field for field in schema if field not in record]
     if missing:
-        raise ValueError(f"{where}: missing field(s) {', '.join(missing)}; each record needs {', '.join(schema)}")
+        raise UsageError(f"{where}: missing field(s) {', '.join(missing)}; each record needs {', '.join(schema)}")
     for field, expected in schema.items():
         value = record[field]
         if not isinstance(value, expected) or isinstance(value, bool):
-            raise ValueError(f"{where}: field {field} is {type(value).__name__}, expected {TYPE_NAMES[expected]}")
+            raise UsageError(f"{where}: field {field} is {type(value).__name__}, expected {TYPE_NAMES[expected]}")
     return {field: record[field] for field in schema}  # extra fields dropped: every row needs the same columns
 
 
@@ -134,7 +135,7 @@ def read_jsonl(path: str, schema: dict[str, type], task: str) -> list[dict]:
     """The records of a JSONL file, each checked against `schema`; a one-line ValueError otherwise."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ValueError(f"{task}: data file {file}: no such file")
+        raise UsageError(f"{task}: data file {file}: no such file")
     records = []
     with file.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
@@ -144,10 +145,10 @@ def read_jsonl(path: str, schema: dict[str, type], task: str) -> list[dict]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
+                raise UsageError(f"{where}: not valid JSON ({error.msg})") from None
             records.append(check_record(record, schema, where))
     if not records:
-        raise ValueError(f"{task}: data file {file}: no records")
+        raise UsageError(f"{task}: data file {file}: no records")
     return records
 
 
@@ -195,10 +196,10 @@ class LocalDataTask(ConfigurableTask):
         keys = {split: metadata_key(task, split, test_split) for split in [test_split, *other_splits]}
         unknown = sorted(key for key in metadata if key.startswith(f"{task}_") and key not in keys.values())
         if unknown:
-            raise ValueError(f"unknown {task} metadata {', '.join(unknown)}; allowed: {', '.join(keys.values())}")
+            raise UsageError(f"unknown {task} metadata {', '.join(unknown)}; allowed: {', '.join(keys.values())}")
         paths = {split: metadata.get(key) or os.environ.get(key.upper()) for split, key in keys.items()}
         if not paths[test_split]:
-            raise ValueError(f"{task} reads its {test_split} split from a JSONL file: "
+            raise UsageError(f"{task} reads its {test_split} split from a JSONL file: "
                              f"{how_to_set(task, test_split, test_split)}")
         self.dataset = datasets.DatasetDict({
             split: datasets.Dataset.from_list(read_jsonl(path, self.local_schema, task))
@@ -231,7 +232,7 @@ class LocalDataTask(ConfigurableTask):
     def fewshot_context(self, doc, num_fewshot, **kwargs):
         if num_fewshot > 0 and self.lacks_fewshot_file():
             split, task = self.fewshot_split(), self.config.task
-            raise ValueError(f"{task}: {num_fewshot}-shot prompts draw from the {split} split: "
+            raise UsageError(f"{task}: {num_fewshot}-shot prompts draw from the {split} split: "
                              f"{how_to_set(task, split, self.config.test_split)}, or run with --num_fewshot 0")
         return super().fewshot_context(doc, num_fewshot=num_fewshot, **kwargs)
 
@@ -247,4 +248,4 @@ def mbpp_fewshot_samples() -> list[dict]:
         if isinstance(node, ast.FunctionDef) and node.name == "list_fewshot_samples":
             returns = [statement for statement in node.body if isinstance(statement, ast.Return)]
             return ast.literal_eval(returns[-1].value)
-    raise ValueError(f"{path} has no function list_fewshot_samples; expected lm-eval 0.4.13's mbpp task")
+    raise UsageError(f"{path} has no function list_fewshot_samples; expected lm-eval 0.4.13's mbpp task")

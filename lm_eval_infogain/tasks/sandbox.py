@@ -61,6 +61,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from lm_eval_infogain.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 GUARD = Path(__file__).with_name("sandbox_guard.py")
@@ -128,7 +130,7 @@ def chosen_sandbox() -> Sandbox:
     """bubblewrap, unless MDM_INFOGAIN_UNSAFE_SANDBOX=1 asks for the in-process guard alone."""
     value = os.environ.get(UNSAFE_VARIABLE, "")
     if value not in ("", "0", "1"):
-        raise ValueError(f"{UNSAFE_VARIABLE}={value!r} is invalid; allowed: 1 (unsafe: no kernel boundary), 0 or unset")
+        raise UsageError(f"{UNSAFE_VARIABLE}={value!r} is invalid; allowed: 1 (unsafe: no kernel boundary), 0 or unset")
     return Sandbox.GUARD_ONLY if value == "1" else Sandbox.BUBBLEWRAP
 
 

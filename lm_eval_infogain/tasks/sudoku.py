@@ -19,6 +19,7 @@ import re
 
 import datasets
 
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.tasks import common
 
 SIZE = 4
@@ -125,7 +126,7 @@ def to_text(cells: list[int]) -> str:
 def make_puzzle(rng: random.Random, num_blanks: int = DEFAULT_NUM_BLANKS) -> dict[str, str]:
     """One puzzle with exactly `num_blanks` blanks and a unique solution: {"Puzzle": ..., "Solution": ...}."""
     if not 0 <= num_blanks <= MAX_BLANKS:
-        raise ValueError(f"num_blanks={num_blanks!r} is invalid; allowed: 0..{MAX_BLANKS}")
+        raise UsageError(f"num_blanks={num_blanks!r} is invalid; allowed: 0..{MAX_BLANKS}")
     while True:  # an attempt falls short only when its removal order gets stuck early; draw again then
         solution = [0] * CELLS
         fill_randomly(solution, rng)
@@ -167,12 +168,12 @@ def read_puzzle_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     for line_number, record in common.read_records(path, "sudoku CSV"):
         missing = [column for column in ("Puzzle", "Solution") if column not in record]
         if missing:
-            raise ValueError(f"sudoku CSV {path}, line {line_number}: header {list(record)} lacks column(s) "
+            raise UsageError(f"sudoku CSV {path}, line {line_number}: header {list(record)} lacks column(s) "
                              f"{', '.join(missing)}")
         row = {column: (record[column] or "").strip() for column in ("Puzzle", "Solution")}
         problem = row_problem(row)
         if problem:
-            raise ValueError(f"sudoku CSV {path}, line {line_number}: {problem}")
+            raise UsageError(f"sudoku CSV {path}, line {line_number}: {problem}")
         rows.append(row)
     return rows
 

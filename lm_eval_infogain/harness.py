@@ -184,7 +184,9 @@ class MDMInfoGainLM(LM):
         self._device = self.adapter.device
         if self.sampler.mode == "pc_sampler":  # a bad baseline file fails now, not at the first request
             background_log_frequencies(self.sampler.pc_baseline, self.adapter.spec.vocab_size, str(self.device))
-        self.decode_stats: list[dict] = []
+        self.decode_stats: list[dict] = []  # this process's requests
+        self.run_decode_stats: dict[tuple, dict] = {}  # every process's, on the first one (see gather_decode_stats)
+        self.task_samplers: dict[str, SamplerConfig] = {}  # what each task's requests decoded with
         self.warned: set[str] = set()
 
     @classmethod
@@ -413,6 +415,7 @@ class MDMInfoGainLM(LM):
         for chunk in collator.get_batched(n=self.batch_size_per_canvas):
             contexts, all_gen_kwargs, seeds, request_keys = zip(*chunk)
             until, gen_length, config = self.request_sampler(all_gen_kwargs[0])
+            self.task_samplers.update((key["task"], config) for key in request_keys)
             prompts = [self.encode_prompt(context, gen_length) for context in contexts]
             started = time.perf_counter()
             generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length)
@@ -425,7 +428,17 @@ class MDMInfoGainLM(LM):
                 progress.update(1)
             self.commit_cache()
         progress.close()
+        self.gather_decode_stats(self.decode_stats[len(self.decode_stats) - len(requests):])
         return collator.get_original(answers)
+
+    def gather_decode_stats(self, rows: list[dict]) -> None:
+        """Every process's stats of one generate_until call, kept by the first process for the results JSON.
+        Each process calls generate_until once per request type, so all of them reach this gather; a
+        request that lm-eval repeats on two processes to even out their shares is kept once."""
+        gathered = self.gather_object(rows)
+        if self.rank == 0:
+            for row in (row for part in gathered for row in part):
+                self.run_decode_stats[(row["task"], row["doc_id"], row["idx"], row["repeat"])] = row
 
     # --- lm-eval's request cache (--use_cache), see request_cache.py ---
     def set_cache_hook(self, cache_hook) -> None:
@@ -440,8 +453,9 @@ class MDMInfoGainLM(LM):
         adapter's files) and the software versions."""
         given = {key: value for key, value in self.model_args.items() if key not in OUTPUT_NEUTRAL_KEYS}
         info = self.get_model_info()
-        for key in ("decode_stats_mean", "batch_size_per_canvas", "pretrained_path", "device"):
-            info.pop(key)  # stats, and where the checkpoint and the process happen to live
+        for key in ("decode_stats_mean", "decode_stats_per_request", "sampler_per_task", "batch_size_per_canvas",
+                    "pretrained_path", "device", "device_used"):
+            info.pop(key)  # stats, what requests have run so far, where the checkpoint and the process live
         peft = self.model_args["peft"]
         identities = {"model_identity": request_cache.model_identity(resolve_pretrained(self.pretrained)),
                       "peft_identity": None if peft is None else request_cache.model_identity(peft)}
@@ -471,8 +485,20 @@ class MDMInfoGainLM(LM):
             "mc_num": self.mc_num,
             "mc_batch_size": self.mc_batch_size,
             "sampler": dataclasses.asdict(self.sampler),
+            "sampler_per_task": self.sampler_per_task(),
+            # lm-eval writes its own --device over "device" in the results; this is where the model ran
+            "device_used": str(self.device),
             "decode_stats_mean": self.mean_decode_stats(),
+            # per request, to join with lm-eval's samples by (task, doc_id, repeat): NFE, tokens forwarded,
+            # cumulative entropy, bypass tokens, seconds
+            "decode_stats_per_request": [row for _, row in sorted(self.run_decode_stats.items(), key=str)],
         }
+
+    def sampler_per_task(self) -> dict:
+        """The settings a task's gen_kwargs changed ({} when it ran with `sampler` as it is)."""
+        base = dataclasses.asdict(self.sampler)
+        return {task: {key: value for key, value in dataclasses.asdict(config).items() if base[key] != value}
+                for task, config in sorted(self.task_samplers.items())}
 
     def record_stats(self, rows: list[dict]) -> None:
         """Keep per-request stats, and append them to the JSONL file at once: a crash loses nothing."""
@@ -482,9 +508,9 @@ class MDMInfoGainLM(LM):
                 stats_file.writelines(json.dumps(row) + "\n" for row in rows)
 
     def mean_decode_stats(self) -> dict:
-        """Per task: the mean of every numeric stat over its requests (this process's share of them)."""
+        """Per task: the mean of every numeric stat over its requests (those of every process)."""
         by_task: dict[str, list[dict]] = {}
-        for row in self.decode_stats:
+        for row in self.run_decode_stats.values():
             by_task.setdefault(row["task"], []).append(row)
         numeric = ("nfe", "tokens_forwarded", "cumulative_entropy", "bypass_tokens", "seconds")
         return {task: {key: sum(row[key] for row in rows) / len(rows) for key in numeric} | {"requests": len(rows)}

@@ -14,10 +14,11 @@ from the per-request JSONL of the `decode_stats=<file>` model arg, found in this
    `accelerate launch`), as written, or relative to the run's output_path;
 2. else any `decode_stats*.jsonl` (and `.rank<N>`) next to the results file or in its output_path
    (the folder given to `--output_path`, one above the results file);
-3. else the results' `config.decode_stats_mean` (under `accelerate launch`, only the first process's
-   share of the requests).
-Only the JSONL lines of the row's task count; a request logged twice (a rerun appending to the same
-file) counts once, its last line. `decode_stats_source` says which of the three a row used.
+3. else the results' own per-request stats, `config.decode_stats_per_request` (every process's);
+4. else the results' `config.decode_stats_mean` (written before the per-request list existed: under
+   `accelerate launch`, only the first process's share of the requests).
+Only the lines of the row's task count; a request logged twice (a rerun appending to the same file)
+counts once, its last line. `decode_stats_source` says which of the four a row used.
 
 Reference rows (published numbers, never measured here) come from `--reference` JSON files, by default
 every `*.json` in `<output>/reference/`, each `{"source": "...", "rows": [{"model", "task", "sampler",
@@ -146,6 +147,10 @@ def decode_summary(results_path: Path, root: Path, config: dict, task: str) -> d
         means = {key: sum(row[key] for row in requests) / len(requests) for key in STAT_KEYS}
         source = ", ".join(relative(path, root) for path in files)
         return {"requests": len(requests), **means, "source": f"{how}: {source}"}
+    requests = [row for row in config.get("decode_stats_per_request") or [] if row.get("task") == task]
+    if requests:
+        means = {key: sum(row[key] for row in requests) / len(requests) for key in STAT_KEYS}
+        return {"requests": len(requests), **means, "source": "config.decode_stats_per_request"}
     means = (config.get("decode_stats_mean") or {}).get(task)
     if means:
         return {"requests": means.get("requests"), **{key: means.get(key) for key in STAT_KEYS},

@@ -229,3 +229,17 @@ def test_decode_stats_are_appended_per_request_and_summarised_per_task(tmp_path)
     summary = lm.get_model_info()["decode_stats_mean"]["unit"]
     assert summary["requests"] == 2 and summary["nfe"] == 16
     assert summary["cumulative_entropy"] == sum(row["cumulative_entropy"] for row in rows) / 2
+
+
+def test_results_record_each_request_the_device_used_and_what_a_task_changed(tmp_path):
+    stats_file = tmp_path / "stats.jsonl"
+    lm = make_lm(f"mode=original,decode_stats={stats_file}")
+    lm.generate_until([request("Write a story.", doc_id=0, temperature=0.7, do_sample=True),
+                       request("0123 4321", doc_id=1, temperature=0.7, do_sample=True)])
+    info = lm.get_model_info()
+    logged = sorted((json.loads(line) for line in stats_file.read_text().splitlines()), key=lambda row: row["doc_id"])
+    assert info["decode_stats_per_request"] == logged  # the results JSON joins with samples by doc_id
+    assert info["sampler_per_task"] == {"unit": {"temperature": 0.7}} and info["sampler"]["temperature"] == 0.0
+    assert info["device_used"] == "cpu"
+    settings = lm.output_settings()  # none of these is a setting of the resume cache
+    assert not {"decode_stats_per_request", "sampler_per_task", "device_used"} & settings.keys()

@@ -238,6 +238,13 @@ def test_decode_stats_found_by_name_then_from_config(runs, tmp_path):
     assert row["decode_stats_requests"] == 2
     (run / "decode_stats_sudoku.jsonl").unlink()
     (row,) = build([tmp_path], [])["rows"]
+    requests = results["config"]["decode_stats_per_request"]
+    assert [(request["task"], request["doc_id"]) for request in requests] == [("sudoku_4x4", 0), ("sudoku_4x4", 1)]
+    assert row["decode_stats_source"] == "config.decode_stats_per_request"
+    assert row["mean_nfe"] == sum(request["nfe"] for request in requests) / 2
+    del results["config"]["decode_stats_per_request"]  # a results file written before the list existed
+    results_path.write_text(json.dumps(results))
+    (row,) = build([tmp_path], [])["rows"]
     means = results["config"]["decode_stats_mean"]["sudoku_4x4"]
     assert row["decode_stats_source"] == "config.decode_stats_mean" and row["mean_nfe"] == means["nfe"]
 
@@ -270,14 +277,20 @@ def test_folder_without_results_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_retired_metrics_of_older_runs_are_left_out_and_named(tmp_path):
-    # results/runs/ holds countdown runs scored before acc_last_step_equals_target was replaced.
-    runs_folder = Path(__file__).resolve().parents[1] / "results" / "runs"
-    main([str(runs_folder), "-o", str(tmp_path)])
-    board = json.loads((tmp_path / "leaderboard.json").read_text())
-    assert {row["metric"] for row in board["rows"] if row["task"] == "countdown"} == {"acc"}
+def test_retired_metrics_of_older_runs_are_left_out_and_named(runs, tmp_path):
+    """A run scored before acc_last_step_equals_target was replaced by acc_paper_rule."""
+    root, _, _ = runs
+    run = tmp_path / "run"
+    shutil.copytree(root / "tiny-random-llada" / "sudoku_4x4" / "original", run)
+    results_path = next(run.rglob("results_*.json"))
+    results = json.loads(results_path.read_text())
+    results["results"]["sudoku_4x4"] |= {"acc_last_step_equals_target,none": 0.5,
+                                         "acc_last_step_equals_target_stderr,none": 0.1}
+    results_path.write_text(json.dumps(results))
+    main([str(run), "-o", str(tmp_path / "board")])
+    board = json.loads((tmp_path / "board" / "leaderboard.json").read_text())
+    assert {row["metric"] for row in board["rows"]} == {"acc"}
     assert list(board["retired_metrics"]) == ["acc_last_step_equals_target"]
-    assert all(item["metric"] != "acc_last_step_equals_target" for item in board["comparisons"])
-    readme = (tmp_path / "README.md").read_text()
+    readme = (tmp_path / "board" / "README.md").read_text()
     assert "| acc_last_step_equals_target |" not in readme
     assert "Left out, metrics no longer computed: `acc_last_step_equals_target` (" in readme

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from lm_eval_infogain import __version__, request_cache
 from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.models.base import with_attention_block
-from lm_eval_infogain.models.registry import DEFAULT_PRETRAINED, checkpoint_sampler_defaults, load, resolve_pretrained
+from lm_eval_infogain.models.registry import (DEFAULT_PRETRAINED, adapt_built_model, built_model_name,
+                                              checkpoint_sampler_defaults, load, resolve_pretrained)
 from lm_eval_infogain.sampling.config import (TEMPERATURE_ALLOWED, SamplerConfig, check, fit_to_model, is_int,
                                               is_number, is_temperature)
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
@@ -40,7 +41,7 @@ from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
 logger = logging.getLogger(__name__)
 
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
-HARNESS_KEYS = ("pretrained", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
+HARNESS_KEYS = ("pretrained", "tokenizer", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
                 "max_batch_size", "dtype", "device", "seed", "decode_stats", "mc_num", "mc_batch_size",
                 "attention_block")
 # model_args that never change an answer: a --use_cache file filled with other values of them still
@@ -153,13 +154,18 @@ class MDMInfoGainLM(LM):
                  peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
                  decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32,
-                 attention_block: str | None = None, **sampler_args):
+                 attention_block: str | None = None, tokenizer=None, **sampler_args):
         # the harness keys as given (here, before any other name is bound, locals() holds just the parameters)
         self.model_args = {key: value for key, value in locals().items() if key in HARNESS_KEYS}
         super().__init__()
+        # pretrained may be a model built in Python (with tokenizer=), as lm-eval's hf model allows
+        self.built_model = None if pretrained is None or isinstance(pretrained, str) else pretrained
+        if self.built_model is not None:
+            pretrained = built_model_name(self.built_model)
+            self.model_args["tokenizer"] = getattr(tokenizer, "name_or_path", tokenizer)
         pretrained = self.model_args["pretrained"] = default_pretrained(pretrained)
         # The checkpoint's own defaults (generation_config.json) under the model_args given.
-        checkpoint_defaults = checkpoint_sampler_defaults(pretrained)
+        checkpoint_defaults = {} if self.built_model is not None else checkpoint_sampler_defaults(pretrained)
         if max_new_tokens is not None:
             checkpoint_defaults.pop("gen_length", None)
         sampler_args = checkpoint_defaults | sampler_args
@@ -175,8 +181,12 @@ class MDMInfoGainLM(LM):
         self.decode_stats_path = self.stats_path(decode_stats)  # a bad path fails before the model loads
         self.pretrained = pretrained
         check(isinstance(trust_remote_code, bool), "trust_remote_code", trust_remote_code, "True or False")
-        self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
-                                            arch=arch, trust_remote_code=trust_remote_code, peft=peft)
+        if self.built_model is not None:
+            self.adapter, self.tokenizer = adapt_built_model(self.built_model, tokenizer,
+                                                             choose_device(device, self.accelerator))
+        else:
+            self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
+                                                arch=arch, trust_remote_code=trust_remote_code, peft=peft)
         given_block_length = self.sampler.block_length if "block_length" in sampler_args else None
         self.adapter, self.model_args["attention_block"] = with_attention_block(self.adapter, attention_block,
                                                                                 given_block_length)
@@ -457,7 +467,9 @@ class MDMInfoGainLM(LM):
                     "pretrained_path", "device", "device_used"):
             info.pop(key)  # stats, what requests have run so far, where the checkpoint and the process live
         peft = self.model_args["peft"]
-        identities = {"model_identity": request_cache.model_identity(resolve_pretrained(self.pretrained)),
+        identity = (request_cache.weights_identity(self.adapter.model) if self.built_model is not None
+                    else request_cache.model_identity(resolve_pretrained(self.pretrained)))
+        identities = {"model_identity": identity,
                       "peft_identity": None if peft is None else request_cache.model_identity(peft)}
         return given | info | identities | {"device_type": self.device.type,
                                             "lm_eval_version": importlib.metadata.version("lm_eval")}

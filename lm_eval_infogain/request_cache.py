@@ -23,6 +23,8 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import torch
+
 from lm_eval_infogain.errors import UsageError
 
 SETTINGS_KEY = "mdm_infogain:settings"  # cache keys of answers are sha256 hex digests, never this
@@ -118,6 +120,15 @@ def model_identity(pretrained_path: str) -> dict:
     if snapshot is None:
         return {"hub_id": pretrained_path}
     return {"hub_id": pretrained_path, "commit": snapshot.name, "folder_digest": folder_digest(snapshot)}
+
+
+def weights_identity(model) -> dict:
+    """A model built in Python has no files to name: the digest of every parameter and buffer, by name."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return {"weights_digest": digest.hexdigest()}
 
 
 def claim(cache_db: str) -> None:

@@ -6,8 +6,10 @@ import json
 import pytest
 import torch
 from lm_eval.api.instance import Instance
+from lm_eval.utils import simple_parse_args_string
 
 from lm_eval_infogain import harness
+from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.harness import MDMInfoGainLM
 from lm_eval_infogain.sampling.config import SamplerConfig
 
@@ -243,3 +245,34 @@ def test_results_record_each_request_the_device_used_and_what_a_task_changed(tmp
     assert info["device_used"] == "cpu"
     settings = lm.output_settings()  # none of these is a setting of the resume cache
     assert not {"decode_stats_per_request", "sampler_per_task", "device_used"} & settings.keys()
+
+
+def test_a_model_built_in_python_is_evaluated_like_its_checkpoint():
+    """HFLM's habit: pretrained=<a model object> with tokenizer=. One of our classes, or a peft model around
+    one, decodes exactly as the same checkpoint loaded by name."""
+    import peft
+
+    from lm_eval_infogain.models.registry import load
+
+    adapter, tokenizer = load("tiny-random-llada", dtype="float32", device="cpu")
+    by_name = make_lm("mode=original").generate_until([request("Solve: 1 2 3 4")])
+    settings = simple_parse_args_string(FAST) | {"mode": "original"}
+    built = MDMInfoGainLM(**settings | {"pretrained": adapter.model, "tokenizer": tokenizer})
+    assert built.generate_until([request("Solve: 1 2 3 4")]) == by_name
+    assert built.get_model_info()["pretrained"].startswith("<in-memory LLaDAModelLM")
+    lora = peft.get_peft_model(adapter.model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    wrapped = MDMInfoGainLM(**settings | {"pretrained": lora, "tokenizer": "tiny-random-llada"})
+    assert wrapped.generate_until([request("Solve: 1 2 3 4")]) == by_name  # LoRA's B starts at zero
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"pretrained": torch.nn.Linear(2, 2), "tokenizer": "tiny-random-llada"}, "pretrained=Linear is invalid"),
+    ({"pretrained": "BUILT", "tokenizer": None}, "was given as a built model without tokenizer="),
+])
+def test_a_built_model_that_is_not_ours_or_lacks_a_tokenizer_is_one_line(kwargs, message):
+    from lm_eval_infogain.models.registry import load
+
+    if kwargs["pretrained"] == "BUILT":
+        kwargs["pretrained"] = load("tiny-random-llada", dtype="float32", device="cpu")[0].model
+    with pytest.raises(UsageError, match=message):
+        MDMInfoGainLM(device="cpu", **kwargs)

@@ -8,6 +8,7 @@ code, without a cache (never a guess from a name substring, never a default mask
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -91,7 +92,9 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 
 
 def generation_config(path: str) -> dict:
-    """The checkpoint's generation_config.json as a dict; empty when it has none."""
+    """The checkpoint's generation_config.json as a dict; empty when it has none (or no path: a built model)."""
+    if not path:
+        return {}
     try:
         return GenerationConfig.from_pretrained(path).to_dict()
     except OSError:  # no generation_config.json
@@ -229,6 +232,38 @@ def checkpoint_or_error(read, pretrained: str):
             from None
     finally:
         hf_logging.set_verbosity(level)
+
+
+def built_base(model):
+    """The model class of ours inside a model built in Python (a peft model wraps one), or a one-line error."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    classes = tuple(dict.fromkeys(ARCHITECTURES.values()))
+    if not isinstance(base, classes):
+        raise UsageError(f"pretrained={type(model).__name__} is invalid; allowed: a checkpoint directory, hub id or "
+                         f"short name, or a built model of class {', '.join(c.__name__ for c in classes)} (or a peft "
+                         "model around one) with tokenizer=")
+    return base
+
+
+def built_model_name(model) -> str:
+    """How results and the request cache name a model passed as an object rather than a checkpoint path."""
+    base = built_base(model)
+    return f"<in-memory {type(base).__name__}: {getattr(base.config, '_name_or_path', '') or 'unsaved'}>"
+
+
+def adapt_built_model(model, tokenizer, device: str):
+    """(adapter, tokenizer) of a model already built in Python (HFLM's `pretrained=<PreTrainedModel>`): one
+    of this package's model classes, or a peft model around one (its adapters stay live, unmerged)."""
+    base = built_base(model)
+    if tokenizer is None:
+        raise UsageError(f"pretrained={type(model).__name__} was given as a built model without tokenizer=; allowed: "
+                         "its tokenizer object, or a path or hub id to load it from")
+    if isinstance(tokenizer, str):
+        tokenizer = checkpoint_or_error(lambda: AutoTokenizer.from_pretrained(resolve_pretrained(tokenizer)),
+                                        tokenizer)
+    base.to(torch.device(device)).eval()
+    path = getattr(base.config, "_name_or_path", "") or ""
+    return ModelAdapter(base, model_spec(base.config, tokenizer, path if os.path.isdir(path) else "", base)), tokenizer
 
 
 def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | None = None,

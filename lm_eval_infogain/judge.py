@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from scipy import stats
 from tqdm import tqdm
 
 from lm_eval_infogain.errors import UsageError
@@ -46,7 +47,7 @@ from lm_eval_infogain.tasks import common
 from lm_eval_infogain.tasks.creative_writing import doc_to_text
 
 CRITERIA = ("creativity", "coherence", "engagement", "writing_quality", "prompt_adherence", "overall")
-Z_95 = 1.959963984540054
+Z_95 = float(stats.norm.ppf(0.975))
 MASK = "***"
 SYSTEM_MESSAGE = "You are an experienced fiction editor. You judge short stories fairly, briefly and consistently."
 # The last "Verdict: X" line; A and B must be capitals ("verdict: a tie" is a tie, not A), the rest any case.
@@ -186,6 +187,8 @@ def score_for_a(verdict: str | None, a_shown_first: bool) -> float | None:
 # ---------------------------------------------------------------- statistics
 
 
+# Not scipy's binomtest(k, n).proportion_ci(method="wilson"): it takes whole successes, and a pairwise
+# win rate counts a tie (or a split between the two orders) as half a win.
 def wilson_interval(rate: float, trials: int) -> list[float]:
     """Wilson's 95% score interval for a success rate over `trials` trials."""
     z2 = Z_95**2
@@ -195,10 +198,11 @@ def wilson_interval(rate: float, trials: int) -> list[float]:
 
 
 def normal_interval(values: list[float]) -> list[float] | None:
+    """95% normal interval of a mean (its standard error from the sample's standard deviation)."""
     if len(values) < 2:
         return None
-    half_width = Z_95 * statistics.stdev(values) / math.sqrt(len(values))
-    return [statistics.fmean(values) - half_width, statistics.fmean(values) + half_width]
+    low, high = stats.norm.interval(0.95, loc=statistics.fmean(values), scale=stats.sem(values))
+    return [float(low), float(high)]
 
 
 def pairwise_summary(judgments: list[dict]) -> dict:

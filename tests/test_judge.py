@@ -367,6 +367,14 @@ def test_wilson_interval_matches_a_hand_computed_case():
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
 
 
+@pytest.mark.parametrize("wins, trials", [(0, 5), (3, 7), (8, 10), (40, 40)])
+def test_wilson_interval_equals_scipys_for_whole_wins(wins, trials):
+    from scipy import stats
+
+    interval = stats.binomtest(wins, trials).proportion_ci(method="wilson")
+    assert judge.wilson_interval(wins / trials, trials) == pytest.approx([interval.low, interval.high])
+
+
 def test_importing_the_judge_does_not_import_openai():
     probe = "import sys, lm_eval_infogain.judge; print('openai' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)

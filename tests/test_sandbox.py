@@ -68,6 +68,15 @@ def processes_carrying(token: str) -> list[int]:
     return pids
 
 
+def no_process_left(token: str, seconds: float = 10.0) -> bool:
+    """No host process carries `token`, allowing a SIGKILLed one a few seconds to finish dying on a loaded
+    machine (it is killed already; a process that escaped the kill would still be there after them)."""
+    deadline = time.monotonic() + seconds
+    while processes_carrying(token) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return processes_carrying(token) == []
+
+
 def is_running(pid: int) -> bool:
     """True while `pid` exists and is not a zombie (a zombie is dead, only not yet reaped by its parent)."""
     try:
@@ -101,7 +110,7 @@ def test_infinite_loop_times_out_and_every_process_of_the_run_dies(sandbox):
     assert time.monotonic() - start < AMPLE_START + 15
     assert execution.status is Status.TIMED_OUT and "time limit" in execution.reason
     assert "sleeper running" in execution.output
-    assert processes_carrying(token) == []
+    assert no_process_left(token)
 
 
 def test_a_child_that_left_the_session_with_an_empty_environment_dies_with_the_run():
@@ -110,7 +119,7 @@ def test_a_child_that_left_the_session_with_an_empty_environment_dies_with_the_r
     execution = run_program(start_sleeper(token, detach=True), Limits(seconds=AMPLE.seconds, processes=1))
     assert execution.status is Status.PASSED, execution.output
     assert "sleeper running" in execution.output
-    assert processes_carrying(token) == []
+    assert no_process_left(token)
 
 
 def test_fork_bomb_is_refused_at_the_first_fork():
@@ -132,7 +141,7 @@ def test_fork_bomb_allowed_to_fork_is_capped_and_leaves_nothing_behind():
     assert time.monotonic() - start < 30
     assert execution.status is not Status.PASSED
     forked = execution.output.count("forked")
-    assert forked >= 1 and processes_carrying(token) == []
+    assert forked >= 1 and no_process_left(token)
     if not RUNNING_AS_ROOT:  # the kernel does not apply RLIMIT_NPROC to root
         assert forked < 64
 

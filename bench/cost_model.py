@@ -5,10 +5,11 @@
 The project's own loop (`loop.Decoder`) runs on LLaDA-8B-, Dream-7B- and SDAR-8B-shaped models built
 on the `meta` device: every tensor has its real shape and dtype (bf16 weights and cache, fp32 logits)
 and no data. The loop's data-dependent choices (which candidates are forwarded, when a block ends)
-come from a real CPU run of the same architecture's bundled tiny random model with the same prompt,
-generation, block, steps, batch and sampler settings: that run records the result of every
-data-dependent op (nonzero, boolean indexing, a tensor read as a Python number) and the meta run
-replays them in order, so it takes exactly the same path through the loop code, whatever that code is.
+come from a real CPU run of a small random model of the same architecture with the same generation,
+block, steps, batch and sampler settings (and a 64-token prompt: the choices depend on logits, not on
+the prompt's length): that run records the result of every data-dependent op (nonzero, boolean
+indexing, a tensor read as a Python number) and the meta run replays them in order, so it takes
+exactly the same path through the loop code, whatever that code is.
 
 Counted per step (the work between two commits; a block's first forward goes to its first step):
 - FLOPs: `torch.utils.flop_counter.FlopCounterMode` (matrix products and attention, 2 per multiply-add);
@@ -26,6 +27,7 @@ import dataclasses
 import functools
 import json
 import platform
+import sys
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -62,10 +64,11 @@ SHAPES = {
 # SDAR's block-causal ones) at the smallest size, random weights, so that a batch-8 Info-Gain decode of a
 # 512-token prompt records in seconds.
 SPECIAL_IDS = dict(mask_token_id=63, eos_token_id=62, pad_token_id=62)
-QWEN_RECORDING = dict(hidden_size=16, num_attention_heads=2, num_key_value_heads=1, head_dim=8, intermediate_size=32,
+QWEN_RECORDING = dict(hidden_size=16, num_attention_heads=1, num_key_value_heads=1, head_dim=16, intermediate_size=32,
                       num_hidden_layers=1, vocab_size=64, bos_token_id=62, **SPECIAL_IDS)
+RECORDING_PROMPT = 64  # tokens; a block-causal model's block size divides it, as it does 512
 RECORDING_CONFIGS = {
-    LLaDAModelLM: dict(d_model=16, n_heads=2, n_layers=1, mlp_hidden_size=32, vocab_size=64, **SPECIAL_IDS),
+    LLaDAModelLM: dict(d_model=16, n_heads=1, n_layers=1, mlp_hidden_size=32, vocab_size=64, **SPECIAL_IDS),
     DreamModel: QWEN_RECORDING,
     SDARForCausalLM: QWEN_RECORDING,
 }
@@ -94,7 +97,8 @@ NOT_COUNTED = (
     "Elementwise FLOPs (softmax, entropy, norms: their cost shows in bytes); kernel launch and host-device "
     "sync latency (a few per step, larger than the roofline time for small steps); caching between kernels "
     "(L2); allocator fragmentation and CUDA context (peak is live tensors only); the tokenizer and "
-    "lm-eval. The loop's data-dependent choices are those of a random-weight tiny model: its confidence "
+    "lm-eval. The loop's data-dependent choices are those of a random-weight small model (recorded with a "
+    "64-token prompt, the same schedule otherwise): its confidence "
     "rarely reaches info_gain's bypass or fast_dllm's threshold, so info_gain looks ahead on nearly every "
     "step and fast_dllm commits about one token per step (the most expensive path of both); a trained 8B "
     "model commits more per step in fast_dllm. early_stop is off: every block of the generation is decoded.")
@@ -239,7 +243,9 @@ def data_dependent(func, args) -> str | None:
 
 @dataclass
 class Recording:
-    """Results of the data-dependent ops of one run of the loop, in order: (op name, shape or value)."""
+    """Results of the data-dependent ops of one run of the loop, in order: (event name, value), the value
+    being a Python number for "scalar", else the number of True / nonzero elements (the one dimension
+    of the result that data decides; the others follow from the inputs' shapes)."""
 
     events: list = field(default_factory=list)
 
@@ -255,7 +261,7 @@ class Recorder(TorchDispatchMode):
         outputs = func(*args, **(kwargs or {}))
         event = data_dependent(func, args)
         if event:
-            self.recording.events.append((event, outputs if event == "scalar" else tuple(outputs.shape)))
+            self.recording.events.append((event, outputs if event == "scalar" else selected_count(func, args)))
         return outputs
 
 
@@ -278,8 +284,24 @@ class Replayer(TorchDispatchMode):
             return result
         if func is aten.index_put_.default:  # in place: shape unchanged, nothing to compute without data
             return args[0]
-        dtype = torch.long if func is aten.nonzero.default else args[0].dtype
-        return torch.empty(result, dtype=dtype, device=args[0].device)
+        if func is aten.nonzero.default:
+            return torch.empty(result, args[0].dim(), dtype=torch.long, device=args[0].device)
+        mask = boolean_mask(args)
+        return torch.empty(result, *args[0].shape[mask.dim():], dtype=args[0].dtype, device=args[0].device)
+
+
+def boolean_mask(args) -> torch.Tensor:
+    """The mask of `tensor[mask]` (aten.index with one boolean index, the form the loop uses)."""
+    indices = args[1]
+    if len(indices) != 1 or indices[0] is None or indices[0].dtype != torch.bool:
+        raise RuntimeError(f"boolean indexing other than tensor[mask] is not replayed: indices {indices}")
+    return indices[0]
+
+
+def selected_count(func, args) -> int:
+    """The data-decided dimension of a nonzero or tensor[mask] result: how many elements are selected."""
+    mask = args[0] if func is aten.nonzero.default else boolean_mask(args)
+    return int(mask.count_nonzero())
 
 
 class StepDecoder(Decoder):
@@ -434,11 +456,13 @@ def recording_adapter(model_cls) -> ModelAdapter:
 
 
 def record(shape: str, batch: int, prompt_length: int, config: SamplerConfig) -> Recording:
-    """The data-dependent results of a CPU run of the shape's recording model with these settings."""
+    """The data-dependent results of a CPU run of the shape's recording model with these settings and a
+    prompt of at most RECORDING_PROMPT tokens: the loop's choices depend on the logits, not on how long
+    the prompt is (the windows do, and the meta run computes those itself)."""
     adapter = recording_adapter(SHAPES[shape][0])
     recording = Recording()
     with torch.inference_mode(), Recorder(recording):
-        run_loop(adapter, random_prompts(adapter.spec, batch, prompt_length), config)
+        run_loop(adapter, random_prompts(adapter.spec, batch, min(prompt_length, RECORDING_PROMPT)), config)
     return recording
 
 
@@ -543,19 +567,26 @@ def main():
             row |= measure_cell(shape, model, spec, config, batch, args.prompt, forward_counts)
             rows.append(row)
             print(json.dumps(row), flush=True)
+            write_report(args, rows, shapes, started, complete=False)  # a long run keeps what it has
+    write_report(args, rows, shapes, started, complete=True)
+    print(markdown_table(rows))
+
+
+def write_report(args, rows: list[dict], shapes: list[str], started: float, complete: bool) -> None:
     report = {
-        "rows": rows, "counted": COUNTED, "not_counted": NOT_COUNTED, "devices": DEVICES,
+        "rows": rows, "complete": complete, "counted": COUNTED, "not_counted": NOT_COUNTED, "devices": DEVICES,
         "settings": {"prompt": args.prompt, "gen_length": args.gen, "block_length": args.block, "steps": args.steps,
                      "mode_settings": MODE_SETTINGS, "early_stop": False, "temperature": 0.0,
                      "dtype": "bfloat16 weights and cache, float32 logits",
-                     "recorded_with": {cls.__name__: RECORDING_CONFIGS[cls] for cls in RECORDING_CONFIGS}},
-        "command": "python bench/cost_model.py", "lm_eval_infogain": __version__, "torch": torch.__version__,
+                     "recorded_with": {SHAPES[shape][0].__name__: RECORDING_CONFIGS[SHAPES[shape][0]]
+                                       for shape in shapes},
+                     "recording_prompt": min(args.prompt, RECORDING_PROMPT)},
+        "command": " ".join(["python bench/cost_model.py", *sys.argv[1:]]), "lm_eval_infogain": __version__, "torch": torch.__version__,
         "machine": platform.platform(), "seconds": round(time.perf_counter() - started, 1),
         "date": time.strftime("%Y-%m-%d"),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown_table(rows))
 
 
 def markdown_table(rows: list[dict]) -> str:

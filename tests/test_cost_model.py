@@ -145,3 +145,28 @@ def test_cost_model_rejects_an_unknown_shape(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--shapes='llada-70b' is invalid; allowed: llada-8b" in result.stderr.strip().splitlines()[-1]
+
+
+def test_gpu_bench_command_runs_the_same_grid_on_a_tiny_shape(tmp_path):
+    # `python bench/sampler.py --device cuda --shape llada-8b` on a GPU; here the same code on CPU.
+    prediction = tmp_path / "cost.json"  # written by run_cost_model
+    cell = ["--modes", "original,info_gain", "--caches", "prefix", "--batches", "2", "--candidates", "2"]
+    run_cost_model(tmp_path, *cell)
+    output = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "bench/sampler.py", "--device", "cpu", "--shape", "tiny", "--prompt", "16",
+                    "--gen", "8", "--block", "4", "--steps", "8", *cell, "--prediction", str(prediction),
+                    "--output", str(output)], cwd=ROOT, check=True, capture_output=True, text=True)
+    report = json.loads(output.read_text())
+    assert report["device"] == "cpu"
+    assert [(r["mode"], r["candidates"]) for r in report["rows"]] == [("original", 1), ("info_gain", 2)]
+    predicted = {r["mode"]: r for r in json.loads(prediction.read_text())["rows"]}
+    for row in report["rows"]:
+        assert row["steps"] == 8 and row["ms_per_step"] > 0 and row["tok_per_s"] == round(2 * 8 / row["seconds"], 1)
+        # not a device the cost model knows: its prediction on each of them
+        assert row["predicted"]["ms_per_step"] == predicted[row["mode"]]["ms_per_step"]
+
+
+def test_gpu_bench_command_on_cpu_needs_an_output(tmp_path):
+    result = subprocess.run([sys.executable, "bench/sampler.py", "--device", "cpu", "--shape", "tiny"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "results/bench-gpu.json holds GPU runs only" in result.stderr

@@ -581,8 +581,8 @@ def write_report(args, rows: list[dict], shapes: list[str], started: float, comp
                      "recorded_with": {SHAPES[shape][0].__name__: RECORDING_CONFIGS[SHAPES[shape][0]]
                                        for shape in shapes},
                      "recording_prompt": min(args.prompt, RECORDING_PROMPT)},
-        "command": " ".join(["python bench/cost_model.py", *sys.argv[1:]]), "lm_eval_infogain": __version__, "torch": torch.__version__,
-        "machine": platform.platform(), "seconds": round(time.perf_counter() - started, 1),
+        "command": " ".join(["python bench/cost_model.py", *sys.argv[1:]]), "lm_eval_infogain": __version__,
+        "torch": torch.__version__, "machine": platform.platform(), "seconds": round(time.perf_counter() - started, 1),
         "date": time.strftime("%Y-%m-%d"),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,20 @@
 """Sampler speed, side by side in one run: every mode, cache modes, Info-Gain's cost, batching.
 
     python bench/sampler.py                 # CPU, float32 -> results/bench-cpu.json
-    python bench/sampler.py --device cuda --dtype bfloat16 --output results/bench-gpu.json
+    python bench/sampler.py --device cuda --shape llada-8b   # GPU, bf16 -> results/bench-gpu.json
 
 A random-weight LLaDA (4 layers, hidden 256 by default) decodes a 512-token prompt into 256 tokens in
 blocks of 32. Each measurement is the median wall time of --repeats runs; ratios are computed from
 medians taken in the same run, so they compare like with like on one machine at one moment.
+
+With --shape (a shape of bench/cost_model.py: llada-8b, dream-7b, sdar-8b, or tiny for a CPU run of the
+same code) the model has that shape's random bf16 weights and the run times the cost model's grid
+(mode x use_cache x batch x candidates, through the same loop driver), writing ms/step and tok/s beside
+the cost model's prediction for the device (--prediction, results/cost-8b.json by default).
 """
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -17,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+import cost_model
 from lm_eval_infogain import __version__
 from lm_eval_infogain.models.base import ModelAdapter, ModelSpec
 from lm_eval_infogain.models.llada import LLaDAConfig, LLaDAModelLM
@@ -70,10 +77,91 @@ def machine(device: str) -> dict:
     return info
 
 
+def timed_decode(adapter, prompts, config) -> tuple[float, int]:
+    """Wall seconds and loop steps of one decode through the cost model's loop driver."""
+    steps = []
+    synchronize(adapter.device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        cost_model.run_loop(adapter, prompts, config, lambda: steps.append(1))
+    synchronize(adapter.device)
+    return time.perf_counter() - start, len(steps)
+
+
+def synchronize(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def predictions(path: Path) -> dict:
+    """The cost model's rows by (model, mode, use_cache, batch, candidates); empty without the file."""
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text())["rows"]
+    return {(r["model"], r["mode"], r["use_cache"], r["batch"], r["candidates"]): r for r in rows}
+
+
+def device_key(name: str) -> str | None:
+    """The cost model's device (h100, h200) a device name is, if any."""
+    return next((key for key in cost_model.DEVICES if key in name.lower()), None)
+
+
+def time_shape_grid(args) -> dict:
+    """ms/step and tok/s of every cell of the cost model's grid on a --shape model with random weights."""
+    model_cls = cost_model.SHAPES[args.shape][0]
+    torch.manual_seed(0)
+    model, spec = cost_model.build_model(model_cls, cost_model.shape_config(args.shape), args.device,
+                                         getattr(torch, args.dtype))
+    adapter = ModelAdapter(model, spec)
+    predicted, device_name = predictions(args.prediction), machine(args.device).get("gpu", "cpu")
+    rows = []
+    for mode, cache, batch, number in cost_model.grid(args.modes, args.caches, args.batches, args.candidates):
+        if cache not in spec.cache_modes:
+            continue
+        config = cost_model.sampler_config(mode, cache, number, args)
+        prompts = cost_model.random_prompts(spec, batch, args.prompt)
+        timed_decode(adapter, prompts, dataclasses.replace(config, gen_length=args.block, steps=config.steps_per_block))
+        if adapter.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        runs = [timed_decode(adapter, prompts, config) for _ in range(args.repeats)]
+        seconds, steps = statistics.median(s for s, _ in runs), runs[0][1]
+        row = {"model": args.shape, "mode": mode, "use_cache": cache, "batch": batch, "candidates": number,
+               "steps": steps, "seconds": seconds, "ms_per_step": round(seconds / steps * 1e3, 3),
+               "tok_per_s": round(batch * args.gen / seconds, 1)}
+        if adapter.device.type == "cuda":
+            row["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+        row["predicted"] = prediction_of(predicted.get((args.shape, mode, cache, batch, number)), device_name)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"rows": rows, "device": device_name, "prediction_file": str(args.prediction),
+            "settings": settings(args),
+            "machine": machine(args.device), "date": time.strftime("%Y-%m-%d")}
+
+
+def prediction_of(row: dict | None, device_name: str) -> dict | None:
+    """The cost model's ms/step, tok/s and peak GB for this cell: on this device if it is one the cost
+    model knows, else on each of its devices."""
+    if row is None:
+        return None
+    key = device_key(device_name)
+    pick = (lambda by_device: by_device[key]) if key else (lambda by_device: by_device)  # noqa: E731
+    return {"ms_per_step": pick(row["ms_per_step"]), "tok_per_s": pick(row["tok_per_s"]), "peak_gb": row["peak_gb"],
+            "steps": row["steps"]}
+
+
 def main():
     parser = argparse.ArgumentParser(description="Sampler speed ratios on a random-weight LLaDA.")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="float32 by default, bfloat16 with --shape")
+    parser.add_argument("--shape", default=None, choices=list(cost_model.SHAPES),
+                        help="time the cost model's grid on this shape (random weights) instead of the ratios")
+    parser.add_argument("--modes", default=",".join(cost_model.MODE_SETTINGS), help="with --shape")
+    parser.add_argument("--caches", default="none,prefix,dual", help="with --shape")
+    parser.add_argument("--batches", default="1,8", help="with --shape")
+    parser.add_argument("--candidates", default="1,8", help="with --shape: info_gain's candidate numbers")
+    parser.add_argument("--prediction", type=Path, default=Path("results/cost-8b.json"),
+                        help="with --shape: the cost model's output to set beside the measurements")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
@@ -84,9 +172,27 @@ def main():
     parser.add_argument("--block", type=int, default=32)
     parser.add_argument("--steps", type=int, default=256, help="denoising steps (the paper's: one per token)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--output", type=Path, default=Path("results/bench-cpu.json"))
+    parser.add_argument("--repeats", type=int, default=None, help="3 by default, 1 with --shape")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results/bench-cpu.json by default, results/bench-gpu.json with --shape on a GPU")
     args = parser.parse_args()
+    if args.shape is not None:
+        if args.output is None and not args.device.startswith("cuda"):
+            parser.error(f"--device={args.device!r} with --shape needs --output: results/bench-gpu.json holds GPU "
+                         "runs only")
+        try:
+            args.modes = cost_model.parse_list(args.modes, cost_model.MODE_SETTINGS, "--modes")
+            args.caches = cost_model.parse_list(args.caches, ("none", "prefix", "dual"), "--caches")
+            args.batches = cost_model.parse_list(args.batches, range(1, 1025), "--batches", int)
+            args.candidates = cost_model.parse_list(args.candidates, range(1, 65), "--candidates", int)
+        except ValueError as error:
+            parser.error(str(error))
+        args.dtype, args.repeats = args.dtype or "bfloat16", args.repeats or 1
+        args.output = args.output or Path("results/bench-gpu.json")
+        write(args.output, time_shape_grid(args))
+        return
+    args.dtype, args.repeats = args.dtype or "float32", args.repeats or 3
+    args.output = args.output or Path("results/bench-cpu.json")
 
     adapter = random_llada(args)
     generator = torch.Generator().manual_seed(0)
@@ -108,12 +214,20 @@ def main():
         "infogain_over_original": modes["info_gain"]["seconds"] / modes["original"]["seconds"],
         "batch8_throughput_gain": (args.batch / batched["seconds"]) / (1 / caches["prefix"]["seconds"]),
         "caches_original": caches, "modes_prefix": modes, f"original_prefix_batch{args.batch}": batched,
-        "settings": vars(args) | {"output": str(args.output)}, "machine": machine(args.device),
+        "settings": settings(args), "machine": machine(args.device),
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write(args.output, report)
     print(json.dumps({k: round(v, 2) for k, v in report.items() if isinstance(v, float)}, indent=2))
+
+
+def settings(args) -> dict:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+def write(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

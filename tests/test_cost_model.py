@@ -1,0 +1,172 @@
+"""bench/cost_model.py: its counts against a hand count of one forward, its extrapolation against a
+direct count, its replay of the loop's choices, and a run of the whole command on a tiny grid."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm_eval_infogain.models.llada import LLaDAModelLM
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+cost_model = load_bench("cost_model")
+# the `tiny` shape: LLaDA, hidden C, heads H, layers L, MLP width F, vocabulary V; bf16 weights on meta
+C, H, L, F, V = 64, 4, 2, 128, 500
+BF16 = 2
+
+
+def tiny_adapter(layers: int = L):
+    config = cost_model.shape_config("tiny", n_layers=layers)
+    return cost_model.ModelAdapter(*cost_model.build_model(LLaDAModelLM, config, "meta", torch.bfloat16))
+
+
+def whole_window_args(rows: int, width: int) -> list:
+    """A forward of `rows` canvases of `width` positions, no cache, logits everywhere."""
+    meta = dict(device="meta")
+    return [torch.empty(rows, width, dtype=torch.long, **meta), torch.empty(rows, width, dtype=torch.long, **meta),
+            torch.empty(rows, width, dtype=torch.bool, **meta), None, 0, 0, None]
+
+
+def hand_flops(rows: int, width: int) -> int:
+    """2 per multiply-add: q, k, v, out projections, the gated MLP, attention (scores and mix) per layer,
+    then the LM head."""
+    per_layer = 4 * 2 * rows * width * C * C + 3 * 2 * rows * width * C * F + 2 * 2 * rows * width * width * C
+    return L * per_layer + 2 * rows * width * C * V
+
+
+HAND_WEIGHT_BYTES = BF16 * (2 * V * C + L * (4 * C * C + 3 * C * F + 2 * C) + C)  # embedding, head, layers, ln_f
+
+
+def test_weight_bytes_match_the_hand_count():
+    assert cost_model.weight_bytes(tiny_adapter().model) == HAND_WEIGHT_BYTES
+
+
+@pytest.mark.parametrize("rows, width", [(1, 24), (3, 40)])
+def test_forward_flops_match_the_hand_count(rows, width):
+    counts, shape, dtype = cost_model.count_forward(tiny_adapter(), whole_window_args(rows, width),
+                                                    cost_model.FusedAttention())
+    assert counts.flops == hand_flops(rows, width)
+    assert shape == (rows, width, V) and dtype == torch.float32
+
+
+def test_forward_reads_every_weight_once():
+    # Without a cache every other byte grows with the window (attention counts as one fused kernel), so
+    # bytes(W) = weights read + a * W + a few constants (the rotary table's frequencies): extrapolate to
+    # W = 0. The embedding table is a gather: only its W looked-up rows are read, and they grow with W.
+    attention = cost_model.FusedAttention()
+    traffic = {width: cost_model.count_forward(tiny_adapter(), whole_window_args(1, width), attention)[0].bytes
+               for width in (32, 64)}
+    at_zero = 2 * traffic[32] - traffic[64]
+    weights_read = HAND_WEIGHT_BYTES - BF16 * V * C
+    assert weights_read <= at_zero <= weights_read + 1024
+
+
+def test_rows_and_layers_extrapolate_exactly():
+    # ForwardCounts measures 1- and 2-layer models on 1 and 2 rows; a 3-layer model on 3 rows, with a
+    # cache and a window that starts inside the canvas, must count the same as a direct run.
+    rows, total, start = 3, 48, 16
+    forward_counts = cost_model.ForwardCounts("tiny", cost_model.FusedAttention())
+    forward_counts.layers = 3
+    direct = tiny_adapter(layers=3)
+    meta = dict(device="meta")
+    args = [torch.empty(rows, total - start, dtype=torch.long, **meta),
+            torch.empty(rows, total, dtype=torch.long, **meta), torch.empty(rows, total, dtype=torch.bool, **meta),
+            direct.new_cache(rows, total), start, start, start + 8]
+    extrapolated, shape, _ = forward_counts(args)
+    measured, direct_shape, _ = cost_model.count_forward(direct, args, forward_counts.attention)
+    assert (extrapolated.flops, extrapolated.bytes) == (measured.flops, measured.bytes)
+    assert shape == direct_shape == (rows, 8, V)
+
+
+def test_bytes_rules_of_views_broadcasts_and_indexed_writes():
+    aten = torch.ops.aten
+    big = torch.empty(8, 1000, device="meta")  # 32 000 bytes
+    row = torch.empty(1, 1000, device="meta")
+    assert cost_model.op_bytes(aten.view.default, (big, [8000]), {}, big.view(8000)) == 0
+    broadcast = row.expand(8, 1000)  # addresses 4 000 bytes, not 32 000
+    assert cost_model.op_bytes(aten.add.Tensor, (big, broadcast), {}, big) == 32_000 + 4_000 + 32_000
+    rows = torch.zeros(2, dtype=torch.long, device="meta")
+    values = torch.empty(2, 1000, device="meta")  # index_put_ writes the two rows it is given, reads no more
+    assert cost_model.op_bytes(aten.index_put_.default, (big, [rows], values), {}, big) == 8_000 + 8_000 + 16
+    assert cost_model.op_bytes(aten.index.Tensor, (big, [rows]), {}, values) == 8_000 + 16 + 8_000
+
+
+def test_replay_stops_where_the_meta_run_leaves_the_recorded_path():
+    recording = cost_model.Recording([("aten.nonzero.default", (3, 1))])
+    with cost_model.Replayer(recording), pytest.raises(RuntimeError, match="left the recorded path"):
+        bool(torch.empty(2, dtype=torch.bool, device="meta").any())
+
+
+def run_cost_model(tmp_path, *options) -> dict:
+    output = tmp_path / "cost.json"
+    subprocess.run([sys.executable, "bench/cost_model.py", "--shapes", "tiny", "--prompt", "16", "--gen", "8",
+                    "--block", "4", "--steps", "8", "--output", str(output), *options], cwd=ROOT, check=True,
+                   capture_output=True, text=True)
+    return json.loads(output.read_text())
+
+
+def test_cost_model_on_a_tiny_grid(tmp_path):
+    report = run_cost_model(tmp_path, "--modes", "original,info_gain", "--caches", "none,prefix", "--batches", "1,2",
+                            "--candidates", "1,4")
+    rows = {(r["mode"], r["use_cache"], r["batch"], r["candidates"]): r for r in report["rows"]}
+    assert len(rows) == 4 + 8  # original: 2 caches x 2 batches; info_gain also x 2 candidate numbers
+    original = rows["original", "none", 1, 1]
+    # 2 blocks of 4 steps: a block-start forward, then one forward after every step but the last;
+    # without a cache every forward is the whole canvas (24 positions) with the block's 4 logits.
+    assert original["steps"] == 8 and original["forwards"] == 8
+    one_forward = hand_flops(1, 24) - 2 * 24 * C * V + 2 * 4 * C * V
+    assert original["flops"] == 8 * one_forward  # the loop's own work has no matrix products
+    for row in report["rows"]:
+        assert row["peak_bytes"] > row["weight_bytes"] == HAND_WEIGHT_BYTES
+        assert row["bytes"] > row["forwards"] * (HAND_WEIGHT_BYTES - BF16 * V * C)  # every weight but the embedding
+        assert row["ms_per_step"]["h200"] <= row["ms_per_step"]["h100"]
+    # a cache shortens the window; Info-Gain's lookahead forwards N candidates and copies their cache
+    assert rows["original", "prefix", 1, 1]["flops"] < original["flops"]
+    assert rows["info_gain", "prefix", 1, 4]["bytes"] > rows["info_gain", "prefix", 1, 1]["bytes"]
+    assert rows["original", "prefix", 2, 1]["flops"] == 2 * rows["original", "prefix", 1, 1]["flops"]
+
+
+def test_cost_model_rejects_an_unknown_shape(tmp_path):
+    result = subprocess.run([sys.executable, "bench/cost_model.py", "--shapes", "llada-70b"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--shapes='llada-70b' is invalid; allowed: llada-8b" in result.stderr.strip().splitlines()[-1]
+
+
+def test_gpu_bench_command_runs_the_same_grid_on_a_tiny_shape(tmp_path):
+    # `python bench/sampler.py --device cuda --shape llada-8b` on a GPU; here the same code on CPU.
+    prediction = tmp_path / "cost.json"  # written by run_cost_model
+    cell = ["--modes", "original,info_gain", "--caches", "prefix", "--batches", "2", "--candidates", "2"]
+    run_cost_model(tmp_path, *cell)
+    output = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "bench/sampler.py", "--device", "cpu", "--shape", "tiny", "--prompt", "16",
+                    "--gen", "8", "--block", "4", "--steps", "8", *cell, "--prediction", str(prediction),
+                    "--output", str(output)], cwd=ROOT, check=True, capture_output=True, text=True)
+    report = json.loads(output.read_text())
+    assert report["device"] == "cpu"
+    assert [(r["mode"], r["candidates"]) for r in report["rows"]] == [("original", 1), ("info_gain", 2)]
+    predicted = {r["mode"]: r for r in json.loads(prediction.read_text())["rows"]}
+    for row in report["rows"]:
+        assert row["steps"] == 8 and row["ms_per_step"] > 0 and row["tok_per_s"] == round(2 * 8 / row["seconds"], 1)
+        # not a device the cost model knows: its prediction on each of them
+        assert row["predicted"]["ms_per_step"] == predicted[row["mode"]]["ms_per_step"]
+
+
+def test_gpu_bench_command_on_cpu_needs_an_output(tmp_path):
+    result = subprocess.run([sys.executable, "bench/sampler.py", "--device", "cpu", "--shape", "tiny"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "results/bench-gpu.json holds GPU runs only" in result.stderr

@@ -113,9 +113,9 @@ class Lookahead:
         forward = self.decoder.forward
 
         def recorded(ids, rows, window, logits_range, *args, **kwargs):
-            logits = forward(ids, rows, window, logits_range, *args, **kwargs)
-            self.forwards.append((logits_range[0], logits.clone()))
-            return logits
+            hidden = forward(ids, rows, window, logits_range, *args, **kwargs)  # [R, W, C]
+            self.forwards.append((logits_range[0], self.decoder.logits(hidden)))  # [R, W, V]
+            return hidden
 
         self.decoder.forward = recorded
         self.next_entropy_means = []

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lm_eval_infogain.sampling.cache import KVCache
+from lm_eval_infogain.sampling.cache import KVCache, SharedCache
 
 
 class RMSNorm(nn.Module):
@@ -58,17 +58,72 @@ def attention_mask(key_mask, positions, window: tuple[int, int], cached: bool, b
     return mask & (key_block[:, None, None, :] <= query_block[:, None, :, None])  # [B, 1, W, K]
 
 
-def attend(queries, keys, values, mask, cache: KVCache | None, layer: int, window_start: int):
+def attend(queries, keys, values, mask, cache: KVCache | SharedCache | None, layer: int, window_start: int):
     """Attention of the window's queries [B, H, W, D] over the canvas.
 
     keys/values [B, H_kv, W, D] are the window's. With a cache they are written into it first and
-    the queries see the whole cached canvas. mask comes from `attention_mask`.
+    the queries see the whole cached canvas; lookahead candidates share theirs (`attend_shared`).
+    mask comes from `attention_mask`.
     """
+    if isinstance(cache, SharedCache):
+        return attend_shared(queries, keys, values, mask, cache, layer, window_start)
     if cache is not None:
         keys, values = cache.write(layer, window_start, keys, values)  # [B, H_kv, T, D]
     return F.scaled_dot_product_attention(
         queries, keys, values, attn_mask=mask, is_causal=False, enable_gqa=queries.shape[1] != keys.shape[1],
     )  # [B, H, W, D]
+
+
+def softmax_parts(scores, values):
+    """(softmax(scores) @ values, logsumexp(scores)) of scores [..., Q, K] (-inf where hidden), values
+    [..., K, D]: one part of an attention whose key set is split, to be merged by `attend_shared`.
+    A query that sees no key of this part gets output 0 and log-sum-exp -inf (weight 0 in the merge)."""
+    lse = scores.logsumexp(-1, keepdim=True)  # [..., Q, 1]
+    weights = (scores - lse.clamp(min=torch.finfo(scores.dtype).min)).exp()  # [..., Q, K]
+    return weights @ values.to(weights.dtype), lse  # [..., Q, D], [..., Q, 1]
+
+
+def attend_shared(queries, keys, values, mask, shared: SharedCache, layer: int, window_start: int):
+    """Attention of lookahead candidates (queries [R, H, W, D], their window's keys/values [R, H_kv, W, D],
+    mask [R, 1, W|1, T] over the canvas) with their prompts' cache read once per prompt, copied for none.
+
+    A candidate sees its prompt's cached keys outside the window and its own window's keys. The two
+    parts are computed apart and merged with their log-sum-exps (cascade / Hydragen attention): the
+    cached part with the queries of all a prompt's candidates side by side, one matrix product per
+    prompt and head; the window part per candidate. Scores are computed in fp32 (float64 models: in
+    float64), as the fused attention kernels accumulate them.
+    """
+    rows, heads, width, head_dim = queries.shape
+    cached_keys, cached_values = shared.cache.keys[layer], shared.cache.values[layer]  # [P, H_kv, T, D]
+    prompts, kv_heads, total, _ = cached_keys.shape
+    group, slots = heads // kv_heads, shared.slots
+    work = torch.promote_types(queries.dtype, torch.float32)
+    scale = head_dim ** -0.5
+    # cached part: queries [P, H_kv, G * M * W, D] of each prompt's (up to M) candidates side by side
+    grouped = queries.new_zeros(prompts, slots, heads, width, head_dim)  # [P, M, H, W, D]
+    grouped[shared.prompt_of, shared.slot_of] = queries
+    grouped = grouped.view(prompts, slots, kv_heads, group, width, head_dim).permute(0, 2, 3, 1, 4, 5)
+    scores = grouped.reshape(prompts, kv_heads, -1, head_dim).to(work) @ cached_keys.to(work).transpose(-1, -2)
+    prompt_mask = mask.new_zeros(prompts, 1, mask.shape[2], total)  # [P, 1, W|1, T]
+    prompt_mask[shared.prompt_of] = mask  # the same for all a prompt's candidates
+    prompt_mask[..., window_start:window_start + width] = False  # the window's keys are each candidate's own
+    scores = (scores * scale).view(prompts, kv_heads, group * slots, width, total)  # [P, H_kv, G*M, W, T]
+    scores = scores.masked_fill(~prompt_mask[:, :, None], float("-inf")).flatten(2, 3)  # [P, H_kv, G*M*W, T]
+    cached_out, cached_lse = softmax_parts(scores, cached_values)  # [P, H_kv, G*M*W, D | 1]
+
+    def per_candidate(part):  # [P, H_kv, G*M*W, X] -> [R, H, W, X]
+        part = part.view(prompts, kv_heads, group, slots, width, -1).permute(0, 3, 1, 2, 4, 5)
+        return part.reshape(prompts, slots, heads, width, -1)[shared.prompt_of, shared.slot_of]
+
+    cached_out, cached_lse = per_candidate(cached_out), per_candidate(cached_lse)  # [R, H, W, D | 1]
+    # window part: each candidate's own keys
+    own_keys, own_values = keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1)  # [R, H, W, D]
+    own_scores = queries.to(work) @ own_keys.to(work).transpose(-1, -2) * scale  # [R, H, W, W]
+    own_scores = own_scores.masked_fill(~mask[..., window_start:window_start + width], float("-inf"))
+    own_out, own_lse = softmax_parts(own_scores, own_values)  # [R, H, W, D | 1]
+    lse = torch.logaddexp(cached_lse, own_lse)  # [R, H, W, 1]
+    merged = cached_out * (cached_lse - lse).exp() + own_out * (own_lse - lse).exp()  # [R, H, W, D]
+    return merged.to(queries.dtype)
 
 
 def split_heads(x, heads: int, head_dim: int):

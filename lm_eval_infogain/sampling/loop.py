@@ -83,7 +83,8 @@ def background_log_frequencies(path: str, vocab_size: int, device: str) -> torch
 
 def make_strategy(config: SamplerConfig, spec=None, device="cpu"):
     if config.mode == "info_gain":
-        return InfoGain(config.candidate_number, config.position_temperature, config.threshold, config.variant)
+        return InfoGain(config.candidate_number, config.position_temperature, config.threshold, config.variant,
+                        config.parallel_threshold)
     if config.mode == "fast_dllm":
         if config.factor is None:
             return ScoreStrategy(strategies.confidence_score,

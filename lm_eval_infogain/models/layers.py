@@ -74,13 +74,29 @@ def attend(queries, keys, values, mask, cache: KVCache | SharedCache | None, lay
     )  # [B, H, W, D]
 
 
-def softmax_parts(scores, values):
-    """(softmax(scores) @ values, logsumexp(scores)) of scores [..., Q, K] (-inf where hidden), values
-    [..., K, D]: one part of an attention whose key set is split, to be merged by `attend_shared`.
-    A query that sees no key of this part gets output 0 and log-sum-exp -inf (weight 0 in the merge)."""
-    lse = scores.logsumexp(-1, keepdim=True)  # [..., Q, 1]
-    weights = (scores - lse.clamp(min=torch.finfo(scores.dtype).min)).exp()  # [..., Q, K]
-    return weights @ values.to(weights.dtype), lse  # [..., Q, D], [..., Q, 1]
+def attention_with_lse(queries, keys, values, mask):
+    """Softmax attention of queries [B, H, Q, D] over keys/values [B, H, K, D] where mask [B, 1, Q|1, K] is
+    True: (output [B, H, Q, D], log-sum-exp of the scores [B, H, Q, 1]), one part of an attention whose
+    key set is split, for `attend_shared` to merge. A query that sees no key gets log-sum-exp -inf.
+
+    On CPU this is the fused kernel that F.scaled_dot_product_attention itself runs there (flash
+    attention for CPU), which also returns the log-sum-exp. Elsewhere the same maths runs unfused,
+    scores in fp32 (float64 models: float64); a GPU would want its fused kernel's log-sum-exp too
+    (FlashAttention's, or memory-efficient attention's compute_log_sumexp), not wired here: no GPU was
+    at hand to check it on.
+    """
+    sees_none = ~mask.any(-1, keepdim=True)  # [B, 1, Q|1, 1]
+    if queries.device.type == "cpu":
+        bias = torch.zeros(mask.shape, dtype=queries.dtype).masked_fill_(~mask, float("-inf"))  # [B, 1, Q|1, K]
+        output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(queries, keys, values,
+                                                                                attn_mask=bias)
+        return output, lse[..., None].masked_fill(sees_none, float("-inf"))
+    work = torch.promote_types(queries.dtype, torch.float32)
+    scores = (queries.to(work) * queries.shape[-1] ** -0.5) @ keys.to(work).transpose(-1, -2)  # [B, H, Q, K]
+    scores.masked_fill_(~mask, float("-inf"))
+    lse = scores.logsumexp(-1, keepdim=True)  # [B, H, Q, 1]
+    weights = scores.sub_(lse.clamp(min=torch.finfo(work).min)).exp_()  # [B, H, Q, K]
+    return weights @ values.to(work), lse
 
 
 def attend_shared(queries, keys, values, mask, shared: SharedCache, layer: int, window_start: int):
@@ -89,27 +105,24 @@ def attend_shared(queries, keys, values, mask, shared: SharedCache, layer: int, 
 
     A candidate sees its prompt's cached keys outside the window and its own window's keys. The two
     parts are computed apart and merged with their log-sum-exps (cascade / Hydragen attention): the
-    cached part with the queries of all a prompt's candidates side by side, one matrix product per
-    prompt and head; the window part per candidate. Scores are computed in fp32 (float64 models: in
-    float64), as the fused attention kernels accumulate them.
+    cached part with the queries of all a prompt's candidates side by side (and a key head's query
+    heads too), one attention per prompt and key head; the window part per candidate.
     """
     rows, heads, width, head_dim = queries.shape
     cached_keys, cached_values = shared.cache.keys[layer], shared.cache.values[layer]  # [P, H_kv, T, D]
     prompts, kv_heads, total, _ = cached_keys.shape
     group, slots = heads // kv_heads, shared.slots
-    work = torch.promote_types(queries.dtype, torch.float32)
-    scale = head_dim ** -0.5
-    # cached part: queries [P, H_kv, G * M * W, D] of each prompt's (up to M) candidates side by side
+    # cached part: queries [P, H_kv, G*M*W, D] of each prompt's (up to M) candidates side by side
     grouped = queries.new_zeros(prompts, slots, heads, width, head_dim)  # [P, M, H, W, D]
     grouped[shared.prompt_of, shared.slot_of] = queries
     grouped = grouped.view(prompts, slots, kv_heads, group, width, head_dim).permute(0, 2, 3, 1, 4, 5)
-    scores = grouped.reshape(prompts, kv_heads, -1, head_dim).to(work) @ cached_keys.to(work).transpose(-1, -2)
+    grouped = grouped.reshape(prompts, kv_heads, group * slots * width, head_dim)  # [P, H_kv, G*M*W, D]
     prompt_mask = mask.new_zeros(prompts, 1, mask.shape[2], total)  # [P, 1, W|1, T]
     prompt_mask[shared.prompt_of] = mask  # the same for all a prompt's candidates
     prompt_mask[..., window_start:window_start + width] = False  # the window's keys are each candidate's own
-    scores = (scores * scale).view(prompts, kv_heads, group * slots, width, total)  # [P, H_kv, G*M, W, T]
-    scores = scores.masked_fill(~prompt_mask[:, :, None], float("-inf")).flatten(2, 3)  # [P, H_kv, G*M*W, T]
-    cached_out, cached_lse = softmax_parts(scores, cached_values)  # [P, H_kv, G*M*W, D | 1]
+    if mask.shape[2] > 1:  # a mask per query (block-causal): the same for every slot and query head
+        prompt_mask = prompt_mask[:, :, None].expand(-1, -1, group * slots, -1, -1).flatten(2, 3)
+    cached_out, cached_lse = attention_with_lse(grouped, cached_keys, cached_values, prompt_mask)
 
     def per_candidate(part):  # [P, H_kv, G*M*W, X] -> [R, H, W, X]
         part = part.view(prompts, kv_heads, group, slots, width, -1).permute(0, 3, 1, 2, 4, 5)
@@ -118,12 +131,12 @@ def attend_shared(queries, keys, values, mask, shared: SharedCache, layer: int, 
     cached_out, cached_lse = per_candidate(cached_out), per_candidate(cached_lse)  # [R, H, W, D | 1]
     # window part: each candidate's own keys
     own_keys, own_values = keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1)  # [R, H, W, D]
-    own_scores = queries.to(work) @ own_keys.to(work).transpose(-1, -2) * scale  # [R, H, W, W]
-    own_scores = own_scores.masked_fill(~mask[..., window_start:window_start + width], float("-inf"))
-    own_out, own_lse = softmax_parts(own_scores, own_values)  # [R, H, W, D | 1]
+    own_out, own_lse = attention_with_lse(queries, own_keys, own_values,
+                                          mask[..., window_start:window_start + width])  # [R, H, W, D | 1]
     lse = torch.logaddexp(cached_lse, own_lse)  # [R, H, W, 1]
-    merged = cached_out * (cached_lse - lse).exp() + own_out * (own_lse - lse).exp()  # [R, H, W, D]
-    return merged.to(queries.dtype)
+    work = lse.dtype
+    merged = cached_out.to(work) * (cached_lse - lse).exp() + own_out.to(work) * (own_lse - lse).exp()
+    return merged.to(queries.dtype)  # [R, H, W, D]
 
 
 def split_heads(x, heads: int, head_dim: int):

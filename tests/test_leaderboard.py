@@ -268,3 +268,13 @@ def test_folder_without_results_is_a_one_line_error(tmp_path):
         message = str(error.value.code)
         assert message.startswith("leaderboard: ") and str(folder) in message and "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+def test_info_gain_with_parallel_commits_is_a_sampler_of_its_own():
+    from lm_eval_infogain.leaderboard import sampler_label
+
+    plain = {"sampler": {"mode": "info_gain", "variant": "info_gain", "use_cache": "none", "parallel_threshold": None}}
+    parallel = {"sampler": {**plain["sampler"], "parallel_threshold": 0.9}}
+    lookum = {"sampler": {**parallel["sampler"], "variant": "lookum"}}
+    assert [sampler_label(config) for config in (plain, parallel, lookum)] == [
+        "info_gain/none", "info_gain+parallel0.9/none", "lookum+parallel0.9/none"]

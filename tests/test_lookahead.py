@@ -120,3 +120,15 @@ def test_lookahead_logits_equal_the_copying_lookaheads(arch):
             shared = decoder.logits(decoder.forward(ids, rows, window, logits_range, share_cache=False))
             expected = copying_lookahead_logits(decoder, ids, rows, window, logits_range)
             torch.testing.assert_close(shared, expected, rtol=1e-9, atol=1e-9, msg=f"{cache} {block_start}")
+
+
+def test_entropies_a_position_at_a_time_change_nothing(golden, monkeypatch):
+    """H_next's entropies in chunks of one position give the decodes of the whole-window computation."""
+    from lm_eval_infogain.sampling import loop
+
+    monkeypatch.setattr(loop, "LOGITS_CHUNK_ELEMENTS", 1)
+    adapter, prompts = float64_model("llada")
+    for cache in ("prefix", "dual"):
+        given = {**SETTINGS["info_gain"], **SMALL, "use_cache": cache}
+        ids, _ = generate(adapter, prompts, SamplerConfig(**given), SEEDS)
+        assert ids == golden["llada"][f"info_gain/{cache}"]["ids"]

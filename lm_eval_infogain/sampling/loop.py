@@ -9,10 +9,12 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
    step, or as many as a dynamic rule such as Fast-dLLM's threshold says).
 3. Every valid candidate whose next state still has masks in the block is forwarded in ONE batched
    call over the window of the cache mode: the whole canvas (`none`), block start to the end
-   (`prefix`) or the block alone (`dual`). A lookahead strategy picks its winner from those logits,
-   the others have one candidate. The winner is committed (then early stop fills EOS after its first
-   EOS) and its logits are the next step's: one forward per step, and none for a prompt whose block is
-   complete.
+   (`prefix`) or the block alone (`dual`). The candidates of a prompt share its cache (read once per
+   prompt, never copied: cache.SharedCache). A lookahead strategy picks its winner from their H_next,
+   whose entropies are computed a chunk of positions at a time from the hidden states; the others have
+   one candidate. The winner is committed (then early stop fills EOS after its first EOS) and its
+   block's logits, the only ones kept, are the next step's: one forward per step, and none for a
+   prompt whose block is complete.
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
 prompt's output does not depend on its batch.
 Out of memory: a forward retries its rows in smaller chunks; a batch that still does not fit is split

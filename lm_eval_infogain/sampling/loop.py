@@ -49,6 +49,15 @@ logger = logging.getLogger(__name__)
 LOGITS_CHUNK_ELEMENTS = 1 << 26
 
 
+def entropy_in_chunks(values: torch.Tensor, to_logits, vocab_size: int) -> torch.Tensor:
+    """Entropy [R, W] of to_logits(values) for values [R, W, ...], a chunk of positions at a time, so that
+    the fp32 logits [R, W, V] and the entropy's temporaries never exist for every position at once."""
+    rows, width = values.shape[:2]
+    chunk = max(1, LOGITS_CHUNK_ELEMENTS // (rows * vocab_size))
+    pieces = [entropy(to_logits(values[:, start:start + chunk])) for start in range(0, width, chunk)]
+    return torch.cat(pieces, dim=1) if pieces else torch.zeros(rows, 0, device=values.device)
+
+
 def linear_schedule(num_masked: int, steps: int) -> list[int]:
     """Tokens to commit at each step: even split, the remainder one extra on the first steps."""
     base, remainder = divmod(num_masked, steps)
@@ -274,12 +283,8 @@ class Decoder:
         return filter_logits(logits, config.top_k, config.top_p, config.temperature)
 
     def entropies(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Entropy [R, W] of the logits of hidden states [R, W, C], a chunk of positions at a time, so
-        that the fp32 logits of every row and position ([R, W, V]) never exist at once."""
-        rows, width = hidden.shape[:2]
-        chunk = max(1, LOGITS_CHUNK_ELEMENTS // (rows * self.adapter.spec.vocab_size))
-        pieces = [entropy(self.logits(hidden[:, start:start + chunk])) for start in range(0, width, chunk)]
-        return torch.cat(pieces, dim=1) if pieces else torch.zeros(rows, 0, device=hidden.device)
+        """Entropy [R, W] of the logits of hidden states [R, W, C] (see entropy_in_chunks)."""
+        return entropy_in_chunks(hidden, self.logits, self.adapter.spec.vocab_size)
 
     def count(self, rows, window, counted):
         window_start, window_end = window
@@ -334,7 +339,8 @@ class Decoder:
         hidden states of the A positions after it that the forward computed; the positions after those
         that the block-start forward reached (`dual`: those after the block) enter with their entropy
         at that forward, the same for every candidate of a prompt, and count in the divisor."""
-        entropies = torch.cat([entropy(block_logits), self.entropies(after_block),
+        block_entropy = entropy_in_chunks(block_logits, lambda logits: logits, self.adapter.spec.vocab_size)
+        entropies = torch.cat([block_entropy, self.entropies(after_block),
                                self.unrefreshed_entropy[rows]], dim=1)  # [R, Lb + A + S]
         still_masked = ids[:, block_start:block_start + entropies.shape[1]] == self.adapter.spec.mask_id  # [R, W + S]
         return (entropies * still_masked).sum(-1) / still_masked.sum(-1).clamp(min=1)

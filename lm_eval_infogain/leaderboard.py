@@ -170,6 +170,8 @@ def sampler_label(config: dict) -> str:
     if not isinstance(sampler, dict):  # another backend: its model type is all we know
         return str(config.get("model"))
     mode = "lookum" if sampler.get("mode") == "info_gain" and sampler.get("variant") == "lookum" else sampler["mode"]
+    if sampler.get("parallel_threshold") is not None:  # Info-Gain with parallel commits: a sampler of its own
+        mode += f"+parallel{format_value(sampler['parallel_threshold'])}"
     return f"{mode}/{sampler.get('use_cache')}"
 
 

@@ -60,6 +60,59 @@ def test_bypass_commits_confident_positions_without_lookahead():
     assert proposal.bypass.tolist() == [True]
 
 
+def test_parallel_threshold_commits_every_position_above_it_without_lookahead():
+    logits = torch.zeros(2, 5, 6)
+    logits[0, [1, 3, 4], 2] = 20.0  # row 0: three near-certain positions, position 4 already committed
+    masked = torch.tensor([[True, True, True, True, False], [True] * 5])
+    strategy = InfoGain(candidate_number=4, position_temperature=0.2, threshold=0.8, variant="info_gain",
+                        parallel_threshold=0.9)
+    assert strategy.dynamic_steps
+    ctx = context(logits, masked, 1)
+    ctx.num_to_commit = torch.tensor([1, 1])
+    proposal = strategy.propose(ctx)
+    # row 0: both masked positions above 0.9 at once (k is 1), no candidate evaluated
+    assert proposal.commit[0, 0].tolist() == [False, True, False, True, False]
+    assert proposal.valid[0].tolist() == [True, False, False, False] and proposal.bypass.tolist() == [True, False]
+    # row 1: nothing reaches 0.9 (uniform), so its lookahead runs for k = 1 with every candidate
+    assert proposal.commit[1, 0].sum() == 1 and proposal.valid[1].sum() > 1
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(parallel_threshold=0), "parallel_threshold=0 is invalid; allowed: a probability in (0, 1]"),
+    (dict(parallel_threshold=1.5), "parallel_threshold=1.5 is invalid"),
+    (dict(parallel_threshold="0.9"), "parallel_threshold='0.9' is invalid"),
+    (dict(mode="fast_dllm", parallel_threshold=0.9), "parallel_threshold=0.9 is invalid; allowed: unset for "
+                                                      "mode=fast_dllm"),
+])
+def test_bad_parallel_threshold_is_one_clear_line(settings, message):
+    from lm_eval_infogain.sampling.config import SamplerConfig
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        SamplerConfig(**settings)
+
+
+def test_parallel_threshold_takes_fewer_forwards_on_the_sudoku_model():
+    """tiny-llada-sudoku is confident on most cells: committing all of them at once saves forwards, and
+    every output is complete; with tau = 1 nothing qualifies and the decode is Info-Gain's, step for step
+    (a dynamic block of width steps is the schedule's one token per step)."""
+    from lm_eval_infogain.models.registry import load
+    from lm_eval_infogain.sampling.config import SamplerConfig
+    from lm_eval_infogain.sampling.loop import generate
+    from lm_eval_infogain.tasks import sudoku
+
+    adapter, tokenizer = load("tiny-llada-sudoku", dtype="float32", device="cpu")
+    prompts = [tokenizer(sudoku.doc_to_text(doc), add_special_tokens=False)["input_ids"]
+               for doc in sudoku.load_dataset()["test"].select(range(8))]
+    base = dict(gen_length=24, steps=24, block_length=24, use_cache="none")
+    seeds = list(range(len(prompts)))
+    plain, plain_stats = generate(adapter, prompts, SamplerConfig(**base), seeds)
+    parallel, parallel_stats = generate(adapter, prompts, SamplerConfig(parallel_threshold=0.9, **base), seeds)
+    strict, strict_stats = generate(adapter, prompts, SamplerConfig(parallel_threshold=1.0, **base), seeds)
+    assert all(adapter.spec.mask_id not in row and len(row) == 24 for row in parallel)
+    assert sum(row["nfe"] for row in parallel_stats) < 0.75 * sum(row["nfe"] for row in plain_stats)
+    assert strict == plain and [row["nfe"] for row in strict_stats] == [row["nfe"] for row in plain_stats]
+
+
 def test_lookahead_candidates_commit_k_masked_positions():
     logits = torch.randn(1, 8, 6, generator=torch.Generator().manual_seed(1))
     masked = torch.tensor([[True, True, False, True, True, True, False, True]])
@@ -113,9 +166,9 @@ class Lookahead:
         forward = self.decoder.forward
 
         def recorded(ids, rows, window, logits_range, *args, **kwargs):
-            logits = forward(ids, rows, window, logits_range, *args, **kwargs)
-            self.forwards.append((logits_range[0], logits.clone()))
-            return logits
+            hidden = forward(ids, rows, window, logits_range, *args, **kwargs)  # [R, W, C]
+            self.forwards.append((logits_range[0], self.decoder.logits(hidden)))  # [R, W, V]
+            return hidden
 
         self.decoder.forward = recorded
         self.next_entropy_means = []

@@ -294,3 +294,13 @@ def test_retired_metrics_of_older_runs_are_left_out_and_named(runs, tmp_path):
     readme = (tmp_path / "board" / "README.md").read_text()
     assert "| acc_last_step_equals_target |" not in readme
     assert "Left out, metrics no longer computed: `acc_last_step_equals_target` (" in readme
+
+
+def test_info_gain_with_parallel_commits_is_a_sampler_of_its_own():
+    from lm_eval_infogain.leaderboard import sampler_label
+
+    plain = {"sampler": {"mode": "info_gain", "variant": "info_gain", "use_cache": "none", "parallel_threshold": None}}
+    parallel = {"sampler": {**plain["sampler"], "parallel_threshold": 0.9}}
+    lookum = {"sampler": {**parallel["sampler"], "variant": "lookum"}}
+    assert [sampler_label(config) for config in (plain, parallel, lookum)] == [
+        "info_gain/none", "info_gain+parallel0.9/none", "lookum+parallel0.9/none"]

@@ -165,6 +165,12 @@ class EosLovingAdapter:
         logits[loving, :, self.spec.eos_id] += 50
         return logits
 
+    def forward_hidden(self, *args):  # the sampler's entry: this double's logits stand in for hidden states
+        return self.forward(*args)
+
+    def head(self, logits):
+        return logits
+
     def new_cache(self, batch, length):
         return self.adapter.new_cache(batch, length)
 
@@ -229,10 +235,13 @@ class MemoryStarvedAdapter:
         self.adapter, self.spec, self.device, self.dtype = adapter, adapter.spec, adapter.device, adapter.dtype
         self.limit = limit
 
-    def forward(self, input_ids, *args):
+    def forward_hidden(self, input_ids, *args):
         if len(input_ids) > self.limit:
             raise torch.OutOfMemoryError(f"simulated: {len(input_ids)} sequences")
-        return self.adapter.forward(input_ids, *args)
+        return self.adapter.forward_hidden(input_ids, *args)
+
+    def head(self, hidden):
+        return self.adapter.head(hidden)
 
     def new_cache(self, batch, length):
         return self.adapter.new_cache(batch, length)
@@ -257,8 +266,8 @@ def test_out_of_memory_even_one_at_a_time_is_raised(tiny, prompts):
 class CacheStarvedAdapter(MemoryStarvedAdapter):
     """The bundled model, but a cache for more than `limit` sequences does not fit."""
 
-    def forward(self, input_ids, *args):
-        return self.adapter.forward(input_ids, *args)
+    def forward_hidden(self, input_ids, *args):
+        return self.adapter.forward_hidden(input_ids, *args)
 
     def new_cache(self, batch, length):
         if batch > self.limit:

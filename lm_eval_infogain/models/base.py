@@ -1,13 +1,14 @@
 """The adapter contract: the one seam between the sampler and an architecture.
 
-The sampler only ever calls `forward` and `new_cache` and reads the `ModelSpec`; it never asks which
+The sampler only ever calls `forward_hidden`, `head` and `new_cache` and reads the `ModelSpec`; it never asks which
 model it drives. Logits returned by `forward` are aligned so that logits[:, j] predicts the token at
 canvas position logits_start + j (an architecture's own shift is applied inside the model).
 
 Each architecture's model class (llada.py, dream.py, sdar.py) provides `window_logits` with the
-signature of `Adapter.forward` plus an `attention_block_size` argument, and `cache_geometry() -> (layers,
-kv_heads, head_dim)`, plus the attributes `logits_shift` and `attention_block_size` (the model's own blocks);
-`ModelAdapter` turns it into an adapter, whose attention blocks are its spec's (see `with_attention_block`).
+signature of `Adapter.forward` plus an `attention_block_size` argument, `window_hidden` (the same, before
+the LM head), `head_logits` and `cache_geometry() -> (layers, kv_heads, head_dim)`, plus the attributes
+`logits_shift` and `attention_block_size` (the model's own blocks); `ModelAdapter` turns it into an
+adapter, whose attention blocks are its spec's (see `with_attention_block`).
 """
 
 import dataclasses
@@ -50,6 +51,14 @@ class Adapter(Protocol):
     ) -> torch.Tensor:  # [B, logits_end - logits_start, V] float logits
         ...
 
+    def forward_hidden(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
+        """What `forward` computes before its LM head ([B, W', C]): `head` of it gives forward's logits,
+        so a caller can turn positions into logits a chunk at a time."""
+        ...
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:  # [..., C] -> [..., V] float logits
+        ...
+
     def new_cache(self, batch: int, length: int) -> KVCache: ...
 
 
@@ -65,6 +74,13 @@ class ModelAdapter:
     def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
         return self.model.window_logits(input_ids, positions, key_mask, cache, window_start, logits_start,
                                         logits_end, attention_block_size=self.spec.attention_block_size)
+
+    def forward_hidden(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
+        return self.model.window_hidden(input_ids, positions, key_mask, cache, window_start, logits_start,
+                                        logits_end, attention_block_size=self.spec.attention_block_size)
+
+    def head(self, hidden):
+        return self.model.head_logits(hidden)
 
     def new_cache(self, batch, length):
         layers, kv_heads, head_dim = self.model.cache_geometry()

@@ -10,7 +10,7 @@ from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lm_eval_infogain.errors import UsageError
-from lm_eval_infogain.sampling.cache import KVCache
+from lm_eval_infogain.sampling.cache import KVCache, SharedCache
 from lm_eval_infogain.sampling.config import check
 
 
@@ -112,17 +112,85 @@ def attention_mask(key_mask, positions, window: tuple[int, int], cached: bool, b
     return mask & (key_block[:, None, None, :] <= query_block[:, None, :, None])  # [B, 1, W, K]
 
 
-def attend(queries, keys, values, mask, cache: KVCache | None, layer: int, window_start: int):
+def attend(queries, keys, values, mask, cache: KVCache | SharedCache | None, layer: int, window_start: int):
     """Attention of the window's queries [B, H, W, D] over the canvas.
 
     keys/values [B, H_kv, W, D] are the window's. With a cache they are written into it first and
-    the queries see the whole cached canvas. mask comes from `attention_mask`.
+    the queries see the whole cached canvas; lookahead candidates share theirs (`attend_shared`).
+    mask comes from `attention_mask`.
     """
+    if isinstance(cache, SharedCache):
+        return attend_shared(queries, keys, values, mask, cache, layer, window_start)
     if cache is not None:
         keys, values = cache.write(layer, window_start, keys, values)  # [B, H_kv, T, D]
     return F.scaled_dot_product_attention(
         queries, keys, values, attn_mask=mask, is_causal=False, enable_gqa=queries.shape[1] != keys.shape[1],
     )  # [B, H, W, D]
+
+
+def attention_with_lse(queries, keys, values, mask):
+    """Softmax attention of queries [B, H, Q, D] over keys/values [B, H, K, D] where mask [B, 1, Q|1, K] is
+    True: (output [B, H, Q, D], log-sum-exp of the scores [B, H, Q, 1]), one part of an attention whose
+    key set is split, for `attend_shared` to merge. A query that sees no key gets log-sum-exp -inf.
+
+    On CPU this is the fused kernel that F.scaled_dot_product_attention itself runs there (flash
+    attention for CPU), which also returns the log-sum-exp. Elsewhere the same maths runs unfused,
+    scores in fp32 (float64 models: float64); a GPU would want its fused kernel's log-sum-exp too
+    (FlashAttention's, or memory-efficient attention's compute_log_sumexp), not wired here: no GPU was
+    at hand to check it on.
+    """
+    sees_none = ~mask.any(-1, keepdim=True)  # [B, 1, Q|1, 1]
+    if queries.device.type == "cpu":
+        bias = torch.zeros(mask.shape, dtype=queries.dtype).masked_fill_(~mask, float("-inf"))  # [B, 1, Q|1, K]
+        output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(queries, keys, values,
+                                                                                attn_mask=bias)
+        return output, lse[..., None].masked_fill(sees_none, float("-inf"))
+    work = torch.promote_types(queries.dtype, torch.float32)
+    scores = (queries.to(work) * queries.shape[-1] ** -0.5) @ keys.to(work).transpose(-1, -2)  # [B, H, Q, K]
+    scores.masked_fill_(~mask, float("-inf"))
+    lse = scores.logsumexp(-1, keepdim=True)  # [B, H, Q, 1]
+    weights = scores.sub_(lse.clamp(min=torch.finfo(work).min)).exp_()  # [B, H, Q, K]
+    return weights @ values.to(work), lse
+
+
+def attend_shared(queries, keys, values, mask, shared: SharedCache, layer: int, window_start: int):
+    """Attention of lookahead candidates (queries [R, H, W, D], their window's keys/values [R, H_kv, W, D],
+    mask [R, 1, W|1, T] over the canvas) with their prompts' cache read once per prompt, copied for none.
+
+    A candidate sees its prompt's cached keys outside the window and its own window's keys. The two
+    parts are computed apart and merged with their log-sum-exps (cascade / Hydragen attention): the
+    cached part with the queries of all a prompt's candidates side by side (and a key head's query
+    heads too), one attention per prompt and key head; the window part per candidate.
+    """
+    rows, heads, width, head_dim = queries.shape
+    cached_keys, cached_values = shared.cache.keys[layer], shared.cache.values[layer]  # [P, H_kv, T, D]
+    prompts, kv_heads, total, _ = cached_keys.shape
+    group, slots = heads // kv_heads, shared.slots
+    # cached part: queries [P, H_kv, G*M*W, D] of each prompt's (up to M) candidates side by side
+    grouped = queries.new_zeros(prompts, slots, heads, width, head_dim)  # [P, M, H, W, D]
+    grouped[shared.prompt_of, shared.slot_of] = queries
+    grouped = grouped.view(prompts, slots, kv_heads, group, width, head_dim).permute(0, 2, 3, 1, 4, 5)
+    grouped = grouped.reshape(prompts, kv_heads, group * slots * width, head_dim)  # [P, H_kv, G*M*W, D]
+    prompt_mask = mask.new_zeros(prompts, 1, mask.shape[2], total)  # [P, 1, W|1, T]
+    prompt_mask[shared.prompt_of] = mask  # the same for all a prompt's candidates
+    prompt_mask[..., window_start:window_start + width] = False  # the window's keys are each candidate's own
+    if mask.shape[2] > 1:  # a mask per query (block-causal): the same for every slot and query head
+        prompt_mask = prompt_mask[:, :, None].expand(-1, -1, group * slots, -1, -1).flatten(2, 3)
+    cached_out, cached_lse = attention_with_lse(grouped, cached_keys, cached_values, prompt_mask)
+
+    def per_candidate(part):  # [P, H_kv, G*M*W, X] -> [R, H, W, X]
+        part = part.view(prompts, kv_heads, group, slots, width, -1).permute(0, 3, 1, 2, 4, 5)
+        return part.reshape(prompts, slots, heads, width, -1)[shared.prompt_of, shared.slot_of]
+
+    cached_out, cached_lse = per_candidate(cached_out), per_candidate(cached_lse)  # [R, H, W, D | 1]
+    # window part: each candidate's own keys
+    own_keys, own_values = keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1)  # [R, H, W, D]
+    own_out, own_lse = attention_with_lse(queries, own_keys, own_values,
+                                          mask[..., window_start:window_start + width])  # [R, H, W, D | 1]
+    lse = torch.logaddexp(cached_lse, own_lse)  # [R, H, W, 1]
+    work = lse.dtype
+    merged = cached_out.to(work) * (cached_lse - lse).exp() + own_out.to(work) * (own_lse - lse).exp()
+    return merged.to(queries.dtype)  # [R, H, W, D]
 
 
 def split_heads(x, heads: int, head_dim: int):

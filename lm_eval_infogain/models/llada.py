@@ -215,6 +215,16 @@ class LLaDAModel(nn.Module):
     def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end,
                 attention_block_size):
         """Logits [B, W', V] of canvas positions [logits_start, logits_end); see base.Adapter.forward."""
+        return self.head(self.hidden(input_ids, positions, key_mask, cache, window_start, logits_start, logits_end,
+                                     attention_block_size))
+
+    def head(self, hidden):
+        """Final hidden states [..., C] -> float logits [..., V]."""
+        return self.lm_head(hidden).float()
+
+    def hidden(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None,
+               attention_block_size=None):
+        """The final hidden states [B, W', C] (after ln_f) that `head` turns into `forward`'s logits."""
         window = (window_start, window_start + input_ids.shape[1])
         mask = attention_mask(key_mask, positions, window, cache is not None, attention_block_size)
         rotary = self.rotary.cos_sin(positions[:, window[0]:window[1]])
@@ -224,7 +234,7 @@ class LLaDAModel(nn.Module):
         for layer, block in enumerate(self.transformer.blocks):
             x = block(x, rotary, mask, cache, layer, window_start)
         hidden = logits_hidden(x, window_start, logits_start, logits_end, shift=0)  # [B, W', C]
-        return self.lm_head(self.transformer.ln_f(hidden)).float()  # [B, W', V]
+        return self.transformer.ln_f(hidden)  # [B, W', C]
 
 
 class LLaDAModelLM(WholeSequenceForward, PreTrainedModel):
@@ -252,6 +262,14 @@ class LLaDAModelLM(WholeSequenceForward, PreTrainedModel):
                       attention_block_size=None):
         return self.model(input_ids, positions, key_mask, cache, window_start, logits_start, logits_end,
                           attention_block_size)
+
+    def window_hidden(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None,
+                      attention_block_size=None):
+        return self.model.hidden(input_ids, positions, key_mask, cache, window_start, logits_start, logits_end,
+                                 attention_block_size)
+
+    def head_logits(self, hidden):
+        return self.model.head(hidden)
 
     def cache_geometry(self) -> tuple[int, int, int]:
         config = self.config

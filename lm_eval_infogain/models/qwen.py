@@ -172,6 +172,16 @@ class QwenStyleLM:
     def window_logits(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None,
                       attention_block_size=None):
         """Logits [B, W', V] of canvas positions [logits_start, logits_end); see base.Adapter.forward."""
+        return self.head_logits(self.window_hidden(input_ids, positions, key_mask, cache, window_start, logits_start,
+                                                   logits_end, attention_block_size))
+
+    def head_logits(self, hidden):
+        """Final hidden states [..., C] -> float logits [..., V]."""
+        return self.lm_head(hidden).float()
+
+    def window_hidden(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None,
+                      attention_block_size=None):
+        """The final hidden states [B, W', C] (after the norm) that `head_logits` turns into logits."""
         window = (window_start, window_start + input_ids.shape[1])
         mask = attention_mask(key_mask, positions, window, cache is not None, attention_block_size)
         rotary = self.rotary.cos_sin(positions[:, window[0]:window[1]])
@@ -179,7 +189,7 @@ class QwenStyleLM:
         for layer, decoder_layer in enumerate(self.model.layers):
             x = decoder_layer(x, rotary, mask, cache, layer, window_start)
         hidden = logits_hidden(x, window_start, logits_start, logits_end, self.logits_shift)  # [B, W', C]
-        return self.lm_head(self.model.norm(hidden)).float()  # [B, W', V]
+        return self.model.norm(hidden)  # [B, W', C]
 
     def cache_geometry(self) -> tuple[int, int, int]:
         config = self.config

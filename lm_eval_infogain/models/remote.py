@@ -20,5 +20,12 @@ class RemoteCodeAdapter:
         logits = output.logits if hasattr(output, "logits") else output[0]
         return logits[:, logits_start:logits_end].float()
 
+    def forward_hidden(self, *args):
+        """No hidden states of a foreign model: its logits stand in for them, and `head` keeps them."""
+        return self.forward(*args)
+
+    def head(self, logits):
+        return logits
+
     def new_cache(self, batch, length):
         raise ValueError("a trust_remote_code model runs without a cache: use_cache=none")

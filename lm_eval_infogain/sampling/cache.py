@@ -4,6 +4,7 @@ One cache serves every cache mode. A forward always computes a *window* of the c
 window's keys/values into the buffers, then attends over the whole buffer. The mode only decides the
 window (see loop.py): `none` forwards the whole canvas without a cache, `prefix` the positions from
 the current block to the end, `dual` the current block only. Keys are stored after RoPE.
+A lookahead's candidates do not write: they share their prompt's cache through a `SharedCache`.
 """
 
 from dataclasses import dataclass
@@ -37,6 +38,28 @@ class KVCache:
         """Batch rows [start, end) as views: writes through them land in this cache."""
         return KVCache([k[start:end] for k in self.keys], [v[start:end] for v in self.values])
 
-    def select_rows(self, rows: torch.Tensor) -> "KVCache":
-        """A cache for the given batch rows (one batched copy; used for lookahead candidates)."""
-        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values])
+
+
+@dataclass
+class SharedCache:
+    """Lookahead candidates' view of the cache: several canvas states per prompt, one cache per prompt.
+
+    Candidate r is a state of prompt `prompt_of[r]` (an index into `cache`'s rows) that differs from the
+    cached canvas only inside the forward's window. It attends to its prompt's cached keys outside the
+    window, read once for all the prompt's candidates, and to its own window's keys, which are never
+    written into the cache (see layers.attend_shared). Candidates of a prompt are consecutive rows;
+    `slot_of[r]` numbers them within their prompt, `slots` is the most any prompt has.
+    """
+
+    cache: KVCache  # rows: the prompts, whose cached canvas the candidates share
+    prompt_of: torch.Tensor  # [R] long, non-decreasing
+    slot_of: torch.Tensor  # [R] long
+    slots: int
+
+    @classmethod
+    def for_rows(cls, cache: KVCache, rows: torch.Tensor) -> "SharedCache":
+        """Candidates of canvas rows `rows` [R] (non-decreasing): the view covers rows[0]..rows[-1] only."""
+        first, last = int(rows[0]), int(rows[-1])  # host syncs: two per forward
+        prompt_of = rows - first  # [R]
+        slot_of = torch.arange(len(rows), device=rows.device) - torch.searchsorted(prompt_of, prompt_of)  # [R]
+        return cls(cache.rows_view(first, last + 1), prompt_of, slot_of, int(slot_of.max()) + 1)

@@ -79,6 +79,9 @@ class SamplerConfig:
     candidate_number: int = 8
     position_temperature: float = 0.2
     threshold: float = 0.8
+    # info_gain/lookum (ours, not the paper's): commit every masked block position with confidence >= this
+    # at once, no lookahead; the lookahead runs only on steps where none reaches it (dynamic steps)
+    parallel_threshold: float | None = None
     use_cache: str = "prefix"
     temperature: float = 0.0
     gen_length: int = 256
@@ -107,6 +110,11 @@ class SamplerConfig:
               self.position_temperature, f"0 (no lookahead) or {TEMPERATURE_RANGE}")
         check(is_number(self.threshold) and 0 <= self.threshold <= 1, "threshold", self.threshold,
               "a probability in [0, 1]")
+        check(self.parallel_threshold is None or (is_number(self.parallel_threshold)
+                                                  and 0 < self.parallel_threshold <= 1),
+              "parallel_threshold", self.parallel_threshold, "a probability in (0, 1], or unset")
+        check(self.parallel_threshold is None or self.mode == "info_gain", "parallel_threshold",
+              self.parallel_threshold, f"unset for mode={self.mode} (it is an option of info_gain and lookum)")
         check(self.use_cache in CACHE_MODES, "use_cache", self.use_cache, " | ".join(CACHE_MODES))
         check(is_temperature(self.temperature), "temperature", self.temperature, TEMPERATURE_ALLOWED)
         check(self.factor is None or (is_number(self.factor) and 0 < self.factor <= MAX_SCALE), "factor", self.factor,

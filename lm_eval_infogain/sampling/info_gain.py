@@ -13,6 +13,11 @@ Each step is a three-part cycle:
 Shortcuts with no lookahead: the block's last step commits everything left; if any masked position
 has top-1 probability >= threshold, the min(k, |S|) most confident of those S are committed; with
 <= k masked positions, N <= 1 or T_pos <= 0 the k most confident are committed.
+
+Parallel commits (`parallel_threshold` tau; ours, not the paper's): every masked position of the block
+whose x0 has confidence >= tau is committed at once, with no lookahead, as Fast-dLLM's threshold rule
+does; only a step where none reaches tau runs the cycle above. The block's steps are then dynamic: as
+many as it needs, each committing at least the schedule's one token of a dynamic block.
 """
 
 import torch
@@ -47,11 +52,14 @@ def score_candidates(current_entropy, commit, next_entropy_mean, variant: str) -
 class InfoGain:
     needs_lookahead = True
 
-    def __init__(self, candidate_number: int, position_temperature: float, threshold: float, variant: str):
+    def __init__(self, candidate_number: int, position_temperature: float, threshold: float, variant: str,
+                 parallel_threshold: float | None = None):
         self.candidate_number = candidate_number
         self.position_temperature = position_temperature
         self.threshold = threshold
         self.variant = variant
+        self.parallel_threshold = parallel_threshold
+        self.dynamic_steps = parallel_threshold is not None
 
     def propose(self, ctx: StepContext) -> Proposal:
         k = ctx.num_to_commit  # [B]
@@ -64,6 +72,11 @@ class InfoGain:
             top_k_mask(ctx.confidence, confident, torch.minimum(k, confident.sum(-1))),
             top_k_mask(ctx.confidence, masked, k),
         )  # [B, L]; on the last step k == remaining, so this commits everything left
+        if self.parallel_threshold is not None:
+            parallel = masked & (ctx.confidence >= self.parallel_threshold)  # [B, L]
+            in_parallel = parallel.any(-1) & (k < remaining)  # [B]
+            first = torch.where(in_parallel[:, None], parallel, first)  # [B, L]
+            bypass = bypass | in_parallel
         extra = self.candidate_number - 1
         # Random draws happen every step whatever the row decides, so a prompt's stream of noise
         # (and so its output) does not depend on the other prompts in its batch.

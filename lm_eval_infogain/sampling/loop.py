@@ -9,10 +9,12 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
    step, or as many as a dynamic rule such as Fast-dLLM's threshold says).
 3. Every valid candidate whose next state still has masks in the block is forwarded in ONE batched
    call over the window of the cache mode: the whole canvas (`none`), block start to the end
-   (`prefix`) or the block alone (`dual`). A lookahead strategy picks its winner from those logits,
-   the others have one candidate. The winner is committed (then early stop fills EOS after its first
-   EOS) and its logits are the next step's: one forward per step, and none for a prompt whose block is
-   complete.
+   (`prefix`) or the block alone (`dual`). The candidates of a prompt share its cache (read once per
+   prompt, never copied: cache.SharedCache). A lookahead strategy picks its winner from their H_next,
+   whose entropies are computed a chunk of positions at a time from the hidden states; the others have
+   one candidate. The winner is committed (then early stop fills EOS after its first EOS) and its
+   block's logits, the only ones kept, are the next step's: one forward per step, and none for a
+   prompt whose block is complete.
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
 prompt's output does not depend on its batch.
 Out of memory: a forward retries its rows in smaller chunks; a batch that still does not fit is split
@@ -33,6 +35,7 @@ import torch
 
 from lm_eval_infogain.pc_baseline import load_baseline
 from lm_eval_infogain.sampling import strategies
+from lm_eval_infogain.sampling.cache import SharedCache
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
 from lm_eval_infogain.sampling.memory import split_on_out_of_memory
@@ -41,6 +44,18 @@ from lm_eval_infogain.sampling.strategies import (
 )
 
 logger = logging.getLogger(__name__)
+
+# fp32 logits in one chunk of H_next's entropies (256 MiB; the entropy's temporaries are a few times that)
+LOGITS_CHUNK_ELEMENTS = 1 << 26
+
+
+def entropy_in_chunks(values: torch.Tensor, to_logits, vocab_size: int) -> torch.Tensor:
+    """Entropy [R, W] of to_logits(values) for values [R, W, ...], a chunk of positions at a time, so that
+    the fp32 logits [R, W, V] and the entropy's temporaries never exist for every position at once."""
+    rows, width = values.shape[:2]
+    chunk = max(1, LOGITS_CHUNK_ELEMENTS // (rows * vocab_size))
+    pieces = [entropy(to_logits(values[:, start:start + chunk])) for start in range(0, width, chunk)]
+    return torch.cat(pieces, dim=1) if pieces else torch.zeros(rows, 0, device=values.device)
 
 
 def linear_schedule(num_masked: int, steps: int) -> list[int]:
@@ -79,7 +94,8 @@ def background_log_frequencies(path: str, vocab_size: int, device: str) -> torch
 
 def make_strategy(config: SamplerConfig, spec=None, device="cpu"):
     if config.mode == "info_gain":
-        return InfoGain(config.candidate_number, config.position_temperature, config.threshold, config.variant)
+        return InfoGain(config.candidate_number, config.position_temperature, config.threshold, config.variant,
+                        config.parallel_threshold)
     if config.mode == "fast_dllm":
         if config.factor is None:
             return ScoreStrategy(strategies.confidence_score,
@@ -216,10 +232,12 @@ class Decoder:
         return self.step_window(block_start, block_end)[1] if self.strategy.needs_lookahead else block_end
 
     def forward(self, ids, rows, window, logits_range, share_cache: bool, counted=None):
-        """Forward canvas rows `rows` (ids [R, T]) over `window`; logits [R, logits_end - logits_start, V].
+        """Forward canvas rows `rows` (ids [R, T]) over `window`; the hidden states [R, logits_end -
+        logits_start, C] that `logits` (or `entropies`) turns into logits.
 
         share_cache: `rows` are the batch's rows in order, so the forward may write into the cache
-        itself; otherwise (lookahead candidates) each chunk works on its own copy of its rows' cache.
+        itself; otherwise (lookahead candidates, non-decreasing rows) they share their prompts' cache
+        without writing into it (cache.SharedCache).
         On out-of-memory the rows are retried in halves, down to one at a time, with a warning.
         Stats go to the rows where `counted` [R] is True (all by default): a row that has finished
         only rides along in a batched forward and would not have needed it on its own.
@@ -246,18 +264,27 @@ class Decoder:
             return None
         if share_cache:
             return self.cache.rows_view(first, first + len(rows))
-        return self.cache.select_rows(rows)
+        return SharedCache.for_rows(self.cache, rows)
 
     def forward_chunk(self, ids, rows, window, logits_range, cache):
         window_start, window_end = window
-        logits = self.adapter.forward(
+        return self.adapter.forward_hidden(
             ids[:, window_start:window_end], self.canvas.positions[rows], self.canvas.key_mask[rows], cache,
             window_start, *logits_range,
         )
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The logits [..., V] (fp32) the strategies see for hidden states [..., C]: the LM head, then the
+        EOS/PAD penalties and the top-k/top-p filter."""
+        logits = self.adapter.head(hidden)  # [..., V]
         spec, config = self.adapter.spec, self.config
         logits[..., spec.eos_id] -= config.eos_penalty
         logits[..., spec.pad_id] -= config.pad_penalty  # PAD = EOS loses both, as in the paper's pipeline
         return filter_logits(logits, config.top_k, config.top_p, config.temperature)
+
+    def entropies(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Entropy [R, W] of the logits of hidden states [R, W, C] (see entropy_in_chunks)."""
+        return entropy_in_chunks(hidden, self.logits, self.adapter.spec.vocab_size)
 
     def count(self, rows, window, counted):
         window_start, window_end = window
@@ -268,18 +295,19 @@ class Decoder:
         self.stats.tokens_forwarded.index_add_(0, rows, real_tokens)
 
     def step_context(self, logits, block_start, block_end, num_to_commit) -> StepContext:
-        width = block_end - block_start
-        block_logits = logits[:, :width]  # [B, Lb, V]
-        probs = torch.softmax(block_logits, dim=-1)  # [B, Lb, V]
+        """The step's view of the block's logits [B, Lb, V], which it takes over (they serve this step only)."""
+        probs = torch.softmax(logits, dim=-1)  # [B, Lb, V]
+        block_entropy = entropy(logits)  # [B, Lb]
         # The mask token is never a prediction: committed, it would leave its position masked for good.
+        # Probabilities and entropies above keep it; the tokens' logits lose it, in place (no copy).
         mask_id = torch.tensor([self.adapter.spec.mask_id], device=logits.device)
-        token_logits = block_logits.index_fill(-1, mask_id, NEG_INF)  # [B, Lb, V]
+        token_logits = logits.index_fill_(-1, mask_id, NEG_INF)  # [B, Lb, V]
         tokens = sample_tokens(token_logits, self.generators, self.config.temperature)  # [B, Lb]
         masked = self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id  # [B, Lb]
         return StepContext(
             logits=token_logits, probs=probs, masked=masked,
             num_to_commit=torch.minimum(num_to_commit, masked.sum(-1)), tokens=tokens,
-            confidence=probs.gather(-1, tokens[..., None]).squeeze(-1), entropy=entropy(block_logits),
+            confidence=probs.gather(-1, tokens[..., None]).squeeze(-1), entropy=block_entropy,
             generators=self.generators, temperature=self.config.temperature,
         )
 
@@ -305,12 +333,15 @@ class Decoder:
         self.fill_after_eos(ids, chosen)
         return ids
 
-    def next_entropy_mean(self, ids, rows, new_logits, block_start) -> torch.Tensor:
+    def next_entropy_mean(self, ids, rows, block_logits, after_block, block_start) -> torch.Tensor:
         """H_next [R] of each forwarded state ids [R, T]: the mean entropy over every position of the
-        generation still masked in it. new_logits [R, W, V] start at block_start; the positions after
-        them that the block-start forward reached (`dual`: those after the block) enter with their
-        entropy at that forward, the same for every candidate of a prompt, and count in the divisor."""
-        entropies = torch.cat([entropy(new_logits), self.unrefreshed_entropy[rows]], dim=1)  # [R, W + S]
+        generation still masked in it. block_logits [R, Lb, V] are the block's, after_block [R, A, C] the
+        hidden states of the A positions after it that the forward computed; the positions after those
+        that the block-start forward reached (`dual`: those after the block) enter with their entropy
+        at that forward, the same for every candidate of a prompt, and count in the divisor."""
+        block_entropy = entropy_in_chunks(block_logits, lambda logits: logits, self.adapter.spec.vocab_size)
+        entropies = torch.cat([block_entropy, self.entropies(after_block),
+                               self.unrefreshed_entropy[rows]], dim=1)  # [R, Lb + A + S]
         still_masked = ids[:, block_start:block_start + entropies.shape[1]] == self.adapter.spec.mask_id  # [R, W + S]
         return (entropies * still_masked).sum(-1) / still_masked.sum(-1).clamp(min=1)
 
@@ -332,11 +363,13 @@ class Decoder:
         if flat.numel() == 0:  # every row's block is complete
             return winner, logits
         one_per_row = flat.numel() == batch and bool((rows == torch.arange(batch, device=rows.device)).all())
-        new_logits = self.forward(ids, rows, self.step_window(block_start, block_end),
-                                  (block_start, self.logits_end(block_start, block_end)), share_cache=one_per_row)
+        hidden = self.forward(ids, rows, self.step_window(block_start, block_end),
+                              (block_start, self.logits_end(block_start, block_end)), share_cache=one_per_row)
+        width = block_end - block_start
+        new_logits = self.logits(hidden[:, :width])  # [R, Lb, V]
         if not self.strategy.needs_lookahead:
             return winner, new_logits if one_per_row else replace_rows(logits, rows, new_logits)
-        mean_entropy = self.next_entropy_mean(ids, rows, new_logits, block_start)  # [R]
+        mean_entropy = self.next_entropy_mean(ids, rows, new_logits, hidden[:, width:], block_start)  # [R]
         next_entropy = torch.zeros(batch * num_candidates, device=flat.device).index_put_((flat,), mean_entropy)
         winner = self.strategy.choose(ctx, proposal, next_entropy.view(batch, num_candidates))  # [B]
         slot = torch.full((batch * num_candidates,), -1, dtype=torch.long, device=flat.device)
@@ -361,7 +394,7 @@ class Decoder:
             self.stats.bypass_tokens += commit.sum(-1) * proposal.bypass
 
     def start_block(self, block_start, block_end, has_masks) -> torch.Tensor:
-        """The block's first logits [B, L', V] (L' as a step's), from one forward of the block-start window.
+        """The block's first logits [B, Lb, V], from one forward of the block-start window.
 
         A lookahead keeps the entropies of the positions after the step window that this forward reaches
         (`dual`: the ones after the block), for H_next: within the block nothing recomputes them.
@@ -369,11 +402,11 @@ class Decoder:
         step_end = self.logits_end(block_start, block_end)
         end = self.block_start_window(block_end)[1] if self.strategy.needs_lookahead else step_end
         all_rows = torch.arange(self.canvas.ids.shape[0], device=self.canvas.ids.device)
-        logits = self.forward(self.canvas.ids, all_rows, self.block_start_window(block_end), (block_start, end),
-                              share_cache=True, counted=has_masks)  # [B, end - block_start, V]
+        hidden = self.forward(self.canvas.ids, all_rows, self.block_start_window(block_end), (block_start, end),
+                              share_cache=True, counted=has_masks)  # [B, end - block_start, C]
         self.cache_final_until = align_down(block_start, self.block_size)
-        self.unrefreshed_entropy = entropy(logits[:, step_end - block_start:])  # [B, end - step_end]
-        return logits[:, :step_end - block_start]
+        self.unrefreshed_entropy = self.entropies(hidden[:, step_end - block_start:])  # [B, end - step_end]
+        return self.logits(hidden[:, :block_end - block_start])
 
     def decode_block(self, block_start, block_end):
         width = block_end - block_start
@@ -385,7 +418,7 @@ class Decoder:
         has_masks = (self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id).any(-1)  # [B]
         if not has_masks.any():  # every row stopped early (EOS filled the rest)
             return
-        logits = self.start_block(block_start, block_end, has_masks)  # [B, L', V]
+        logits = self.start_block(block_start, block_end, has_masks)  # [B, Lb, V]
         for step, count in enumerate(linear_schedule(width, steps)):
             last = step == steps - 1
             # the last step commits everything left in the block

@@ -1,0 +1,134 @@
+"""The lookahead's candidates share their prompt's cache: outputs equal those of the copying lookahead.
+
+Until commit 24b169f each lookahead candidate attended over its own copy of its prompt's cache
+(`KVCache.select_rows`). tests/golden/lookahead_decodes.json holds whole decodes of that code, recorded
+in float64 on every tiny random architecture, in every cache mode it supports: the shared-cache loop
+must reproduce them token for token, with the same forward counts.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm_eval_infogain.models.base import ModelAdapter
+from lm_eval_infogain.sampling.config import SamplerConfig, fit_to_model
+from lm_eval_infogain.sampling.loop import generate
+
+GOLDEN = Path(__file__).parent / "golden" / "lookahead_decodes.json"
+ARCHS = ["llada", "mmada", "dream", "sdar", "trado"]
+TEXTS = ["Solve: 1 2 3 4", "Write a story about a lighthouse.", "0123", "The answer is: 44-15=29"]
+SETTINGS = {  # name -> SamplerConfig arguments
+    "info_gain": dict(mode="info_gain"),
+    "lookum": dict(mode="lookum"),
+    "info_gain_t1": dict(mode="info_gain", temperature=1.0),
+    "original": dict(mode="original"),
+    "fast_dllm": dict(mode="fast_dllm", threshold=0.3),
+}
+SMALL = dict(gen_length=32, steps=16, block_length=16)
+SEEDS = [11, 22, 33, 44]
+
+
+def float64_model(arch: str):
+    """(adapter, prompts) of tiny-random-<arch> in float64 on CPU."""
+    from lm_eval_infogain.models.registry import load
+
+    adapter, tokenizer = load(f"tiny-random-{arch}", dtype="float32", device="cpu")
+    adapter = ModelAdapter(adapter.model.double(), adapter.spec)
+    return adapter, [tokenizer(text, add_special_tokens=False)["input_ids"] for text in TEXTS]
+
+
+def decode_everything(arch: str) -> dict:
+    """{"<setting>/<cache>": {"ids": [...], "stats": [...]}} of the four prompts in every setting and cache."""
+    adapter, prompts = float64_model(arch)
+    runs = {}
+    for name, settings in SETTINGS.items():
+        for cache in adapter.spec.cache_modes:
+            given = {**settings, **SMALL, "use_cache": cache}
+            config = fit_to_model(SamplerConfig(**given), set(given), adapter.spec)
+            ids, stats = generate(adapter, prompts, config, SEEDS)
+            runs[f"{name}/{cache}"] = {"ids": ids, "stats": stats}
+    return runs
+
+
+def record_golden() -> None:
+    """Writes the golden file from the code checked out (run only on the copying lookahead's commit)."""
+    torch.set_num_threads(1)
+    GOLDEN.write_text(json.dumps({arch: decode_everything(arch) for arch in ARCHS}) + "\n")
+
+
+if __name__ == "__main__":
+    record_golden()
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return json.loads(GOLDEN.read_text())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_whole_decodes_equal_the_copying_lookaheads_token_for_token(golden, arch):
+    runs = decode_everything(arch)
+    assert runs.keys() == golden[arch].keys()
+    for run, expected in golden[arch].items():
+        assert runs[run]["ids"] == expected["ids"], run
+        for row, expected_row in zip(runs[run]["stats"], expected["stats"]):
+            for key in ("nfe", "tokens_forwarded", "bypass_tokens"):
+                assert row[key] == expected_row[key], (run, key)
+            assert math.isclose(row["cumulative_entropy"], expected_row["cumulative_entropy"], rel_tol=1e-6), run
+
+
+def copying_lookahead_logits(decoder, ids, rows, window, logits_range) -> torch.Tensor:
+    """The logits [R, W, V] of candidate canvases ids [R, T] as the copying lookahead computed them:
+    each candidate's own copy of its prompt's cache, its window written into that copy."""
+    from lm_eval_infogain.sampling.cache import KVCache
+
+    cache = decoder.cache and KVCache([k[rows].clone() for k in decoder.cache.keys],
+                                      [v[rows].clone() for v in decoder.cache.values])
+    window_start, window_end = window
+    return decoder.adapter.forward(ids[:, window_start:window_end], decoder.canvas.positions[rows],
+                                   decoder.canvas.key_mask[rows], cache, window_start, *logits_range)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_lookahead_logits_equal_the_copying_lookaheads(arch):
+    """Two prompts, three and two candidates (uneven groups), at the start of the first block and of a
+    later one, in every cache mode: the shared-cache forward gives the copying one's logits."""
+    from lm_eval_infogain.sampling.loop import Decoder, block_ranges, build_canvas
+
+    adapter, prompts = float64_model(arch)
+    prompts = prompts[:2]
+    for cache in adapter.spec.cache_modes:
+        given = dict(mode="info_gain", use_cache=cache, **SMALL)
+        config = fit_to_model(SamplerConfig(**given), set(given), adapter.spec)
+        canvas = build_canvas(prompts, config.gen_length, adapter.spec, "cpu")
+        decoder = Decoder(adapter, config, canvas, [torch.Generator().manual_seed(0) for _ in prompts])
+        blocks = block_ranges(canvas.prompt_length, config.gen_length, config.block_length,
+                              adapter.spec.attention_block_size)
+        for block_start, block_end in (blocks[0], blocks[-1]):
+            canvas.ids[:, canvas.prompt_length:block_start] = 7  # the blocks before are committed
+            decoder.start_block(block_start, block_end, torch.tensor([True, True]))
+            rows = torch.tensor([0, 0, 0, 1, 1])
+            ids = canvas.ids[rows].clone()  # [5, T]
+            for candidate, offset in enumerate([0, 1, 2, 0, 3]):
+                ids[candidate, block_start + offset] = 10 + candidate
+            window = decoder.step_window(block_start, block_end)
+            logits_range = (block_start, decoder.logits_end(block_start, block_end))
+            shared = decoder.logits(decoder.forward(ids, rows, window, logits_range, share_cache=False))
+            expected = copying_lookahead_logits(decoder, ids, rows, window, logits_range)
+            torch.testing.assert_close(shared, expected, rtol=1e-9, atol=1e-9, msg=f"{cache} {block_start}")
+
+
+def test_entropies_a_position_at_a_time_change_nothing(golden, monkeypatch):
+    """H_next's entropies in chunks of one position give the decodes of the whole-window computation."""
+    from lm_eval_infogain.sampling import loop
+
+    monkeypatch.setattr(loop, "LOGITS_CHUNK_ELEMENTS", 1)
+    adapter, prompts = float64_model("llada")
+    for cache in ("prefix", "dual"):
+        given = {**SETTINGS["info_gain"], **SMALL, "use_cache": cache}
+        ids, _ = generate(adapter, prompts, SamplerConfig(**given), SEEDS)
+        assert ids == golden["llada"][f"info_gain/{cache}"]["ids"]

@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lm_eval_infogain import __version__
 from lm_eval_infogain.models.base import ModelAdapter, ModelSpec
 from lm_eval_infogain.models.dream import DreamConfig, DreamModel
+from lm_eval_infogain.models.layers import Rotary
 from lm_eval_infogain.models.llada import LLaDAConfig, LLaDAModelLM
 from lm_eval_infogain.models.registry import supported_cache_modes
 from lm_eval_infogain.models.sdar import SDARConfig, SDARForCausalLM
@@ -332,12 +333,22 @@ def build_model(model_cls, config, device, dtype):
     with torch.device(device):
         model = model_cls(config)
     model.to(dtype=dtype).eval()
+    place_rotary_tables(model, device)
     vocab = getattr(config, "embedding_size", None) or config.vocab_size
     spec = ModelSpec(mask_id=config.mask_token_id, eos_id=config.eos_token_id, pad_id=config.pad_token_id,
                      vocab_size=vocab, stop_ids=(config.eos_token_id,), max_length=1 << 16,
                      logits_shift=model.logits_shift, attention_block_size=model.attention_block_size,
                      cache_modes=supported_cache_modes(True, model.attention_block_size))
     return model, spec
+
+
+def place_rotary_tables(model, device) -> None:
+    """Move the RoPE tables (plain tensors, not buffers) to the device now: the model would move them with
+    its first forward, a copy that only that one forward would count."""
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, Rotary):
+                value.inv_freq = value.inv_freq.to(device)
 
 
 def shape_config(shape: str, **changes):
@@ -393,10 +404,11 @@ class ForwardCounts:
         self.attention = attention
         self.runs = {}  # (shape key, rows, layers) -> (Counts, logits shape, logits dtype)
 
-    def __call__(self, args: tuple) -> tuple[Counts, tuple, torch.dtype]:
+    def __call__(self, args: tuple, method: str = "forward") -> tuple[Counts, tuple, torch.dtype]:
+        """method: the adapter's `forward` (logits) or `forward_hidden` (the hidden states before the head)."""
         input_ids, positions, _, cache, *window = args
         rows = input_ids.shape[0]
-        key = (tuple(input_ids.shape[1:]), tuple(positions.shape[1:]), cache is not None, *window)
+        key = (method, tuple(input_ids.shape[1:]), tuple(positions.shape[1:]), type(cache).__name__, *window)
         at = {(r, layers): self.run(key, args, r, layers) for r in {1, min(rows, 2)} for layers in (1, 2)}
         one_row, two_rows = (self.all_layers(at[r, 1][0], at[r, 2][0]) for r in (1, min(rows, 2)))
         logits_shape, dtype = at[1, 1][1:]
@@ -410,16 +422,17 @@ class ForwardCounts:
     def run(self, key, args, rows: int, layers: int):
         if (key, rows, layers) not in self.runs:
             self.runs[key, rows, layers] = count_forward(self.adapters[layers], [first_rows(arg, rows) for arg in args],
-                                                         self.attention)
+                                                         self.attention, key[0])
         return self.runs[key, rows, layers]
 
 
-def count_forward(adapter, args, attention: "FusedAttention") -> tuple[Counts, tuple, torch.dtype]:
-    """Counts of one adapter.forward(*args), with any counters already running set aside; and the
-    logits' shape and dtype."""
+def count_forward(adapter, args, attention: "FusedAttention", method: str = "forward"
+                  ) -> tuple[Counts, tuple, torch.dtype]:
+    """Counts of one adapter.forward(*args) (or forward_hidden), with any counters already running set
+    aside; and the output's shape and dtype."""
     cost, flops = CostMode(), FlopCounterMode(display=False)
     with _disable_current_modes(), flops, cost, attention.counting_into(cost):
-        logits = adapter.forward(*args)
+        logits = getattr(adapter, method)(*args)
     return Counts(flops.get_total_flops(), cost.bytes, cost.peak), tuple(logits.shape), logits.dtype
 
 
@@ -437,8 +450,19 @@ class MeasuredAdapter:
         return ModelAdapter(self.model, self.spec).new_cache(batch, length)
 
     def forward(self, *args):
+        return self.measured("forward", args)
+
+    def forward_hidden(self, *args):
+        return self.measured("forward_hidden", args)
+
+    def head(self, hidden):
+        """The LM head on the hidden states the lookahead keeps: on the meta model, so the loop's own
+        counters count it (the head's weight read once per call, as the chunked lookahead reads it)."""
+        return self.model.head_logits(hidden)
+
+    def measured(self, method: str, args: tuple):
         self.forwards += 1
-        counts, logits_shape, dtype = self.forward_counts(args)
+        counts, logits_shape, dtype = self.forward_counts(args, method)
         self.forward_flops += counts.flops
         self.cost.bytes += counts.bytes
         self.cost.peak = max(self.cost.peak, self.cost.live + counts.peak)

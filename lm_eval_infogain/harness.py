@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.models.utils import (
+    Collator, handle_stop_sequences, maybe_truncate, normalize_gen_kwargs, postprocess_generated_text,
+)
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
@@ -394,11 +396,10 @@ class MDMInfoGainLM(LM):
         if not ids:
             raise UsageError("an empty prompt was given; masked diffusion needs at least one prompt token")
         room = self.adapter.spec.max_length - gen_length
-        if len(ids) > room:
+        if len(ids) > room:  # lm-eval's own helper warns per prompt; once per run is enough
             self.warn_once(f"prompts longer than {room} tokens are left-truncated (model max length "
                            f"{self.adapter.spec.max_length} minus generation {gen_length})")
-            ids = ids[-room:]
-        return ids
+        return maybe_truncate(ids, gen_length, self.adapter.spec.max_length, side="left", verbose=False)[0]
 
     def decode_answer(self, ids: list[int], until: list[str]) -> str:
         stop_ids = set(self.adapter.spec.stop_ids)

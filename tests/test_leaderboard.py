@@ -210,25 +210,29 @@ def test_every_pair_of_samplers_is_compared_with_the_baseline_second():
     assert pairs == [("entropy", "original"), ("info_gain", "original"), ("entropy", "info_gain")]
 
 
-def test_predict_only_runs_are_left_out(runs, tmp_path):
-    root, _, _ = runs
-    copy = tmp_path / "run"
-    shutil.copytree(root / "tiny-random-llada" / "sudoku_4x4" / "original", copy)
+def edited_copy(run: Path, copy: Path, edit) -> tuple[Path, dict]:
+    """A copy of an lm-eval run whose results JSON `edit` changed in place: (results path, results)."""
+    shutil.copytree(run, copy)
     results_path = next(copy.rglob("results_*.json"))
     results = json.loads(results_path.read_text())
-    results["results"]["sudoku_4x4"] = {"alias": "sudoku_4x4", "bypass,none": 999, "bypass_stderr,none": "N/A"}
+    edit(results)
     results_path.write_text(json.dumps(results))
-    assert build([copy], [])["rows"] == []  # lm-eval's placeholder 999 is no measurement
+    return results_path, results
+
+
+def test_predict_only_runs_are_left_out(runs, tmp_path):
+    root, _, _ = runs
+    edited_copy(root / "tiny-random-llada" / "sudoku_4x4" / "original", tmp_path / "run",
+                lambda results: results["results"].update(
+                    sudoku_4x4={"alias": "sudoku_4x4", "bypass,none": 999, "bypass_stderr,none": "N/A"}))
+    assert build([tmp_path / "run"], [])["rows"] == []  # lm-eval's placeholder 999 is no measurement
 
 
 def test_decode_stats_found_by_name_then_from_config(runs, tmp_path):
     root, _, _ = runs
     run = tmp_path / "run"
-    shutil.copytree(root / "tiny-random-llada" / "sudoku_4x4" / "info_gain", run)
-    results_path = next(run.rglob("results_*.json"))
-    results = json.loads(results_path.read_text())
-    del results["config"]["model_args"]["decode_stats"]
-    results_path.write_text(json.dumps(results))
+    results_path, results = edited_copy(root / "tiny-random-llada" / "sudoku_4x4" / "info_gain", run,
+                                        lambda results: results["config"]["model_args"].pop("decode_stats"))
     stats = run / "decode_stats.jsonl"
     stats.rename(run / "decode_stats_sudoku.jsonl")
     lines = (run / "decode_stats_sudoku.jsonl").read_text()
@@ -281,12 +285,9 @@ def test_retired_metrics_of_older_runs_are_left_out_and_named(runs, tmp_path):
     """A run scored before acc_last_step_equals_target was replaced by acc_paper_rule."""
     root, _, _ = runs
     run = tmp_path / "run"
-    shutil.copytree(root / "tiny-random-llada" / "sudoku_4x4" / "original", run)
-    results_path = next(run.rglob("results_*.json"))
-    results = json.loads(results_path.read_text())
-    results["results"]["sudoku_4x4"] |= {"acc_last_step_equals_target,none": 0.5,
-                                         "acc_last_step_equals_target_stderr,none": 0.1}
-    results_path.write_text(json.dumps(results))
+    edited_copy(root / "tiny-random-llada" / "sudoku_4x4" / "original", run,
+                lambda results: results["results"]["sudoku_4x4"].update({
+                    "acc_last_step_equals_target,none": 0.5, "acc_last_step_equals_target_stderr,none": 0.1}))
     main([str(run), "-o", str(tmp_path / "board")])
     board = json.loads((tmp_path / "board" / "leaderboard.json").read_text())
     assert {row["metric"] for row in board["rows"]} == {"acc"}

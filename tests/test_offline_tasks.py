@@ -341,6 +341,16 @@ def test_stock_cli_runs_every_local_task(tmp_path):
         assert results["configs"][name]["metadata"]["sandbox"] == "bubblewrap"
 
 
+def test_stock_cli_without_bwrap_ends_with_one_line_naming_bubblewrap(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "MDM_INFOGAIN_UNSAFE_SANDBOX"}
+    env["PATH"] = str(tmp_path)  # no bwrap (the interpreter is called by its full path)
+    result = lm_eval(tmp_path / "out", "humaneval_local", "--confirm_run_unsafe_code", "--metadata",
+                     json.dumps(METADATA), env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "mdm_infogain: code tasks run generated programs inside bubblewrap, but bwrap is not on PATH")
+
+
 def test_stock_cli_refuses_code_tasks_without_confirm_run_unsafe_code(tmp_path):
     result = lm_eval(tmp_path / "out", "humaneval_local", "--metadata", json.dumps(METADATA))
     assert result.returncode != 0

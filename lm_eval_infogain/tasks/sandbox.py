@@ -92,8 +92,9 @@ class Sandbox(str, Enum):
     GUARD_ONLY = "in-process guard only (unsafe)"
 
 
-class SandboxUnavailable(RuntimeError):
-    """bubblewrap is missing or cannot create its namespaces here; the message says what to do."""
+class SandboxUnavailable(UsageError):
+    """bubblewrap is missing or cannot create its namespaces here; the message says what to do (one line:
+    the stock CLI prints it alone)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from lm_eval_infogain.models import layers
 from lm_eval_infogain.models.base import ModelAdapter
 from lm_eval_infogain.sampling.config import SamplerConfig, fit_to_model
 from lm_eval_infogain.sampling.loop import generate
@@ -132,3 +134,52 @@ def test_entropies_a_position_at_a_time_change_nothing(golden, monkeypatch):
         given = {**SETTINGS["info_gain"], **SMALL, "use_cache": cache}
         ids, _ = generate(adapter, prompts, SamplerConfig(**given), SEEDS)
         assert ids == golden["llada"][f"info_gain/{cache}"]["ids"]
+
+
+def split_attention_inputs(dtype, device="cpu"):
+    """Queries [2, 4, 5, 8] over 7 keys; the second row's third query sees no key at all."""
+    generator = torch.Generator().manual_seed(0)
+    queries, keys, values = (torch.randn(2, 4, width, 8, generator=generator, dtype=dtype).to(device)
+                             for width in (5, 7, 7))
+    mask = torch.rand(2, 1, 5, 7, generator=generator) > 0.4
+    mask[:, :, :, 0] = True
+    mask[1, 0, 2] = False
+    return queries, keys, values, mask.to(device)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_attention_with_lse_path_gives_softmax_attention_and_its_log_sum_exp(dtype):
+    queries, keys, values, mask = split_attention_inputs(dtype)
+    scores = (queries @ keys.transpose(-1, -2) / math.sqrt(8)).masked_fill(~mask, float("-inf"))
+    expected_lse = scores.logsumexp(-1, keepdim=True)  # [2, 4, 5, 1]
+    expected = (scores - expected_lse).exp().nan_to_num(0.0) @ values
+    sees_none = ~mask.any(-1, keepdim=True)
+    for path in (layers.attention_with_lse,
+                 lambda *args: layers.unfused_attention_with_lse(*args, sees_none)):
+        output, lse = path(queries, keys, values, mask)
+        tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(output, expected, **tolerance)
+        torch.testing.assert_close(lse, expected_lse, **tolerance)
+    assert lse[1, :, 2].eq(float("-inf")).all() and output[1, :, 2].eq(0).all()
+
+
+def test_gpu_attention_with_lse_is_the_fused_kernel_with_an_aligned_bias():
+    """On a GPU (and on meta, the cost model's stand-in) the split attention is one memory-efficient
+    kernel that also returns the log-sum-exp, not the fp32 scores of the unfused maths; its bias rows are
+    stored 8-aligned as that kernel needs, and its log-sum-exp padding is cut off."""
+    queries, keys, values, mask = (t.to("meta") for t in split_attention_inputs(torch.bfloat16))
+    calls = []
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Ops():
+        output, lse = layers.attention_with_lse(queries, keys, values, mask)
+    assert "aten._scaled_dot_product_efficient_attention.default" in calls
+    assert not any(op in call for call in calls for op in ("bmm", "matmul", "logsumexp"))
+    assert output.shape == (2, 4, 5, 8) and lse.shape == (2, 4, 5, 1) and lse.dtype == torch.float32
+    bias = layers.additive_bias(split_attention_inputs(torch.float32)[3], torch.bfloat16, align=8)
+    assert bias.shape == (2, 1, 5, 7) and all(stride % 8 == 0 for stride in bias.stride()[:-1])
+    assert bias.isneginf().equal(~split_attention_inputs(torch.float32)[3]) and bias.eq(0).sum() > 0

@@ -131,26 +131,47 @@ def attend(queries, keys, values, mask, cache: KVCache | SharedCache | None, lay
 def attention_with_lse(queries, keys, values, mask):
     """Softmax attention of queries [B, H, Q, D] over keys/values [B, H, K, D] where mask [B, 1, Q|1, K] is
     True: (output [B, H, Q, D], log-sum-exp of the scores [B, H, Q, 1]), one part of an attention whose
-    key set is split, for `attend_shared` to merge. A query that sees no key gets log-sum-exp -inf.
+    key set is split, for `attend_shared` to merge. A query that sees no key gets output 0 and
+    log-sum-exp -inf, so that the merge gives it no weight.
 
-    On CPU this is the fused kernel that F.scaled_dot_product_attention itself runs there (flash
-    attention for CPU), which also returns the log-sum-exp. Elsewhere the same maths runs unfused,
-    scores in fp32 (float64 models: float64); a GPU would want its fused kernel's log-sum-exp too
-    (FlashAttention's, or memory-efficient attention's compute_log_sumexp), not wired here: no GPU was
-    at hand to check it on.
+    Each device runs the fused kernel F.scaled_dot_product_attention itself picks there with a mask and
+    that also returns the log-sum-exp: flash attention for CPU; memory-efficient attention on a GPU (and
+    on `meta`, where the cost model stands in for one). What no fused kernel takes (float64 off the CPU,
+    a head size the GPU kernel cannot align) runs unfused, scores in fp32 or float64.
     """
     sees_none = ~mask.any(-1, keepdim=True)  # [B, 1, Q|1, 1]
     if queries.device.type == "cpu":
-        bias = torch.zeros(mask.shape, dtype=queries.dtype).masked_fill_(~mask, float("-inf"))  # [B, 1, Q|1, K]
-        output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(queries, keys, values,
-                                                                                attn_mask=bias)
-        return output, lse[..., None].masked_fill(sees_none, float("-inf"))
+        output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            queries, keys, values, attn_mask=additive_bias(mask, queries.dtype, align=1))
+    elif queries.dtype in FUSED_GPU_DTYPES and queries.shape[-1] % 8 == 0:
+        output, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+            queries, keys, values, additive_bias(mask, queries.dtype, align=8).expand(
+                *queries.shape[:3], keys.shape[2]), compute_log_sumexp=True)[:2]
+        lse = lse[..., :queries.shape[2]]  # the kernel pads its queries to a multiple of 32
+    else:
+        return unfused_attention_with_lse(queries, keys, values, mask, sees_none)
+    return output.masked_fill(sees_none, 0), lse[..., None].masked_fill(sees_none, float("-inf"))
+
+
+FUSED_GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def additive_bias(mask, dtype, align: int):
+    """mask [B, 1, Q|1, K] as 0 / -inf in `dtype`, its rows stored `align`-element aligned (the
+    memory-efficient kernel reads its bias in aligned vectors; SDPA pads it the same way)."""
+    *lead, keys = mask.shape
+    padded = -(-keys // align) * align
+    bias = torch.full((*lead, padded), float("-inf"), dtype=dtype, device=mask.device)
+    return bias[..., :keys].masked_fill_(mask, 0.0)
+
+
+def unfused_attention_with_lse(queries, keys, values, mask, sees_none):
     work = torch.promote_types(queries.dtype, torch.float32)
     scores = (queries.to(work) * queries.shape[-1] ** -0.5) @ keys.to(work).transpose(-1, -2)  # [B, H, Q, K]
     scores.masked_fill_(~mask, float("-inf"))
     lse = scores.logsumexp(-1, keepdim=True)  # [B, H, Q, 1]
     weights = scores.sub_(lse.clamp(min=torch.finfo(work).min)).exp_()  # [B, H, Q, K]
-    return weights @ values.to(work), lse
+    return (weights @ values.to(work)).masked_fill(sees_none, 0), lse
 
 
 def attend_shared(queries, keys, values, mask, shared: SharedCache, layer: int, window_start: int):

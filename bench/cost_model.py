@@ -444,6 +444,7 @@ class MeasuredAdapter:
         self.model, self.spec, self.cost, self.forward_counts = model, spec, cost, forward_counts
         self.device, self.dtype = model.device, model.dtype
         self.forward_flops = 0  # the loop's own ops go through the loop's flop counter; forwards add here
+        self.forward_bytes = 0  # of cost.bytes, the forwards' share (the rest is the loop's own work)
         self.forwards = 0
 
     def new_cache(self, batch, length):
@@ -464,6 +465,7 @@ class MeasuredAdapter:
         self.forwards += 1
         counts, logits_shape, dtype = self.forward_counts(args, method)
         self.forward_flops += counts.flops
+        self.forward_bytes += counts.bytes
         self.cost.bytes += counts.bytes
         self.cost.peak = max(self.cost.peak, self.cost.live + counts.peak)
         with self.cost.fused():  # an allocation, not traffic: the counted bytes include the logits' write
@@ -502,28 +504,32 @@ def measure_cell(shape: str, model, spec, config: SamplerConfig, batch: int, pro
     cost = CostMode(baseline_bytes=weight_bytes(model))
     flop_counter = FlopCounterMode(display=False)
     adapter = MeasuredAdapter(model, spec, cost, forward_counts)
-    marks = {"flops": 0, "bytes": 0}
+    marks = {"flops": 0, "bytes": 0, "forward_bytes": 0}
 
     def end_step():
-        flops, traffic = flop_counter.get_total_flops() + adapter.forward_flops, cost.bytes
-        steps.append((flops - marks["flops"], traffic - marks["bytes"]))
-        marks.update(flops=flops, bytes=traffic)
+        now = {"flops": flop_counter.get_total_flops() + adapter.forward_flops, "bytes": cost.bytes,
+               "forward_bytes": adapter.forward_bytes}
+        steps.append(tuple(now[key] - marks[key] for key in marks))
+        marks.update(now)
 
     with torch.inference_mode(), Replayer(recording), flop_counter, cost, forward_counts.attention.counting_into(cost):
         run_loop(adapter, random_prompts(spec, batch, prompt_length), config, end_step)
     return summarise(steps, cost.peak, adapter.forwards, batch, config.gen_length, weight_bytes(model))
 
 
-def summarise(steps: list[tuple[int, int]], peak: int, forwards: int, batch: int, gen_length: int,
+def summarise(steps: list[tuple[int, int, int]], peak: int, forwards: int, batch: int, gen_length: int,
               weights: int) -> dict:
-    """Per-step means and the roofline time on each device of DEVICES."""
+    """Per-step means and the roofline time on each device of DEVICES. steps: (FLOPs, bytes, the
+    forwards' share of those bytes) of each step."""
     count = len(steps)
-    flops, traffic = sum(f for f, _ in steps), sum(b for _, b in steps)
-    seconds = {device: sum(max(f / spec["bf16_flops_per_s"], b / spec["hbm_bytes_per_s"]) for f, b in steps)
+    flops, traffic, forward_traffic = (sum(column) for column in zip(*steps))
+    seconds = {device: sum(max(f / spec["bf16_flops_per_s"], b / spec["hbm_bytes_per_s"]) for f, b, _ in steps)
                for device, spec in DEVICES.items()}
     return {
         "steps": count, "forwards": forwards, "flops": flops, "bytes": traffic,
         "gflops_per_step": round(flops / count / 1e9, 2), "gb_per_step": round(traffic / count / 1e9, 3),
+        "forward_gb_per_step": round(forward_traffic / count / 1e9, 3),
+        "loop_gb_per_step": round((traffic - forward_traffic) / count / 1e9, 3),
         "peak_gb": round(peak / 1e9, 2), "weights_gb": round(weights / 1e9, 2), "peak_bytes": peak,
         "weight_bytes": weights,
         "ms_per_step": {device: round(s / count * 1e3, 3) for device, s in seconds.items()},

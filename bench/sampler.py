@@ -25,6 +25,7 @@ import torch
 
 import cost_model
 from lm_eval_infogain import __version__
+from lm_eval_infogain.models import layers
 from lm_eval_infogain.models.base import ModelAdapter, ModelSpec
 from lm_eval_infogain.models.llada import LLaDAConfig, LLaDAModelLM
 from lm_eval_infogain.sampling.config import SamplerConfig
@@ -106,8 +107,43 @@ def device_key(name: str) -> str | None:
     return next((key for key in cost_model.DEVICES if key in name.lower()), None)
 
 
+# Largest differences allowed between the fused split attention and fp32 maths, by the inputs' dtype
+FUSED_ATTENTION_TOLERANCE = {"bfloat16": 2e-2, "float16": 5e-3, "float32": 1e-4}
+
+
+def fused_attention_check(device: str, dtype: str) -> dict:
+    """The split attention the lookahead runs (`layers.attention_with_lse`: on a GPU the memory-efficient
+    kernel and its log-sum-exp) against the same maths unfused in fp32, on lookahead-shaped inputs: a
+    left-padded row, a block-causal mask per query and a query that sees no key. The tests run on CPUs,
+    so this is where the GPU path is checked; a difference above FUSED_ATTENTION_TOLERANCE stops the run."""
+    generator = torch.Generator().manual_seed(0)
+    queries, keys, values = (torch.randn(2, 8, width, 128, generator=generator) for width in (96, 300, 300))
+    padded = torch.ones(2, 1, 1, 300, dtype=torch.bool)
+    padded[1, ..., :37] = False
+    block_causal = (torch.arange(300) // 32 <= torch.arange(96)[:, None] // 32 + 6).expand(2, 1, 96, 300).clone()
+    block_causal[0, 0, 5] = False
+    errors = {}
+    for name, mask in (("padded", padded), ("block_causal", block_causal)):
+        fused = layers.attention_with_lse(*(t.to(device, getattr(torch, dtype)) for t in (queries, keys, values)),
+                                          mask.to(device))
+        exact = layers.unfused_attention_with_lse(queries, keys, values, mask, ~mask.any(-1, keepdim=True))
+        for part, got, want in zip(("output", "lse"), fused, exact):
+            got = got.float().cpu()
+            assert got.isneginf().equal(want.isneginf()), f"{name} {part}: -inf where the exact one is not"
+            finite = want.isfinite()
+            errors[f"{name}_{part}"] = (got[finite] - want[finite]).abs().max().item()
+    worst = max(errors.values())
+    if worst > FUSED_ATTENTION_TOLERANCE[dtype]:
+        raise SystemExit(f"fused split attention on {device} ({dtype}) is {worst:.3g} off exact fp32 attention "
+                         f"(allowed {FUSED_ATTENTION_TOLERANCE[dtype]}): {errors}")
+    return {"max_abs_error": errors, "tolerance": FUSED_ATTENTION_TOLERANCE[dtype], "dtype": dtype}
+
+
 def time_shape_grid(args) -> dict:
-    """ms/step and tok/s of every cell of the cost model's grid on a --shape model with random weights."""
+    """ms/step and tok/s of every cell of the cost model's grid on a --shape model with random weights,
+    after `fused_attention_check`."""
+    attention_check = fused_attention_check(args.device, args.dtype)
+    print(json.dumps({"fused_attention_check": attention_check}), flush=True)
     model_cls = cost_model.SHAPES[args.shape][0]
     torch.manual_seed(0)
     model, spec = cost_model.build_model(model_cls, cost_model.shape_config(args.shape), args.device,
@@ -134,7 +170,7 @@ def time_shape_grid(args) -> dict:
         rows.append(row)
         print(json.dumps(row), flush=True)
     return {"rows": rows, "device": device_name, "prediction_file": str(args.prediction),
-            "settings": settings(args),
+            "settings": settings(args), "fused_attention_check": attention_check,
             "machine": machine(args.device), "date": time.strftime("%Y-%m-%d")}
 
 

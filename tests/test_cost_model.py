@@ -158,6 +158,9 @@ def test_gpu_bench_command_runs_the_same_grid_on_a_tiny_shape(tmp_path):
                     "--output", str(output)], cwd=ROOT, check=True, capture_output=True, text=True)
     report = json.loads(output.read_text())
     assert report["device"] == "cpu"
+    check = report["fused_attention_check"]  # the split attention checked on the device before timing
+    assert check["dtype"] == "bfloat16" and len(check["max_abs_error"]) == 4
+    assert 0 < max(check["max_abs_error"].values()) <= check["tolerance"]
     assert [(r["mode"], r["candidates"]) for r in report["rows"]] == [("original", 1), ("info_gain", 2)]
     predicted = {r["mode"]: r for r in json.loads(prediction.read_text())["rows"]}
     for row in report["rows"]:
@@ -170,3 +173,46 @@ def test_gpu_bench_command_on_cpu_needs_an_output(tmp_path):
     result = subprocess.run([sys.executable, "bench/sampler.py", "--device", "cpu", "--shape", "tiny"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 2 and "results/bench-gpu.json holds GPU runs only" in result.stderr
+
+
+def test_the_gpu_bench_stops_when_the_fused_split_attention_is_off(monkeypatch):
+    sampler = load_bench("sampler")
+    fused = sampler.layers.attention_with_lse
+
+    def off_by_a_little(*args):
+        output, lse = fused(*args)
+        return output, lse + 0.1
+
+    monkeypatch.setattr(sampler.layers, "attention_with_lse", off_by_a_little)
+    with pytest.raises(SystemExit, match="fused split attention on cpu .float32. is 0.1 off"):
+        sampler.fused_attention_check("cpu", "float32")
+
+
+def write_run(folder: Path, mode: str, gen_length: int, docs: dict[int, tuple[int, int]]) -> None:
+    """A sampler's run folder as `--log_samples` with decode_stats leaves it: doc_id -> (nfe, tokens forwarded)."""
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "results_2026.json").write_text(json.dumps(
+        {"config": {"sampler": {"mode": mode, "gen_length": gen_length}}}))
+    (folder / "decode_stats.jsonl").write_text("".join(
+        json.dumps({"doc_id": doc, "repeat": 0, "nfe": nfe, "tokens_forwarded": forwarded}) + "\n"
+        for doc, (nfe, forwarded) in docs.items()))
+
+
+def test_dynamic_steps_prices_each_run_by_its_measured_forwards_and_rows(tmp_path):
+    """Canvas widths 100 and 50 (from the one-row run); the lookahead run forwards 1.5 and 2.5 rows a
+    forward, 2 on average, over 10 and 20 forwards of 10 tokens: 1.5 forwards per token. Its 8B step
+    costs 1/4 of the way from the 1-row step (4 ms) to the 5-row one (32 ms): 11 ms; a decode of 256
+    tokens at 1.5 forwards per token: 256 / (384 x 0.011 s) tok/s."""
+    write_run(tmp_path / "runs" / "fast_dllm", "fast_dllm", 10, {0: (4, 400), 1: (2, 100)})
+    write_run(tmp_path / "runs" / "info_gain", "info_gain", 10, {0: (10, 1500), 1: (20, 2500)})
+    cells = [{"model": "llada-8b", "mode": mode, "use_cache": "prefix", "batch": 1, "candidates": number,
+              "ms_per_step": {"h100": ms, "h200": ms / 2}} for mode, number, ms in (("original", 1, 4.0),
+                                                                                     ("info_gain", 5, 32.0))]
+    (tmp_path / "cost.json").write_text(json.dumps({"rows": cells, "settings": {"gen_length": 256}}))
+    printed = subprocess.run([sys.executable, str(ROOT / "bench" / "dynamic_steps.py"), str(tmp_path / "runs"),
+                              "--cost", str(tmp_path / "cost.json"), "--candidates", "5"],
+                             capture_output=True, text=True, check=True).stdout
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in printed.splitlines() if line.startswith("| ")}
+    assert rows["info_gain"][2:5] == ["1.500", "2.00", "11.0"]
+    assert float(rows["info_gain"][6]) == round(256 / (384 * 0.011), 1)
+    assert rows["fast_dllm"][2:5] == ["0.300", "1.00", "4.0"]

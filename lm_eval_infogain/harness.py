@@ -3,9 +3,10 @@
     lm_eval --model mdm_infogain --model_args pretrained=tiny-random-llada,mode=info-gain --tasks sudoku_4x4
 
 The model is loaded once, in __init__. generate_until groups requests by gen_kwargs (lm-eval's
-Collator, longest prompt first), decodes `batch_size` prompts per canvas and cuts each answer at the
-first stop id and stop string. loglikelihood (multiple choice) and loglikelihood_rolling return the
-Monte Carlo ELBO of sampling/likelihood.py. Every request draws its randomness from its own generator,
+Collator, longest prompt first), decodes `batch_size` prompts per canvas (batch_size=auto: the most that
+fit, found before the first batch) and cuts each answer at the first stop id and stop string.
+loglikelihood (multiple choice) and loglikelihood_rolling return the Monte Carlo ELBO of
+sampling/likelihood.py. Every request draws its randomness from its own generator,
 seeded from the run's seed and the request (task, document, request index, repeat), so outputs do not
 depend on batch size, request order or the number of processes.
 """
@@ -424,7 +425,7 @@ class MDMInfoGainLM(LM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         for instance in requests:  # every request's gen_kwargs are checked before any is decoded
             self.request_settings(instance.args[1])
-        if self.batch_size_per_canvas is None:
+        if self.batch_size_per_canvas is None and (requests or self.world_size > 1):  # every rank joins the gather
             self.batch_size_per_canvas = self.largest_batch_that_fits(requests)
         repeats = Counter()
         items = []

@@ -187,6 +187,7 @@ def test_batch_size_auto_finds_the_largest_size_that_fits_and_keeps_it(monkeypat
     largest of max_batch_size's halves whose 16 rows fit), records it, and does not search again."""
     lm = make_lm(AUTO_ARGS + ",max_batch_size=16")
     rows = out_of_memory_above(monkeypatch, lm.adapter, 20)
+    assert lm.generate_until([]) == [] and rows == []  # nothing to decode: nothing probed, nothing found
     assert lm.get_model_info()["batch_size_per_canvas"] is None
     requests = [request(context, doc_id=i) for i, context in enumerate(AUTO_CONTEXTS)]
     answers = lm.generate_until(requests)

@@ -182,6 +182,38 @@ def test_the_probe_raises_out_of_memory_that_decoding_would_split(monkeypatch):
     probe_batch(lm.adapter, prompt, lm.sampler, lm.sampler.gen_length, 4)  # 16 rows fit
 
 
+def forward_sizes(monkeypatch, adapter) -> list[tuple[int, int, int]]:
+    """(rows, tokens forwarded, hidden states returned) of each forward of the adapter."""
+    real_forward, sizes = adapter.forward_hidden, []
+
+    def forward(ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):  # ids [R, W]
+        hidden = real_forward(ids, positions, key_mask, cache, window_start, logits_start, logits_end)  # [R, W', C]
+        sizes.append((ids.shape[0], ids.numel(), hidden.shape[0] * hidden.shape[1]))
+        return hidden
+
+    monkeypatch.setattr(adapter, "forward_hidden", forward)
+    return sizes
+
+
+@pytest.mark.parametrize("arch, use_cache", [("llada", "none"), ("llada", "prefix"), ("llada", "dual"),
+                                             ("dream", "prefix"), ("sdar", "none"), ("sdar", "prefix")])
+def test_the_probe_reaches_the_largest_forwards_of_a_whole_decode(monkeypatch, arch, use_cache):
+    """The probe runs a few steps, yet its largest forward (rows, tokens, hidden states) is at least the
+    largest of the whole decode of the same batch: the costliest work a batch does."""
+    lm = MDMInfoGainLM.create_from_arg_string(
+        f"pretrained=tiny-random-{arch},gen_length=32,steps=16,block_length=8,device=cpu,mode=info_gain,"
+        f"candidate_number=3,use_cache={use_cache}", {})
+    sizes = forward_sizes(monkeypatch, lm.adapter)
+    prompt = lm.encode("Write a story about a lighthouse.")
+    generate(lm.adapter, [prompt] * 4, lm.sampler, list(range(4)))
+    decode_sizes, sizes[:] = sizes[:], []
+    probe_batch(lm.adapter, prompt, lm.sampler, lm.sampler.gen_length, 4)
+    assert len(sizes) < len(decode_sizes)
+    for measure in range(3):
+        assert max(size[measure] for size in sizes) >= max(size[measure] for size in decode_sizes)
+    assert max(size[0] for size in sizes) == 4 * 3  # every candidate of every row
+
+
 def test_batch_size_auto_finds_the_largest_size_that_fits_and_keeps_it(monkeypatch):
     """Sizes 16 and 8 need 64 and 32 lookahead rows, above the 20 that fit: the search halves to 4 (the
     largest of max_batch_size's halves whose 16 rows fit), records it, and does not search again."""

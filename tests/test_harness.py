@@ -182,6 +182,25 @@ def test_the_probe_raises_out_of_memory_that_decoding_would_split(monkeypatch):
     probe_batch(lm.adapter, prompt, lm.sampler, lm.sampler.gen_length, 4)  # 16 rows fit
 
 
+def test_the_probe_raises_out_of_memory_that_decoding_would_split_into_halves(monkeypatch):
+    """Out of memory outside a forward (here the cache of 8 prompts): decoding splits the batch, the probe
+    must not."""
+    lm = make_lm("mode=info_gain")
+    real_new_cache = lm.adapter.new_cache
+
+    def new_cache(batch: int, length: int):
+        if batch > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_new_cache(batch, length)
+
+    monkeypatch.setattr(lm.adapter, "new_cache", new_cache)
+    prompt = lm.encode("Solve: 1 2 3 4")
+    generated, _ = generate(lm.adapter, [prompt] * 8, lm.sampler, list(range(8)))
+    assert len(generated) == 8
+    with pytest.raises(torch.OutOfMemoryError):
+        probe_batch(lm.adapter, prompt, lm.sampler, lm.sampler.gen_length, 8)
+
+
 def forward_sizes(monkeypatch, adapter) -> list[tuple[int, int, int]]:
     """(rows, tokens forwarded, hidden states returned) of each forward of the adapter."""
     real_forward, sizes = adapter.forward_hidden, []

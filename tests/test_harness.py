@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 
 import pytest
 import torch
@@ -233,16 +234,21 @@ def test_the_probe_reaches_the_largest_forwards_of_a_whole_decode(monkeypatch, a
     assert max(size[0] for size in sizes) == 4 * 3  # every candidate of every row
 
 
-def test_batch_size_auto_finds_the_largest_size_that_fits_and_keeps_it(monkeypatch):
+def test_batch_size_auto_finds_the_largest_size_that_fits_and_keeps_it(monkeypatch, caplog):
     """Sizes 16 and 8 need 64 and 32 lookahead rows, above the 20 that fit: the search halves to 4 (the
-    largest of max_batch_size's halves whose 16 rows fit), records it, and does not search again."""
+    largest of max_batch_size's halves whose 16 rows fit), says and records it, and does not search again."""
     lm = make_lm(AUTO_ARGS + ",max_batch_size=16")
     rows = out_of_memory_above(monkeypatch, lm.adapter, 20)
     assert lm.generate_until([]) == [] and rows == []  # nothing to decode: nothing probed, nothing found
     assert lm.get_model_info()["batch_size_per_canvas"] is None
     requests = [request(context, doc_id=i) for i, context in enumerate(AUTO_CONTEXTS)]
-    answers = lm.generate_until(requests)
+    with caplog.at_level(logging.INFO, logger="lm_eval_infogain.harness"):
+        answers = lm.generate_until(requests)
     assert max(rows) > 20  # the probe did reach sizes that do not fit
+    said = [message for message in caplog.messages if message.startswith("batch_size=auto")]
+    longest = max(len(lm.encode(context)) for context in AUTO_CONTEXTS)
+    assert said == [f"batch_size=auto: 4 prompts per canvas (max_batch_size=16), the most that fit the longest "
+                    f"request ({longest} prompt + 32 generated tokens)"]
     assert lm.batch_size_per_canvas == 4 and lm.batch_sizes == {0: 4}
     info = lm.get_model_info()
     assert info["batch_size_per_canvas"] == 4 and info["batch_size_auto"] is True

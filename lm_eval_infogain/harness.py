@@ -3,9 +3,10 @@
     lm_eval --model mdm_infogain --model_args pretrained=tiny-random-llada,mode=info-gain --tasks sudoku_4x4
 
 The model is loaded once, in __init__. generate_until groups requests by gen_kwargs (lm-eval's
-Collator, longest prompt first), decodes `batch_size` prompts per canvas and cuts each answer at the
-first stop id and stop string. loglikelihood (multiple choice) and loglikelihood_rolling return the
-Monte Carlo ELBO of sampling/likelihood.py. Every request draws its randomness from its own generator,
+Collator, longest prompt first), decodes `batch_size` prompts per canvas (batch_size=auto: the most that
+fit, found before the first batch) and cuts each answer at the first stop id and stop string.
+loglikelihood (multiple choice) and loglikelihood_rolling return the Monte Carlo ELBO of
+sampling/likelihood.py. Every request draws its randomness from its own generator,
 seeded from the run's seed and the request (task, document, request index, repeat), so outputs do not
 depend on batch size, request order or the number of processes.
 """
@@ -22,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from accelerate.utils import find_executable_batch_size
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import (
@@ -38,7 +40,7 @@ from lm_eval_infogain.models.registry import (DEFAULT_PRETRAINED, adapt_built_mo
 from lm_eval_infogain.sampling.config import (TEMPERATURE_ALLOWED, SamplerConfig, check, fit_to_model, is_int,
                                               is_number, is_temperature)
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
-from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
+from lm_eval_infogain.sampling.loop import background_log_frequencies, generate, probe_batch
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ KNOWN_GEN_KWARGS = {"until", "temperature", "do_sample", "top_k", "top_p", *MAX_
 # Keys that lm-eval's CLI passes next to --model_args (from --batch_size, --max_batch_size, --device, with
 # its defaults when not given) and that our README also lists as model_args.
 CLI_KEYS = ("batch_size", "max_batch_size", "device")
+# batch_size=auto starts its search here when max_batch_size is not given (lm-eval's hf model's default)
+DEFAULT_MAX_BATCH_SIZE = 64
+BATCH_SIZE_ALLOWED = "an integer >= 1 or auto (the largest that fits, found once per run; auto:N is not supported)"
 
 
 def request_seed(run_seed: int, instance, repeat: int) -> int:
@@ -84,16 +89,24 @@ def positive_int(key: str, value) -> int:
     return value
 
 
-def parse_batch_size(batch_size, max_batch_size) -> int:
-    """Prompts per canvas: batch_size, which max_batch_size (when given) bounds."""
-    if isinstance(batch_size, str) and batch_size.startswith("auto"):
-        raise UsageError(f"batch_size={batch_size!r} is invalid; allowed: an integer >= 1 (mdm_infogain does not "
-                         "search for the largest batch that fits; give one, e.g. --batch_size 8)")
-    batch_size = positive_int("batch_size", batch_size)
+def parse_batch_size(batch_size, max_batch_size) -> tuple[int | None, int | None]:
+    """(prompts per canvas, max_batch_size): batch_size, which max_batch_size (when given) bounds.
+
+    batch_size=auto gives None: the size is searched for before the first batch, from max_batch_size
+    (DEFAULT_MAX_BATCH_SIZE when not given) down. lm-eval's auto:N re-detects N times as the requests
+    get shorter; here one size, found on the longest request, serves the whole run, so auto:N is refused
+    rather than read as auto.
+    """
     if max_batch_size is not None:
         max_batch_size = positive_int("max_batch_size", max_batch_size)
-        check(batch_size <= max_batch_size, "batch_size", batch_size, f"at most max_batch_size={max_batch_size}")
-    return batch_size
+    if batch_size == "auto":
+        return None, DEFAULT_MAX_BATCH_SIZE if max_batch_size is None else max_batch_size
+    if isinstance(batch_size, str) and batch_size.isdigit():
+        batch_size = int(batch_size)
+    check(is_int(batch_size) and batch_size >= 1, "batch_size", batch_size, BATCH_SIZE_ALLOWED)
+    check(max_batch_size is None or batch_size <= max_batch_size, "batch_size", batch_size,
+          f"at most max_batch_size={max_batch_size}")
+    return batch_size, max_batch_size
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -172,7 +185,9 @@ class MDMInfoGainLM(LM):
             checkpoint_defaults.pop("gen_length", None)
         sampler_args = checkpoint_defaults | sampler_args
         self.sampler = sampler_config(sampler_args, max_new_tokens)
-        self.batch_size_per_canvas = parse_batch_size(batch_size, max_batch_size)
+        self.batch_size_per_canvas, self.max_batch_size = parse_batch_size(batch_size, max_batch_size)
+        self.batch_size_is_auto = self.batch_size_per_canvas is None
+        self.batch_sizes: dict[int, int] = {}  # lm-eval's record of the sizes auto found (results' batch_sizes)
         check(is_int(mc_num) and mc_num >= 1, "mc_num", mc_num, "an integer >= 1")
         check(is_int(mc_batch_size) and mc_batch_size >= 1, "mc_batch_size", mc_batch_size, "an integer >= 1")
         self.mc_num, self.mc_batch_size = mc_num, mc_batch_size
@@ -410,6 +425,8 @@ class MDMInfoGainLM(LM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         for instance in requests:  # every request's gen_kwargs are checked before any is decoded
             self.request_settings(instance.args[1])
+        if self.batch_size_per_canvas is None and (requests or self.world_size > 1):  # every rank joins the gather
+            self.batch_size_per_canvas = self.largest_batch_that_fits(requests)
         repeats = Counter()
         items = []
         for instance in requests:
@@ -442,6 +459,60 @@ class MDMInfoGainLM(LM):
         self.gather_decode_stats(self.decode_stats[len(self.decode_stats) - len(requests):])
         return collator.get_original(answers)
 
+    def costliest_request(self, requests) -> tuple[list[int], int, SamplerConfig] | None:
+        """(prompt ids, generation length, sampler) of the request with the longest canvas (prompt and
+        generation), None when there are no requests."""
+        canvases = []
+        for context, gen_kwargs in (instance.args for instance in requests):
+            _, gen_length, config = self.request_sampler(gen_kwargs)
+            canvases.append((self.encode_prompt(context, gen_length), gen_length, config))
+        return max(canvases, key=lambda canvas: len(canvas[0]) + canvas[1], default=None)
+
+    def largest_batch_that_fits(self, requests) -> int:
+        """batch_size=auto: the most prompts per canvas, at most max_batch_size, that the costliest request's
+        work (loop.probe_batch on copies of it) fits, found once and kept for the run. Every process takes
+        the smallest size any of them found (as lm-eval's hf model), so that all batch alike."""
+        costliest = self.costliest_request(requests)
+        size = self.max_batch_size if costliest is None else self.search_batch_size(*costliest)
+        if self.world_size > 1:
+            size = int(self.all_gather(torch.tensor([size], device=self.device)).min())
+        if costliest is not None:
+            prompt, gen_length, _ = costliest
+            logger.info("batch_size=auto: %d prompts per canvas (max_batch_size=%d), the most that fit the "
+                        "longest request (%d prompt + %d generated tokens)", size, self.max_batch_size,
+                        len(prompt), gen_length)
+        self.batch_sizes = {0: size}
+        return size
+
+    def search_batch_size(self, prompt: list[int], gen_length: int, config: SamplerConfig) -> int:
+        """From max_batch_size down in halves to the first size whose probe does not run out of memory
+        (accelerate's find_executable_batch_size, as lm-eval's hf model); 1 if none fits, as there.
+
+        Halves, as accelerate did up to 1.6 and as the loop splits a batch: its default since 1.7, 10% less
+        per failure, would probe up to 24 sizes from 64. Called directly, not as a decorator with arguments,
+        which drops reduce_batch_size_fn in some versions.
+        """
+        size = self.max_batch_size
+
+        def halve() -> int:
+            nonlocal size
+            size //= 2
+            return size
+
+        def fits(batch_size: int) -> int:
+            probe_batch(self.adapter, prompt, config, gen_length, batch_size)
+            return batch_size
+
+        try:
+            return find_executable_batch_size(fits, starting_batch_size=size, reduce_batch_size_fn=halve)()
+        except RuntimeError as error:
+            if "No executable batch size found" not in str(error):
+                raise
+        logger.warning("batch_size=auto: even one prompt of the longest request (%d prompt + %d generated "
+                       "tokens) ran out of memory in the probe; decoding one prompt per canvas", len(prompt),
+                       gen_length)
+        return 1
+
     def gather_decode_stats(self, rows: list[dict]) -> None:
         """Every process's stats of one generate_until call, kept by the first process for the results JSON.
         Each process calls generate_until once per request type, so all of them reach this gather; a
@@ -465,7 +536,7 @@ class MDMInfoGainLM(LM):
         given = {key: value for key, value in self.model_args.items() if key not in OUTPUT_NEUTRAL_KEYS}
         info = self.get_model_info()
         for key in ("decode_stats_mean", "decode_stats_per_request", "sampler_per_task", "batch_size_per_canvas",
-                    "pretrained_path", "device", "device_used"):
+                    "batch_size_auto", "pretrained_path", "device", "device_used"):
             info.pop(key)  # stats, what requests have run so far, where the checkpoint and the process live
         peft = self.model_args["peft"]
         identity = (request_cache.weights_identity(self.adapter.model) if self.built_model is not None
@@ -494,7 +565,9 @@ class MDMInfoGainLM(LM):
             "attention_block_size": self.adapter.spec.attention_block_size,
             "device": str(self.device),
             "seed": self.seed,
-            "batch_size_per_canvas": self.batch_size_per_canvas,
+            "batch_size_per_canvas": self.batch_size_per_canvas,  # None until batch_size=auto has found it
+            # True: batch_size_per_canvas is what batch_size=auto found (at most max_batch_size)
+            "batch_size_auto": self.batch_size_is_auto,
             "mc_num": self.mc_num,
             "mc_batch_size": self.mc_batch_size,
             "sampler": dataclasses.asdict(self.sampler),

@@ -124,8 +124,9 @@ def test_cli_values_fill_what_model_args_leave_out(caplog):
     ("max_batch_size=-5", "max_batch_size=-5 is invalid; allowed: an integer >= 1"),
     ("max_batch_size=many", "max_batch_size='many' is invalid"),
     ("batch_size=8,max_batch_size=4", "batch_size=8 is invalid; allowed: at most max_batch_size=4"),
-    ("batch_size=auto", "batch_size='auto' is invalid; allowed: an integer >= 1 (mdm_infogain does not search"),
-    ("batch_size=auto:4", "batch_size='auto:4' is invalid"),
+    ("batch_size=auto:4", "batch_size='auto:4' is invalid; allowed: an integer >= 1 or auto (the largest that fits"),
+    ("batch_size=auto:0", "batch_size='auto:0' is invalid"),
+    ("batch_size=auto,max_batch_size=0", "max_batch_size=0 is invalid; allowed: an integer >= 1"),
 ])
 def test_non_finite_and_absurd_values_are_refused(args, message):
     assert message in one_line_usage_error(lambda: make_lm(args))

@@ -105,3 +105,28 @@ def test_the_readme_first_command_solves_puzzles(tmp_path):
     accuracies = [float(line.split("|")[7]) for line in result.stdout.splitlines()
                   if line.startswith("|sudoku_4x4") and "|acc " in line]
     assert len(accuracies) == 2 and all(value > 0 for value in accuracies), result.stdout
+
+
+def test_batch_size_auto_from_the_cli_records_the_size_it_found(tmp_path):
+    """--batch_size auto --max_batch_size 4: on the CPU all 4 fit; the results say so, and every answer is the
+    one --batch_size 4 gives (here in this process, on the project's tasks only, the CLI's default seeds;
+    one thread in both, as conftest says)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_infogain.lm_eval_hook import task_configs_dir
+
+    output = tmp_path / "out"
+    result = run([sys.executable, "-m", "lm_eval", "--model", "mdm_infogain", "--model_args",
+                  "pretrained=tiny-llada-sudoku", "--tasks", "sudoku_4x4", "--limit", "8", "--batch_size", "auto", "--max_batch_size", "4",
+                  "--output_path", str(output), "--log_samples"], tmp_path, os.environ | {"OMP_NUM_THREADS": "1"})
+    assert "batch_size: auto (4)" in result.stdout
+    results, samples = results_and_samples(output)
+    config = results["config"]
+    assert config["batch_size_per_canvas"] == 4 and config["batch_size_auto"] is True
+    assert config["batch_sizes"] == [4]
+    fixed = lm_eval.simple_evaluate(model="mdm_infogain", model_args="pretrained=tiny-llada-sudoku,batch_size=4,"
+                                    "device=cpu", tasks=["sudoku_4x4"], limit=8, log_samples=True,
+                                    task_manager=TaskManager(include_path=task_configs_dir(), include_defaults=False))
+    assert samples == {row["doc_id"]: row["resps"] for row in fixed["samples"]["sudoku_4x4"]}
+    assert sorted(samples) == list(range(8))

@@ -75,10 +75,12 @@ def single_process_samples(args: str, tasks: TaskManager) -> dict[int, list]:
     return {row["doc_id"]: row["resps"] for row in results["samples"][TASK]}
 
 
-def check_two_processes_match_one(mode: str, pc_baseline: str, tasks: TaskManager, tmp_path: Path) -> None:
+def check_two_processes_match_one(mode: str, pc_baseline: str, tasks: TaskManager, tmp_path: Path,
+                                  extra_args: str = "") -> dict:
+    """The two processes' results JSON, once their samples are checked against one process's."""
     if not torch.distributed.is_gloo_available():
         pytest.fail("torch was built without gloo, which CPU data parallelism needs")
-    args, stats = model_args(mode, pc_baseline), tmp_path / "stats.jsonl"
+    args, stats = model_args(mode, pc_baseline) + extra_args, tmp_path / "stats.jsonl"
     run = launch_two_processes(args, tmp_path / "out", stats)
     assert run.returncode == 0, run.stderr[-3000:]
     # each rank decoded its own share, and the shares make up the whole
@@ -86,10 +88,14 @@ def check_two_processes_match_one(mode: str, pc_baseline: str, tasks: TaskManage
     assert all(shares) and not shares[0] & shares[1] and shares[0] | shares[1] == set(range(LIMIT))
     rows = json_lines(next((tmp_path / "out").rglob(f"samples_{TASK}_*.jsonl")))
     assert {row["doc_id"]: row["resps"] for row in rows} == single_process_samples(args, tasks)
+    return json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
 
 
 def test_two_processes_split_the_requests_and_match_one(pc_baseline_file, project_tasks, tmp_path):
-    check_two_processes_match_one("info_gain", pc_baseline_file, project_tasks, tmp_path)
+    """With batch_size=auto: the processes agree on the size (gathered) and decode as one process would."""
+    results = check_two_processes_match_one("info_gain", pc_baseline_file, project_tasks, tmp_path,
+                                            ",batch_size=auto,max_batch_size=2")
+    assert results["config"]["batch_size_per_canvas"] == 2 and results["config"]["batch_size_auto"] is True
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from lm_eval_infogain import harness
 from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.harness import MDMInfoGainLM
 from lm_eval_infogain.sampling.config import SamplerConfig
+from lm_eval_infogain.sampling.loop import generate, probe_batch
 
 FAST = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16,device=cpu"
 
@@ -145,6 +147,169 @@ def test_outputs_do_not_depend_on_batch_size_or_order():
     one_by_one = make_lm("mode=info_gain,batch_size=1").generate_until(requests)
     batched_reversed = make_lm("mode=info_gain,batch_size=3").generate_until(requests[::-1])
     assert one_by_one == batched_reversed[::-1]
+
+
+# ---------------------------------------------------------------- batch_size=auto
+
+AUTO_ARGS = "mode=info_gain,candidate_number=4,batch_size=auto"
+AUTO_CONTEXTS = ["Solve: 1 2 3 4", "Write a story about a lighthouse.", "0123 4321", "The answer is", "Hi"]
+
+
+def out_of_memory_above(monkeypatch, adapter, max_rows: int) -> list[int]:
+    """Make the adapter's forward run out of memory on more than max_rows sequences (as a GPU would); the row
+    counts it was called with."""
+    real_forward, rows = adapter.forward_hidden, []
+
+    def forward(ids, *args):  # ids [R, W]
+        rows.append(ids.shape[0])
+        if ids.shape[0] > max_rows:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {ids.shape[0]} GiB")
+        return real_forward(ids, *args)
+
+    monkeypatch.setattr(adapter, "forward_hidden", forward)
+    return rows
+
+
+def test_the_probe_raises_out_of_memory_that_decoding_would_split(monkeypatch):
+    """A batch of 8 with 4 candidates forwards 32 lookahead rows: the loop retries them in halves, the probe must
+    not (else every size would seem to fit)."""
+    lm = make_lm("mode=info_gain,candidate_number=4")
+    out_of_memory_above(monkeypatch, lm.adapter, 20)
+    prompt = lm.encode("Solve: 1 2 3 4")
+    generated, _ = generate(lm.adapter, [prompt] * 8, lm.sampler, list(range(8)))
+    assert len(generated) == 8
+    with pytest.raises(torch.OutOfMemoryError):
+        probe_batch(lm.adapter, prompt, lm.sampler, lm.sampler.gen_length, 8)
+    probe_batch(lm.adapter, prompt, lm.sampler, lm.sampler.gen_length, 4)  # 16 rows fit
+
+
+def test_the_probe_raises_out_of_memory_that_decoding_would_split_into_halves(monkeypatch):
+    """Out of memory outside a forward (here the cache of 8 prompts): decoding splits the batch, the probe
+    must not."""
+    lm = make_lm("mode=info_gain")
+    real_new_cache = lm.adapter.new_cache
+
+    def new_cache(batch: int, length: int):
+        if batch > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_new_cache(batch, length)
+
+    monkeypatch.setattr(lm.adapter, "new_cache", new_cache)
+    prompt = lm.encode("Solve: 1 2 3 4")
+    generated, _ = generate(lm.adapter, [prompt] * 8, lm.sampler, list(range(8)))
+    assert len(generated) == 8
+    with pytest.raises(torch.OutOfMemoryError):
+        probe_batch(lm.adapter, prompt, lm.sampler, lm.sampler.gen_length, 8)
+
+
+def forward_sizes(monkeypatch, adapter) -> list[tuple[int, int, int]]:
+    """(rows, tokens forwarded, hidden states returned) of each forward of the adapter."""
+    real_forward, sizes = adapter.forward_hidden, []
+
+    def forward(ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):  # ids [R, W]
+        hidden = real_forward(ids, positions, key_mask, cache, window_start, logits_start, logits_end)  # [R, W', C]
+        sizes.append((ids.shape[0], ids.numel(), hidden.shape[0] * hidden.shape[1]))
+        return hidden
+
+    monkeypatch.setattr(adapter, "forward_hidden", forward)
+    return sizes
+
+
+@pytest.mark.parametrize("arch, use_cache", [("llada", "none"), ("llada", "prefix"), ("llada", "dual"),
+                                             ("dream", "prefix"), ("sdar", "none"), ("sdar", "prefix")])
+def test_the_probe_reaches_the_largest_forwards_of_a_whole_decode(monkeypatch, arch, use_cache):
+    """The probe runs a few steps, yet its largest forward (rows, tokens, hidden states) is at least the
+    largest of the whole decode of the same batch: the costliest work a batch does."""
+    lm = MDMInfoGainLM.create_from_arg_string(
+        f"pretrained=tiny-random-{arch},gen_length=32,steps=16,block_length=8,device=cpu,mode=info_gain,"
+        f"candidate_number=3,use_cache={use_cache}", {})
+    sizes = forward_sizes(monkeypatch, lm.adapter)
+    prompt = lm.encode("Write a story about a lighthouse.")
+    generate(lm.adapter, [prompt] * 4, lm.sampler, list(range(4)))
+    decode_sizes, sizes[:] = sizes[:], []
+    probe_batch(lm.adapter, prompt, lm.sampler, lm.sampler.gen_length, 4)
+    assert len(sizes) < len(decode_sizes)
+    for measure in range(3):
+        assert max(size[measure] for size in sizes) >= max(size[measure] for size in decode_sizes)
+    assert max(size[0] for size in sizes) == 4 * 3  # every candidate of every row
+
+
+def test_batch_size_auto_finds_the_largest_size_that_fits_and_keeps_it(monkeypatch, caplog):
+    """Sizes 16 and 8 need 64 and 32 lookahead rows, above the 20 that fit: the search halves to 4 (the
+    largest of max_batch_size's halves whose 16 rows fit), says and records it, and does not search again."""
+    lm = make_lm(AUTO_ARGS + ",max_batch_size=16")
+    rows = out_of_memory_above(monkeypatch, lm.adapter, 20)
+    assert lm.generate_until([]) == [] and rows == []  # nothing to decode: nothing probed, nothing found
+    assert lm.get_model_info()["batch_size_per_canvas"] is None
+    requests = [request(context, doc_id=i) for i, context in enumerate(AUTO_CONTEXTS)]
+    with caplog.at_level(logging.INFO, logger="lm_eval_infogain.harness"):
+        answers = lm.generate_until(requests)
+    assert max(rows) > 20  # the probe did reach sizes that do not fit
+    said = [message for message in caplog.messages if message.startswith("batch_size=auto")]
+    longest = max(len(lm.encode(context)) for context in AUTO_CONTEXTS)
+    assert said == [f"batch_size=auto: 4 prompts per canvas (max_batch_size=16), the most that fit the longest "
+                    f"request ({longest} prompt + 32 generated tokens)"]
+    assert lm.batch_size_per_canvas == 4 and lm.batch_sizes == {0: 4}
+    info = lm.get_model_info()
+    assert info["batch_size_per_canvas"] == 4 and info["batch_size_auto"] is True
+    assert answers == make_lm("mode=info_gain,candidate_number=4,batch_size=4").generate_until(requests)
+    probes = []
+    monkeypatch.setattr(harness, "probe_batch", lambda *args: probes.append(args))
+    lm.generate_until(requests)
+    assert probes == [] and lm.batch_size_per_canvas == 4
+
+
+def test_batch_size_auto_is_bounded_by_max_batch_size():
+    lm = make_lm(AUTO_ARGS + ",max_batch_size=3")
+    lm.generate_until([request(context, doc_id=i) for i, context in enumerate(AUTO_CONTEXTS)])
+    assert lm.batch_size_per_canvas == 3
+    assert make_lm(AUTO_ARGS).max_batch_size == harness.DEFAULT_MAX_BATCH_SIZE == 64
+    assert make_lm("batch_size=2").get_model_info()["batch_size_auto"] is False
+
+
+def test_batch_size_auto_probes_the_longest_request_with_the_run_sampler(monkeypatch):
+    lm = make_lm(AUTO_ARGS + ",max_batch_size=2")
+    probes = []
+    monkeypatch.setattr(harness, "probe_batch", lambda *args: probes.append(args))
+    requests = [request("Hi", doc_id=0), request("a much longer prompt than the others", doc_id=1, max_gen_toks=16),
+                request("a prompt of middling length", doc_id=2)]
+    lm.generate_until(requests)
+    (adapter, prompt, config, gen_length, batch_size), = probes
+    assert prompt == lm.encode("a prompt of middling length") and gen_length == 32 and batch_size == 2
+    assert config.candidate_number == 4 and config.mode == "info_gain"
+
+
+def test_batch_size_auto_takes_the_smallest_size_of_all_processes(monkeypatch):
+    lm = make_lm(AUTO_ARGS + ",max_batch_size=8")
+    gathered = []
+
+    def all_gather(size):  # this process found 8; the other one, 2
+        gathered.append(size)
+        return torch.cat([size, torch.tensor([2])])
+
+    monkeypatch.setattr(lm, "_world_size", 2)
+    monkeypatch.setattr(lm, "all_gather", all_gather)
+    monkeypatch.setattr(lm, "gather_object", lambda rows, dst=0: [rows])
+    lm.generate_until([request("Hi")])
+    assert [int(size) for size in gathered] == [8] and lm.batch_size_per_canvas == 2
+
+
+def test_batch_size_auto_decodes_one_per_canvas_when_nothing_fits(monkeypatch, caplog):
+    lm = make_lm(AUTO_ARGS + ",max_batch_size=4")
+    out_of_memory_above(monkeypatch, lm.adapter, 0)
+    monkeypatch.setattr(harness, "generate", lambda adapter, prompts, *args: ([[]] * len(prompts), [{}] * len(prompts)))
+    monkeypatch.setattr(lm, "record_stats", lambda rows: None)
+    monkeypatch.setattr(lm, "gather_decode_stats", lambda rows: None)
+    lm.generate_until([request("Hi")])
+    assert lm.batch_size_per_canvas == 1
+    assert any("even one prompt of the longest request" in message for message in caplog.messages)
+
+
+@pytest.mark.parametrize("value", ["auto:4", "auto:0", "auto:x", "Auto", "automatic", "many"])
+def test_batch_size_forms_other_than_auto_and_integers_are_one_line(value):
+    with pytest.raises(UsageError) as error:
+        make_lm(f"batch_size={value}")
+    assert str(error.value) == f"batch_size={value!r} is invalid; allowed: {harness.BATCH_SIZE_ALLOWED}"
 
 
 def test_seed_changes_info_gain_outputs_at_temperature_zero():

@@ -18,7 +18,8 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
 prompt's output does not depend on its batch.
 Out of memory: a forward retries its rows in smaller chunks; a batch that still does not fit is split
-into halves down to single prompts (`decode_splitting`), with the same outputs.
+into halves down to single prompts (`decode_splitting`), with the same outputs. `probe_batch` runs a
+batch's costliest work with neither retry, so that the batch-size search (batch_size=auto) sees the error.
 
 Architectures differ only through their ModelSpec. A shifted model (Dream) has its cached windows start
 one position before the block. A block-causal model (SDAR, TraDo) never needs what follows the block:
@@ -26,6 +27,7 @@ every window ends with it, and with a cache the block-start forward recomputes o
 yet (the finished block: its keys/values are committed then), so caching is exact for it.
 """
 
+import dataclasses
 import functools
 import logging
 import math
@@ -189,8 +191,10 @@ def build_canvas(prompts: list[list[int]], gen_length: int, spec, device) -> Can
 class Decoder:
     """Runs one batch through the loop; holds the per-batch state the step functions share."""
 
-    def __init__(self, adapter, config: SamplerConfig, canvas: Canvas, generators, trace: bool = False):
+    def __init__(self, adapter, config: SamplerConfig, canvas: Canvas, generators, trace: bool = False,
+                 retry_out_of_memory: bool = True):
         self.adapter = adapter
+        self.retry_out_of_memory = retry_out_of_memory  # False: out of memory is raised at once (probe_batch)
         self.config = config
         self.strategy = make_strategy(config, adapter.spec, adapter.device)
         self.canvas = canvas
@@ -238,7 +242,8 @@ class Decoder:
         share_cache: `rows` are the batch's rows in order, so the forward may write into the cache
         itself; otherwise (lookahead candidates, non-decreasing rows) they share their prompts' cache
         without writing into it (cache.SharedCache).
-        On out-of-memory the rows are retried in halves, down to one at a time, with a warning.
+        On out-of-memory the rows are retried in halves, down to one at a time, with a warning (unless
+        retry_out_of_memory is False).
         Stats go to the rows where `counted` [R] is True (all by default): a row that has finished
         only rides along in a batched forward and would not have needed it on its own.
         """
@@ -250,7 +255,7 @@ class Decoder:
                           for i in range(0, len(rows), chunk)]
                 break
             except torch.OutOfMemoryError:
-                if chunk == 1:
+                if chunk == 1 or not self.retry_out_of_memory:
                     raise
                 chunk = (chunk + 1) // 2
                 logger.warning("out of memory forwarding %d sequences; retrying %d at a time", len(rows), chunk)
@@ -408,7 +413,8 @@ class Decoder:
         self.unrefreshed_entropy = self.entropies(hidden[:, step_end - block_start:])  # [B, end - step_end]
         return self.logits(hidden[:, :block_end - block_start])
 
-    def decode_block(self, block_start, block_end):
+    def decode_block(self, block_start, block_end, max_steps: int | None = None):
+        """The block's steps, or its first max_steps of them (probe_batch)."""
         width = block_end - block_start
         dynamic = getattr(self.strategy, "dynamic_steps", False)
         # a dynamic rule commits at least one token per step: `width` steps always end the block
@@ -429,6 +435,8 @@ class Decoder:
             if not last:
                 winner, logits = self.evaluate(ctx, proposal, logits, block_start, block_end)
             self.commit(ctx, proposal, winner, block_start, block_end)
+            if step + 1 == max_steps:
+                break
             if not (self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id).any():
                 break  # dynamic rules and early stop can finish a block before its last step
 
@@ -476,17 +484,38 @@ def decode_splitting(adapter, prompts, config, seeds, gen_length, trace=False) -
     return [generated for generated, _ in results], [stats for _, stats in results]
 
 
-def decode_canvas(adapter, prompts, config, seeds, gen_length, trace=False) -> tuple[list[list[int]], list[dict]]:
-    """One padded canvas through the loop, block after block."""
+def decode_canvas(adapter, prompts, config, seeds, gen_length, trace=False, max_steps_per_block=None,
+                  retry_out_of_memory=True) -> tuple[list[list[int]], list[dict]]:
+    """One padded canvas through the loop, block after block (each block's first max_steps_per_block steps
+    only, when given)."""
     device = adapter.device
     canvas = build_canvas(prompts, gen_length, adapter.spec, device)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-    decoder = Decoder(adapter, config, canvas, generators, trace)
+    decoder = Decoder(adapter, config, canvas, generators, trace, retry_out_of_memory)
     for start, end in block_ranges(canvas.prompt_length, gen_length, config.block_length,
                                    adapter.spec.attention_block_size):
-        decoder.decode_block(start, end)
+        decoder.decode_block(start, end, max_steps_per_block)
     generated = canvas.ids[:, canvas.prompt_length:].tolist()
     stats = [decoder.stats.row(i) for i in range(len(prompts))]
     if decoder.trace is not None:
         stats = [row | decoder.trace.row(i) for i, row in enumerate(stats)]
     return generated, stats
+
+
+@torch.inference_mode()
+def probe_batch(adapter, prompt: list[int], config: SamplerConfig, gen_length: int, batch_size: int) -> None:
+    """The costliest work of a batch of `batch_size` prompts as long as `prompt`, with out of memory raised
+    (torch.OutOfMemoryError), never retried in smaller pieces: the batch-size search's test of a size.
+
+    A canvas of copies of `prompt` runs every block's block-start forward and first step: that step forwards
+    every candidate of a lookahead (the most rows of the block), and the widest windows are at the first
+    block (bidirectional models) or the last one (block-causal without a cache). Early stop is off and
+    Info-Gain's confidence shortcuts nearly so (threshold and parallel_threshold 1: only a probability that
+    rounds to 1 takes them), so that no row skips a block or its lookahead as a real prompt's decode may.
+    """
+    worst = dataclasses.replace(config, early_stop=False)
+    if config.mode == "info_gain":
+        worst = dataclasses.replace(worst, threshold=1.0,
+                                    parallel_threshold=None if config.parallel_threshold is None else 1.0)
+    decode_canvas(adapter, [prompt] * batch_size, worst, list(range(batch_size)), gen_length, max_steps_per_block=1,
+                  retry_out_of_memory=False)

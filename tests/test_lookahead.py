@@ -97,8 +97,8 @@ def copying_lookahead_logits(decoder, ids, rows, window, logits_range) -> torch.
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
 def test_lookahead_logits_equal_the_copying_lookaheads(arch):
-    """Two prompts, three and two candidates (uneven groups), at the start of the first block and of a
-    later one, in every cache mode: the shared-cache forward gives the copying one's logits."""
+    """Two prompts with three and two candidates (uneven groups) or two each, at the start of the first
+    block and of a later one, in every cache mode: the shared-cache forward gives the copying one's logits."""
     from lm_eval_infogain.sampling.loop import Decoder, block_ranges, build_canvas
 
     adapter, prompts = float64_model(arch)
@@ -113,15 +113,18 @@ def test_lookahead_logits_equal_the_copying_lookaheads(arch):
         for block_start, block_end in (blocks[0], blocks[-1]):
             canvas.ids[:, canvas.prompt_length:block_start] = 7  # the blocks before are committed
             decoder.start_block(block_start, block_end, torch.tensor([True, True]))
-            rows = torch.tensor([0, 0, 0, 1, 1])
-            ids = canvas.ids[rows].clone()  # [5, T]
-            for candidate, offset in enumerate([0, 1, 2, 0, 3]):
-                ids[candidate, block_start + offset] = 10 + candidate
-            window = decoder.step_window(block_start, block_end)
-            logits_range = (block_start, decoder.logits_end(block_start, block_end))
-            shared = decoder.logits(decoder.forward(ids, rows, window, logits_range, share_cache=False))
-            expected = copying_lookahead_logits(decoder, ids, rows, window, logits_range)
-            torch.testing.assert_close(shared, expected, rtol=1e-9, atol=1e-9, msg=f"{cache} {block_start}")
+            # uneven groups, then even ones (`SharedCache.dense`: no scatter into slots)
+            for rows, offsets in (([0, 0, 0, 1, 1], [0, 1, 2, 0, 3]), ([0, 0, 1, 1], [0, 2, 1, 3])):
+                rows = torch.tensor(rows)
+                ids = canvas.ids[rows].clone()  # [R, T]
+                for candidate, offset in enumerate(offsets):
+                    ids[candidate, block_start + offset] = 10 + candidate
+                window = decoder.step_window(block_start, block_end)
+                logits_range = (block_start, decoder.logits_end(block_start, block_end))
+                shared = decoder.logits(decoder.forward(ids, rows, window, logits_range, share_cache=False))
+                expected = copying_lookahead_logits(decoder, ids, rows, window, logits_range)
+                torch.testing.assert_close(shared, expected, rtol=1e-9, atol=1e-9,
+                                           msg=f"{cache} {block_start} rows {rows.tolist()}")
 
 
 def test_entropies_a_position_at_a_time_change_nothing(golden, monkeypatch):

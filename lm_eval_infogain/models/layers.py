@@ -188,8 +188,11 @@ def attend_shared(queries, keys, values, mask, shared: SharedCache, layer: int, 
     prompts, kv_heads, total, _ = cached_keys.shape
     group, slots = heads // kv_heads, shared.slots
     # cached part: queries [P, H_kv, G*M*W, D] of each prompt's (up to M) candidates side by side
-    grouped = queries.new_zeros(prompts, slots, heads, width, head_dim)  # [P, M, H, W, D]
-    grouped[shared.prompt_of, shared.slot_of] = queries
+    if shared.dense:
+        grouped = queries.reshape(prompts, slots, heads, width, head_dim)  # [P, M, H, W, D]
+    else:
+        grouped = queries.new_zeros(prompts, slots, heads, width, head_dim)  # [P, M, H, W, D]
+        grouped[shared.prompt_of, shared.slot_of] = queries
     grouped = grouped.view(prompts, slots, kv_heads, group, width, head_dim).permute(0, 2, 3, 1, 4, 5)
     grouped = grouped.reshape(prompts, kv_heads, group * slots * width, head_dim)  # [P, H_kv, G*M*W, D]
     prompt_mask = mask.new_zeros(prompts, 1, mask.shape[2], total)  # [P, 1, W|1, T]
@@ -201,17 +204,21 @@ def attend_shared(queries, keys, values, mask, shared: SharedCache, layer: int, 
 
     def per_candidate(part):  # [P, H_kv, G*M*W, X] -> [R, H, W, X]
         part = part.view(prompts, kv_heads, group, slots, width, -1).permute(0, 3, 1, 2, 4, 5)
+        if shared.dense:
+            return part.reshape(rows, heads, width, -1)
         return part.reshape(prompts, slots, heads, width, -1)[shared.prompt_of, shared.slot_of]
 
     cached_out, cached_lse = per_candidate(cached_out), per_candidate(cached_lse)  # [R, H, W, D | 1]
     # window part: each candidate's own keys
-    own_keys, own_values = keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1)  # [R, H, W, D]
+    own_keys, own_values = (keys, values) if group == 1 else (keys.repeat_interleave(group, 1),
+                                                              values.repeat_interleave(group, 1))  # [R, H, W, D]
     own_out, own_lse = attention_with_lse(queries, own_keys, own_values,
                                           mask[..., window_start:window_start + width])  # [R, H, W, D | 1]
-    lse = torch.logaddexp(cached_lse, own_lse)  # [R, H, W, 1]
-    work = lse.dtype
-    merged = cached_out.to(work) * (cached_lse - lse).exp() + own_out.to(work) * (own_lse - lse).exp()
-    return merged.to(queries.dtype)  # [R, H, W, D]
+    # the cached part's share of each query's softmax mass, exp(cached_lse - logaddexp(cached_lse, own_lse)),
+    # weighs the two parts in one pass; in the model's dtype, whose rounding each part's output already has
+    cached_share = torch.sigmoid(cached_lse - own_lse)  # [R, H, W, 1]
+    merged = torch.lerp(own_out, cached_out.to(own_out.dtype), cached_share.to(own_out.dtype))  # [R, H, W, D]
+    return merged.to(queries.dtype)
 
 
 def split_heads(x, heads: int, head_dim: int):

@@ -49,12 +49,17 @@ class SharedCache:
     window, read once for all the prompt's candidates, and to its own window's keys, which are never
     written into the cache (see layers.attend_shared). Candidates of a prompt are consecutive rows;
     `slot_of[r]` numbers them within their prompt, `slots` is the most any prompt has.
+    `dense`: every prompt has `slots` candidates, so row r is (prompt r // slots, slot r % slots).
     """
 
     cache: KVCache  # rows: the prompts, whose cached canvas the candidates share
     prompt_of: torch.Tensor  # [R] long, non-decreasing
     slot_of: torch.Tensor  # [R] long
     slots: int
+
+    @property
+    def dense(self) -> bool:
+        return len(self.prompt_of) == self.cache.keys[0].shape[0] * self.slots
 
     @classmethod
     def for_rows(cls, cache: KVCache, rows: torch.Tensor) -> "SharedCache":

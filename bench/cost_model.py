@@ -16,6 +16,8 @@ Counted per step (the work between two commits; a block's first forward goes to 
 - bytes: every op's reads plus writes, an upper bound on memory traffic (no cache reuse between ops);
   see `CostMode` for the rules. Attention counts as one fused kernel (q, k, v, mask in; out out), as
   FlashAttention / memory-efficient SDPA run it on a GPU, not the scores matrix of the math fallback;
+  the lookahead's split attention is the memory-efficient kernel itself on meta (as on a GPU), so its
+  log-sum-exp output is counted too;
 - peak memory: the largest sum of live tensor storages (weights included) at any point of the decode.
 Roofline time of a step on a device = max(FLOPs / peak bf16 FLOP/s, bytes / HBM bandwidth), summed over
 the decode's steps. One model forward per distinct shape is run on meta; repeats reuse its counts.
@@ -92,7 +94,9 @@ COUNTED = (
     "bound on HBM traffic: every tensor argument is read whole (a broadcast dimension once, a gather "
     "(embedding, index, index_select, gather) reads what it writes), every output is written, an indexed "
     "write (copy_, index_put_, index_add_, scatter_) writes its source's size; views move nothing; attention "
-    "is one fused kernel (q, k, v, mask read, output written). Peak memory is the largest sum of live tensor "
+    "is one fused kernel (q, k, v, mask read, output written; the lookahead's split attention also writes its "
+    "log-sum-exp). forward_gb_per_step is the model forwards' share of gb_per_step, loop_gb_per_step the "
+    "rest (the step's logits work: LM head and entropies of the lookahead, softmax, sampling, commits). Peak memory is the largest sum of live tensor "
     "storages, bf16 weights included.")
 NOT_COUNTED = (
     "Elementwise FLOPs (softmax, entropy, norms: their cost shows in bytes); kernel launch and host-device "

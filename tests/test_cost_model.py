@@ -216,3 +216,18 @@ def test_dynamic_steps_prices_each_run_by_its_measured_forwards_and_rows(tmp_pat
     assert rows["info_gain"][2:5] == ["1.500", "2.00", "11.0"]
     assert float(rows["info_gain"][6]) == round(256 / (384 * 0.011), 1)
     assert rows["fast_dllm"][2:5] == ["0.300", "1.00", "4.0"]
+
+
+def test_bench_readme_quotes_the_committed_cost_model_and_dynamic_steps_output():
+    """The numbers bench/README.md gives are those its commands print from the committed files."""
+    readme = (ROOT / "bench" / "README.md").read_text()
+    rows = json.loads((ROOT / "results" / "cost-8b.json").read_text())["rows"]
+    assert cost_model.markdown_table(rows) in readme
+    for task, runs in (("sudoku_4x4", "tiny-llada-sudoku/sudoku_4x4"), ("countdown", "tiny-llada-countdown/countdown")):
+        printed = subprocess.run([sys.executable, "bench/dynamic_steps.py", f"results/runs-parallel/{runs}"], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout
+        for line in printed.splitlines()[3:]:
+            sampler, _, per_token, rows_per_forward, _, _, h100, h200 = line.strip("| ").split(" | ")
+            quoted = f"{per_token} | {rows_per_forward} | {h100} | {h200} |"
+            assert any(row.startswith(f"| {task} | {sampler.split('_parallel')[0]}") and row.endswith(quoted)
+                       for row in readme.splitlines()), (task, sampler, quoted)

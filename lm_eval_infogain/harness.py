@@ -188,6 +188,7 @@ class MDMInfoGainLM(LM):
         self.batch_size_per_canvas, self.max_batch_size = parse_batch_size(batch_size, max_batch_size)
         self.batch_size_is_auto = self.batch_size_per_canvas is None
         self.batch_sizes: dict[int, int] = {}  # lm-eval's record of the sizes auto found (results' batch_sizes)
+        self.generate_until_calls = 0
         check(is_int(mc_num) and mc_num >= 1, "mc_num", mc_num, "an integer >= 1")
         check(is_int(mc_batch_size) and mc_batch_size >= 1, "mc_batch_size", mc_batch_size, "an integer >= 1")
         self.mc_num, self.mc_batch_size = mc_num, mc_batch_size
@@ -423,6 +424,7 @@ class MDMInfoGainLM(LM):
         return postprocess_generated_text(text, until, None)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        self.generate_until_calls += 1  # lm_eval_hook makes a rank whose requests were all cached join in
         for instance in requests:  # every request's gen_kwargs are checked before any is decoded
             self.request_settings(instance.args[1])
         if self.batch_size_per_canvas is None and (requests or self.world_size > 1):  # every rank joins the gather

@@ -8,6 +8,8 @@ interpreter start by `lm_eval_infogain.pth` and only installs an import hook (no
   also index this package's task_configs/ (before any --include_path, so user folders still win);
 - after `lm_eval.api.model` runs, have lm-eval's request cache (CachingLM) claim its file first when it
   wraps our model: locked against a second run, refused in one line when damaged (request_cache.claim);
+  and, under `accelerate launch`, call our generate_until even when all of a rank's requests were cached
+  (CachingLM skips the call then): the other ranks wait for every rank in its gathers;
 - after `lm_eval._cli.harness` runs, make the CLI print a UsageError (a bad input of ours) as the one
   line `mdm_infogain: <message>` and exit with status 2; any other exception keeps its traceback.
 """
@@ -61,6 +63,24 @@ def claim_request_cache(model_module) -> None:
         original_init(self, lm, cache_db)
 
     caching_lm_cls.__init__ = init_after_claim
+    original_getattr = caching_lm_cls.__getattr__
+
+    def getattr_joining_every_rank(self, attr):
+        method = original_getattr(self, attr)
+        harness = sys.modules.get("lm_eval_infogain.harness")
+        if attr != "generate_until" or harness is None or not isinstance(self.lm, harness.MDMInfoGainLM):
+            return method
+
+        def generate_until(requests):
+            calls = self.lm.generate_until_calls
+            answers = method(requests)
+            if self.lm.generate_until_calls == calls and self.lm.world_size > 1:
+                self.lm.generate_until([])  # all cached here: join the gathers the other ranks are in
+            return answers
+
+        return generate_until
+
+    caching_lm_cls.__getattr__ = getattr_joining_every_rank
 
 
 def usage_errors_in_one_line(cli_module) -> None:

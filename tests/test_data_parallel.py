@@ -9,6 +9,7 @@ temperature 0); every other mode is a launch of its own, marked slow.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -52,14 +53,29 @@ def json_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def launch_two_processes(args: str, output: Path, stats: Path) -> subprocess.CompletedProcess:
+def launch_two_processes(args: str, output: Path, stats: Path, *cli: str, timeout: int = 600
+                         ) -> subprocess.CompletedProcess:
     command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                "-m", "lm_eval", "--model", "mdm_infogain", "--model_args", f"{args},decode_stats={stats}",
-               "--tasks", TASK, "--limit", str(LIMIT), "--output_path", str(output), "--log_samples"]
+               "--tasks", TASK, "--limit", str(LIMIT), "--output_path", str(output), "--log_samples", *cli]
     # no GPU even where there is one; one thread, as this process (conftest), so float sums agree
     env = os.environ | {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=output.parent, env=env, capture_output=True, text=True, timeout=600)
+    try:
+        return subprocess.run(command, cwd=output.parent, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_processes_mentioning(str(stats))  # the ranks run in sessions of their own: the launcher's kill misses them
+        raise
+
+
+def kill_processes_mentioning(text: str) -> None:
+    """SIGKILL every process whose command line contains `text` (Linux /proc)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except OSError:
+            pass  # gone meanwhile
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +112,30 @@ def test_two_processes_split_the_requests_and_match_one(pc_baseline_file, projec
     results = check_two_processes_match_one("info_gain", pc_baseline_file, project_tasks, tmp_path,
                                             ",batch_size=auto,max_batch_size=2")
     assert results["config"]["batch_size_per_canvas"] == 2 and results["config"]["batch_size_auto"] is True
+
+
+@pytest.mark.slow
+def test_a_rank_whose_requests_were_all_cached_still_joins_the_other_in_its_gathers(pc_baseline_file, tmp_path):
+    """A resumed --use_cache run where rank 0 finished its share before the crash: lm-eval's CachingLM
+    does not call generate_until on that rank, while rank 1 decodes and gathers its decode stats and
+    its batch_size=auto with every rank; without rank 0 joining in, rank 1 would wait for ever."""
+    args = model_args("info_gain", pc_baseline_file) + ",batch_size=auto,max_batch_size=2"
+    cache = tmp_path / "cache"
+    first = launch_two_processes(args, tmp_path / "first", tmp_path / "first.jsonl", "--use_cache", str(cache))
+    assert first.returncode == 0, first.stderr[-3000:]
+    (tmp_path / "cache_rank1.db").unlink()  # rank 1 lost its answers; rank 0 has all of its own
+    try:
+        resumed = launch_two_processes(args, tmp_path / "resumed", tmp_path / "resumed.jsonl", "--use_cache",
+                                       str(cache), timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the resumed two-process run hung: rank 1 waited in a gather rank 0 never joined")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    stats = {rank: tmp_path / f"resumed.jsonl.rank{rank}" for rank in (0, 1)}
+    decoded = {rank: json_lines(path) if path.exists() else [] for rank, path in stats.items()}
+    assert not decoded[0] and decoded[1]  # only rank 1 computed anything
+    samples = {run: {row["doc_id"]: row["resps"] for row in json_lines(next((tmp_path / run).rglob("samples_*.jsonl")))}
+               for run in ("first", "resumed")}
+    assert samples["resumed"] == samples["first"] and len(samples["first"]) == LIMIT
 
 
 @pytest.mark.slow

@@ -231,3 +231,22 @@ def test_bench_readme_quotes_the_committed_cost_model_and_dynamic_steps_output()
             quoted = f"{per_token} | {rows_per_forward} | {h100} | {h200} |"
             assert any(row.startswith(f"| {task} | {sampler.split('_parallel')[0]}") and row.endswith(quoted)
                        for row in readme.splitlines()), (task, sampler, quoted)
+
+
+BLOCK_LM_EVAL = """
+import sys
+class NoLmEval:
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("lm_eval", "math_verify", "sqlitedict", "datasets", "evaluate"):
+            raise ImportError(f"{name} is not on a bare GPU machine")
+sys.meta_path.insert(0, NoLmEval())
+sys.path.insert(0, "bench")
+import sampler, cost_model, dynamic_steps
+print("imported")
+"""
+
+
+def test_bench_runs_where_only_torch_and_transformers_are_installed():
+    """A GPU machine may have torch and transformers but not lm-eval: bench/ must not need it."""
+    result = subprocess.run([sys.executable, "-c", BLOCK_LM_EVAL], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and "imported" in result.stdout, result.stderr[-2000:]

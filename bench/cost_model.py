@@ -541,6 +541,11 @@ def summarise(steps: list[tuple[int, int, int]], peak: int, forwards: int, batch
     }
 
 
+def rows_by_cell(rows: list[dict]) -> dict[tuple, dict]:
+    """Output rows by their grid cell (model, mode, use_cache, batch, candidates)."""
+    return {(r["model"], r["mode"], r["use_cache"], r["batch"], r["candidates"]): r for r in rows}
+
+
 def grid(modes, caches, batches, candidates) -> list[tuple[str, str, int, int]]:
     """(mode, use_cache, batch, candidates) cells: candidates other than 1 only for info_gain."""
     return [(mode, cache, batch, number) for mode in modes for cache in caches for batch in batches

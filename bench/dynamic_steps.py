@@ -23,6 +23,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import cost_model
+
 ONE_ROW_MODES = ("fast_dllm", "original")  # runs that forward one row per step: their width is the canvas
 
 
@@ -62,12 +64,12 @@ def step_mix(run: dict, widths: dict) -> dict:
     }
 
 
-def cost_cell(rows: list[dict], model: str, mode: str, cache: str, batch: int, candidates: int) -> dict:
-    for row in rows:
-        if (row["model"], row["mode"], row["use_cache"], row["batch"], row["candidates"]) == (
-                model, mode, cache, batch, candidates):
-            return row
-    raise SystemExit(f"results cost file has no cell {model} {mode} use_cache={cache} batch={batch} N={candidates}")
+def cost_cell(cells: dict[tuple, dict], model: str, mode: str, cache: str, batch: int, candidates: int) -> dict:
+    """The cost model's row of one cell (cells: cost_model.rows_by_cell of its output)."""
+    cell = cells.get((model, mode, cache, batch, candidates))
+    if cell is None:
+        raise SystemExit(f"results cost file has no cell {model} {mode} use_cache={cache} batch={batch} N={candidates}")
+    return cell
 
 
 def predict(mix: dict, one_row: dict, lookahead: dict, candidates: int, gen_tokens: int) -> dict:
@@ -96,8 +98,9 @@ def main():
     if not runs:
         raise SystemExit(f"{args.runs}: no */decode_stats.jsonl")
     cost = json.loads(args.cost.read_text())
-    one_row = cost_cell(cost["rows"], args.model, "original", args.cache, args.batch, 1)
-    lookahead = cost_cell(cost["rows"], args.model, "info_gain", args.cache, args.batch, args.candidates)
+    cells = cost_model.rows_by_cell(cost["rows"])
+    one_row = cost_cell(cells, args.model, "original", args.cache, args.batch, 1)
+    lookahead = cost_cell(cells, args.model, "info_gain", args.cache, args.batch, args.candidates)
     widths = canvas_widths(runs)
     gen_tokens = cost["settings"]["gen_length"]
     print(f"{args.model}, use_cache={args.cache}, batch {args.batch}, {gen_tokens} tokens; step mix from {args.runs}")

@@ -98,8 +98,7 @@ def predictions(path: Path) -> dict:
     """The cost model's rows by (model, mode, use_cache, batch, candidates); empty without the file."""
     if not path.exists():
         return {}
-    rows = json.loads(path.read_text())["rows"]
-    return {(r["model"], r["mode"], r["use_cache"], r["batch"], r["candidates"]): r for r in rows}
+    return cost_model.rows_by_cell(json.loads(path.read_text())["rows"])
 
 
 def device_key(name: str) -> str | None:

@@ -128,6 +128,10 @@ def attend(queries, keys, values, mask, cache: KVCache | SharedCache | None, lay
     )  # [B, H, W, D]
 
 
+# dtypes the GPU's memory-efficient attention kernel takes
+FUSED_GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
 def attention_with_lse(queries, keys, values, mask):
     """Softmax attention of queries [B, H, Q, D] over keys/values [B, H, K, D] where mask [B, 1, Q|1, K] is
     True: (output [B, H, Q, D], log-sum-exp of the scores [B, H, Q, 1]), one part of an attention whose
@@ -151,9 +155,6 @@ def attention_with_lse(queries, keys, values, mask):
     else:
         return unfused_attention_with_lse(queries, keys, values, mask, sees_none)
     return output.masked_fill(sees_none, 0), lse[..., None].masked_fill(sees_none, float("-inf"))
-
-
-FUSED_GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def additive_bias(mask, dtype, align: int):

@@ -9,6 +9,7 @@ directory, no signal to a process outside the sandbox, no secret of the evaluato
 process of the run left afterwards.
 """
 
+import json
 import os
 import secrets
 import signal
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from lm_eval_infogain.tasks import code_metrics
+from lm_eval_infogain.tasks import sandbox as sandbox_module
 from lm_eval_infogain.tasks.sandbox import (
     OUTPUT_TAIL_CHARS,
     UNSAFE_VARIABLE,
@@ -99,6 +102,98 @@ def test_a_correct_program_passes_and_a_wrong_one_fails_with_its_exception(sandb
 def test_exiting_before_the_tests_run_is_a_failure(sandbox):
     execution = run_program("import sys\nsys.exit(0)\nassert False", sandbox=sandbox)
     assert execution.status is Status.FAILED and "before the end of the program" in execution.reason
+
+
+# ---------------------------------------------------------------- the verdict needs proof
+
+RIGHT = "def add(a, b):\n    return a + b\n"
+WRONG = "def add(a, b):\n    return a - b\n"
+TESTS = "assert add(2, 2) == 4, 'add is wrong'\nassert add(-1, 1) == 0\n"
+# What a model's completion can append to its code (no stop sequence of humaneval cuts them): ways to
+# end the process with status 0, or to make an early exit look normal, before its tests fail.
+EARLY_EXITS = {
+    "os._exit(0)": "import os\nos._exit(0)\n",
+    "os._exit(256)": "import os\nos._exit(256)\n",
+    "sys.exit(0)": "import sys\nsys.exit(0)\n",
+    "raise SystemExit": "raise SystemExit(0)\n",
+    "atexit": "import atexit, os\natexit.register(os._exit, 0)\n",
+    "excepthook": "import os, sys\nsys.excepthook = lambda *details: os._exit(0)\n",
+    "threading.excepthook": "import os, threading\nthreading.excepthook = lambda details: os._exit(0)\n",
+    "a thread exits 0 while the tests run": (
+        "import os, threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), os._exit(0)), daemon=True).start()\n"
+        "time.sleep(5)\n"),
+    "__del__": "class Bail:\n    def __del__(self):\n        import os\n        os._exit(0)\nkept = Bail()\n",
+    "signal handler": ("import os, signal, time\nsignal.signal(signal.SIGALRM, lambda *details: os._exit(0))\n"
+                       "signal.setitimer(signal.ITIMER_REAL, 0.2)\ntime.sleep(5)\n"),
+    "rebound builtins.SystemExit": (
+        "import builtins, sys\nclass NotAnExit(Exception):\n    pass\n"
+        "builtins.SystemExit = builtins.BaseException = NotAnExit\nsys.exit(0)\n"),
+    "rebound os._exit": "import os, sys\nos._exit = lambda status: None\nsys.exit(0)\n",
+    "the guard's globals rewritten": (
+        "import os, sys\nframe = sys._getframe()\nwhile frame is not None:\n"
+        "    frame.f_globals.update(SystemExit=KeyError, BaseException=KeyError)\n    frame = frame.f_back\n"
+        "os._exit(0)\n"),
+    "stdout closed, then os._exit(0)": "import os, sys\nsys.stdout.close()\nos._exit(0)\n",
+}
+
+
+@pytest.mark.parametrize("early_exit", EARLY_EXITS.values(), ids=EARLY_EXITS.keys())
+def test_a_wrong_program_that_exits_early_fails(early_exit):
+    execution = run_program(WRONG + early_exit + TESTS, AMPLE)
+    assert execution.status is Status.FAILED, execution
+    right = run_program(RIGHT + TESTS, AMPLE)
+    assert right.status is Status.PASSED, right
+
+
+@pytest.mark.parametrize("sandbox", list(Sandbox))
+@pytest.mark.parametrize("early_exit", ["import os\nos._exit(0)\n", "import sys\nsys.exit(0)\n"])
+def test_exit_status_0_alone_is_no_pass_in_either_sandbox(sandbox, early_exit):
+    execution = run_program(RIGHT + early_exit + TESTS, AMPLE, sandbox)
+    assert execution.status is Status.FAILED and "before the end of the program" in execution.reason
+
+
+@pytest.mark.parametrize("ending, reason", [
+    ("import os\nos._exit(200)", "exit status 200"),
+    ("import os\nos.kill(os.getpid(), 40)", "signal 40"),  # a real-time signal signal.Signals does not name
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "SIGKILL"),
+])
+@pytest.mark.parametrize("sandbox", list(Sandbox))
+def test_any_exit_status_or_signal_is_a_failure_with_its_reason(sandbox, ending, reason):
+    execution = run_program(RIGHT + TESTS + ending, AMPLE, sandbox)
+    assert execution.status is Status.FAILED and reason in execution.reason, execution
+
+
+def test_the_program_cannot_read_its_own_source_or_tests():
+    """No file holds the program and its standard input is /dev/null: a program cannot answer from its
+    tests (or rewrite them and exec them)."""
+    program = ("import os, sys\nseen = []\n"
+               "for read in (lambda: open(__file__).read(), lambda: open('program.py').read(), sys.stdin.read,\n"
+               "             lambda: open('/proc/self/fd/0').read(), lambda: str(os.listdir('.'))):\n"
+               "    try:\n        seen.append(read())\n    except Exception as error:\n"
+               "        seen.append(type(error).__name__)\n"
+               "print('SEEN', seen)\n")
+    execution = run_program(program + "# the tests: SECRET-EXPECTED-VALUE\n", AMPLE)
+    assert execution.status is Status.PASSED, execution
+    assert "SEEN ['NameError', 'FileNotFoundError', ''," in execution.output  # /proc/self/fd/0: refused or empty
+    assert "SECRET-EXPECTED-VALUE" not in execution.output
+
+
+def test_run_ahead_and_pass_at_k_never_raise_because_of_a_program(monkeypatch):
+    """Even a failure of the sandbox's own machinery on one program scores that program as failed."""
+    programs = {"exit 200": RIGHT + TESTS + "import os\nos._exit(200)", "right": RIGHT + TESTS,
+                "signal 40": RIGHT + TESTS + "import os\nos.kill(os.getpid(), 40)"}
+    code_metrics.run_ahead(list(programs.values()))
+    assert code_metrics.outcomes_run_ahead == {programs["exit 200"]: False, programs["right"]: True,
+                                               programs["signal 40"]: False}
+
+    def broken_pipe(*arguments, **options):
+        raise OSError("no more descriptors")
+
+    monkeypatch.setattr(sandbox_module.subprocess, "Popen", broken_pipe)
+    execution = run_program(RIGHT + TESTS, AMPLE)
+    assert execution.status is Status.FAILED and "the sandbox failed on this program" in execution.reason
+    assert code_metrics.pass_at_k([TESTS], [[RIGHT + "# not run ahead"]], k=1) == {"pass@1": 0.0}
 
 
 @pytest.mark.parametrize("sandbox", list(Sandbox))
@@ -285,7 +380,6 @@ def test_programs_solutions_rely_on_keep_working():
                "sys.setrecursionlimit(10_000)\n"
                "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
                "assert depth(5_000) == 5_000\n"
-               "assert 'import bisect' in open('program.py').read()\n"
                "open('notes.txt', 'w').write('kept')\nassert open('notes.txt').read() == 'kept'\n"
                "print(heapq.nsmallest(2, [5, 1, 4]), math.comb(5, 2), re.sub('a', 'b', 'aa'))\n")
     execution = run_program(program, AMPLE)
@@ -537,3 +631,64 @@ def test_the_unsafe_opt_in_accepts_only_1(monkeypatch, value):
     monkeypatch.setenv(UNSAFE_VARIABLE, value)
     with pytest.raises(ValueError, match=f"{UNSAFE_VARIABLE}='{value}' is invalid; allowed: 1"):
         run_program("pass")
+
+
+# ---------------------------------------------------------------- through the stock CLI
+
+# The stock lm_eval CLI with one more model, "scripted": it answers each humaneval document with the
+# completion that SCRIPTED_COMPLETIONS (JSON: task_id -> text) names, cut at the request's stop
+# sequences as a model's generation is.
+SCRIPTED_CLI = """
+import json, os, sys
+from lm_eval.__main__ import cli_evaluate
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+@register_model("scripted")
+class Scripted(LM):
+    def __init__(self, **options):
+        super().__init__()
+        self.completions = json.loads(os.environ["SCRIPTED_COMPLETIONS"])
+
+    def generate_until(self, requests):
+        answers = []
+        for request in requests:
+            text = self.completions[request.doc["task_id"]]
+            cuts = [text.index(stop) for stop in request.args[1]["until"] if stop in text]
+            answers.append(text[:min(cuts)] if cuts else text)
+        return answers
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError
+
+    loglikelihood_rolling = loglikelihood
+
+sys.argv = ["lm_eval", *sys.argv[1:]]
+cli_evaluate()
+"""
+
+
+def test_stock_cli_scores_wrong_programs_that_exit_0_as_failed(tmp_path):
+    """humaneval_local through `lm_eval` with a scripted model: each early exit appended to a wrong
+    completion scores pass@1 0, the right completion 1, and the results JSON records the sandbox."""
+    problem = {"prompt": "def add(a, b):\n    \"\"\"The sum of a and b.\"\"\"\n", "canonical_solution": "    return a + b\n",
+               "test": "def check(candidate):\n    assert candidate(2, 2) == 4\n    assert candidate(-1, 1) == 0\n",
+               "entry_point": "add"}
+    completions = {"right": "    return a + b\n"}
+    for name in ("os._exit(0)", "atexit", "rebound builtins.SystemExit", "a thread exits 0 while the tests run"):
+        completions[name] = "    return a - b\n" + EARLY_EXITS[name]
+    documents = tmp_path / "humaneval.jsonl"
+    documents.write_text("".join(json.dumps({"task_id": task_id, **problem}) + "\n" for task_id in completions))
+    command = [sys.executable, "-c", SCRIPTED_CLI, "--model", "scripted", "--tasks", "humaneval_local",
+               "--confirm_run_unsafe_code", "--metadata", json.dumps({"humaneval_local_jsonl": str(documents)}),
+               "--output_path", str(tmp_path / "out"), "--log_samples"]
+    env = {key: value for key, value in os.environ.items() if key != UNSAFE_VARIABLE}
+    result = subprocess.run(command, cwd=tmp_path, env={**env, "SCRIPTED_COMPLETIONS": json.dumps(completions)},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = [json.loads(line) for line in next((tmp_path / "out").rglob("samples_humaneval_local_*.jsonl")).open()]
+    scores = {sample["doc"]["task_id"]: sample["pass@1"] for sample in samples}
+    assert scores == {name: float(name == "right") for name in completions}, scores
+    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    assert results["results"]["humaneval_local"]["pass@1,create_test"] == 1 / len(completions)
+    assert results["configs"]["humaneval_local"]["metadata"]["sandbox"] == "bubblewrap"

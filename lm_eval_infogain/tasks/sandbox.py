@@ -1,8 +1,10 @@
 """Run an untrusted Python program (a model's code plus its tests) in a child process, with limits.
 
 `run_program(source)` never raises because of the program: it returns an `Execution` whose status is
-passed (the program ran to its end and exited 0), failed (with a reason: the last line of its output,
-the signal that killed it, or the output limit) or timed out.
+passed (the program ran to its end, proved by sandbox_guard.py, and exited 0), failed (with a reason:
+the last line of its output, the signal that killed it, or the output limit) or timed out. The proof
+is a random string per run, sent with the program on the guard's standard input and written back by
+the guard to a pipe only after the program's last line ran; an exit, with any status, proves nothing.
 
 Two sandboxes, chosen by `chosen_sandbox()`:
 
@@ -73,6 +75,7 @@ INSTALL_HINT = ("install it (Debian/Ubuntu: apt-get install -y bubblewrap; Fedor
 # RLIMIT_NPROC counts threads too; this leaves room for a program's few worker threads.
 THREAD_ALLOWANCE = 16
 OUTPUT_TAIL_CHARS = 4000
+PROOF_READ_BYTES = 4096
 REASON_CHARS = 300
 # Killing a marked process can race with it forking; a few rounds of the sweep catch the children.
 SWEEP_ROUNDS = 20
@@ -152,38 +155,56 @@ def require_sandbox() -> Sandbox:
 
 
 def run_program(source: str, limits: Limits = Limits(), sandbox: Sandbox | None = None) -> Execution:
-    """Run `source` as a Python program in `sandbox` (default: `chosen_sandbox()`); see the module docstring."""
+    """Run `source` as a Python program in `sandbox` (default: `chosen_sandbox()`); see the module docstring.
+    Whatever the program does, and even where the sandbox's own machinery fails on it, the answer is
+    an Execution: only a sandbox that cannot run at all raises (SandboxUnavailable)."""
     sandbox = chosen_sandbox() if sandbox is None else sandbox
-    if sandbox is Sandbox.BUBBLEWRAP:
-        return run_in_bubblewrap(source, limits)
-    return run_with_guard_only(source, limits)
+    run = run_in_bubblewrap if sandbox is Sandbox.BUBBLEWRAP else run_with_guard_only
+    proof = secrets.token_hex(16)
+    proof_read, proof_write = os.pipe()
+    try:
+        with tempfile.TemporaryFile() as run_input:  # the guard's standard input: proof, then program
+            run_input.write(f"{proof}\n{source}".encode("utf-8", errors="replace"))
+            run_input.seek(0)
+            returncode, output_size, output = run(run_input, proof_write, limits)
+        proved = read_proof(proof_read) == proof.encode()
+    except (OSError, ValueError, RuntimeError, subprocess.SubprocessError) as error:
+        if isinstance(error, SandboxUnavailable):
+            raise
+        logger.warning("the sandbox failed on a program: %r", error)
+        return Execution(Status.FAILED, f"the sandbox failed on this program: {error!r}"[:REASON_CHARS], "")
+    finally:
+        os.close(proof_read)
+        os.close(proof_write)
+    return execution(returncode, proved, output_size, output, limits, bubblewrap=sandbox is Sandbox.BUBBLEWRAP)
+
+
+def read_proof(proof_read: int) -> bytes:
+    """What the guard wrote to the proof pipe (nothing, unless the program ran to its end)."""
+    os.set_blocking(proof_read, False)
+    try:
+        return os.read(proof_read, PROOF_READ_BYTES)
+    except BlockingIOError:
+        return b""
 
 
 # ---------------------------------------------------------------- bubblewrap
 
 
-def run_in_bubblewrap(source: str, limits: Limits) -> Execution:
+def run_in_bubblewrap(run_input, proof_fd: int, limits: Limits) -> tuple[int | None, int, str]:
     tools = bubblewrap_tools()
     mount_point = tempfile.mkdtemp(prefix="lm_eval_infogain_sandbox_")  # stays empty: the tmpfs covers it
     info_read, info_write = os.pipe()  # bwrap writes the host pid of the namespace's first process here
     try:
-        with tempfile.TemporaryFile() as program:
-            program.write(source.encode("utf-8"))
-            program.flush()
-            program.seek(0)
-            command = [*tmpfs_command(tools, mount_point, limits),
-                       *bubblewrap_command(tools["bwrap"], mount_point, program.fileno(), info_write),
-                       *guard_command(SANDBOX_DIR, f"{SANDBOX_DIR}/program.py", limits, SANDBOX_GUARD)]
-            returncode, output_size, output = supervise(
-                command, limits, env={"PATH": "/usr/bin:/bin"}, cwd="/", pass_fds=(program.fileno(), info_write),
-                end_run=lambda process: end_namespace(process, info_read))
+        command = [*tmpfs_command(tools, mount_point, limits),
+                   *bubblewrap_command(tools["bwrap"], mount_point, info_write),
+                   *guard_command(SANDBOX_DIR, limits, SANDBOX_GUARD, proof_fd)]
+        return supervise(command, limits, env={"PATH": "/usr/bin:/bin"}, cwd="/", stdin=run_input,
+                         pass_fds=(proof_fd, info_write), end_run=lambda process: end_namespace(process, info_read))
     finally:
         os.close(info_read)
         os.close(info_write)
         os.rmdir(mount_point)
-    if returncode is not None and returncode > SIGNAL_EXIT_BASE:  # bwrap's way of saying "killed by a signal"
-        returncode = SIGNAL_EXIT_BASE - returncode
-    return execution(returncode, output_size, output, limits)
 
 
 def bubblewrap_tools() -> dict[str, str]:
@@ -207,7 +228,7 @@ def tmpfs_command(tools: dict[str, str], mount_point: str, limits: Limits) -> li
     return [tools["unshare"], "--user", "--map-root-user", "--mount", "--", "/bin/sh", "-c", mount, mount_point]
 
 
-def bubblewrap_command(bwrap: str, mount_point: str, program_fd: int, info_fd: int) -> list[str]:
+def bubblewrap_command(bwrap: str, mount_point: str, info_fd: int) -> list[str]:
     environment = {"PATH": "/usr/bin:/bin", "HOME": SANDBOX_DIR, "TMPDIR": SANDBOX_DIR, "LANG": "C.UTF-8"}
     return [
         bwrap, "--unshare-all", "--unshare-user", "--uid", NOBODY, "--gid", NOBODY, "--cap-drop", "ALL",
@@ -215,7 +236,7 @@ def bubblewrap_command(bwrap: str, mount_point: str, program_fd: int, info_fd: i
         *[argument for name, value in environment.items() for argument in ("--setenv", name, value)],
         *read_only_system_binds(), "--proc", "/proc", "--dev", "/dev",
         "--bind", mount_point, SANDBOX_DIR, "--chdir", SANDBOX_DIR,
-        "--file", str(program_fd), f"{SANDBOX_DIR}/program.py", "--ro-bind", str(GUARD), SANDBOX_GUARD,
+        "--ro-bind", str(GUARD), SANDBOX_GUARD,
         "--info-fd", str(info_fd),
     ]
 
@@ -270,17 +291,14 @@ def in_a_new_pid_namespace(pid: int) -> bool:
 # ---------------------------------------------------------------- guard only (unsafe)
 
 
-def run_with_guard_only(source: str, limits: Limits) -> Execution:
+def run_with_guard_only(run_input, proof_fd: int, limits: Limits) -> tuple[int | None, int, str]:
     run_id = secrets.token_hex(16)
     directory = tempfile.mkdtemp(prefix="lm_eval_infogain_sandbox_")
     try:
-        program = Path(directory) / "program.py"
-        program.write_text(source, encoding="utf-8")
-        command = guard_command(directory, str(program), limits, str(GUARD))
-        returncode, output_size, output = supervise(
-            command, limits, env=scrubbed_environment(Path(directory), run_id), cwd=directory, pass_fds=(),
-            end_run=lambda process: end_group_and_marked(process, run_id))
-        return execution(returncode, output_size, output, limits)
+        command = guard_command(directory, limits, str(GUARD), proof_fd)
+        return supervise(command, limits, env=scrubbed_environment(Path(directory), run_id), cwd=directory,
+                         stdin=run_input, pass_fds=(proof_fd,),
+                         end_run=lambda process: end_group_and_marked(process, run_id))
     finally:
         kill_marked_processes(run_id)
         remove_tree(directory)
@@ -301,21 +319,21 @@ def scrubbed_environment(directory: Path, run_id: str) -> dict[str, str]:
 # ---------------------------------------------------------------- shared by both
 
 
-def guard_command(directory: str, program: str, limits: Limits, guard: str) -> list[str]:
+def guard_command(directory: str, limits: Limits, guard: str, proof_fd: int) -> list[str]:
     """The interpreter running sandbox_guard.py; -S skips site-packages' .pth files (an editable install's
     would import from the checkout), the guard puts site-packages on sys.path itself."""
-    settings = {"rlimits": resource_limits(limits), "processes": limits.processes,
+    settings = {"rlimits": resource_limits(limits), "processes": limits.processes, "proof_fd": proof_fd,
                 "site_packages": [path for path in site.getsitepackages() if os.path.isdir(path)]}
-    return [sys.executable, "-I", "-S", guard, directory, program, json.dumps(settings)]
+    return [sys.executable, "-I", "-S", guard, directory, json.dumps(settings)]
 
 
-def supervise(command: list[str], limits: Limits, *, env: dict[str, str], cwd: str, pass_fds: tuple,
+def supervise(command: list[str], limits: Limits, *, env: dict[str, str], cwd: str, stdin, pass_fds: tuple,
               end_run) -> tuple[int | None, int, str]:
     """Start `command`, wait up to the time limit, then `end_run(process)`. Returns the exit status (None
     when timed out), the output's size and its end, read back through our own handle of a file the
     program cannot see."""
     with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=stdin, stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
         try:
             returncode = wait_for_exit(process, limits.seconds)
@@ -336,21 +354,37 @@ def wait_for_exit(process: subprocess.Popen, seconds: float) -> int | None:
     return process.wait() if exited else None
 
 
-def execution(returncode: int | None, output_size: int, output: str, limits: Limits) -> Execution:
+def execution(returncode: int | None, proved: bool, output_size: int, output: str, limits: Limits, *,
+              bubblewrap: bool) -> Execution:
+    """Passed needs both the proof and exit status 0: a status alone, whatever it is, proves nothing."""
     if returncode is None:
         return Execution(Status.TIMED_OUT, f"exceeded the time limit of {limits.seconds} s", output)
-    if returncode == 0:
+    if returncode == 0 and proved:
         return Execution(Status.PASSED, "", output)
-    return Execution(Status.FAILED, failure_reason(returncode, output, output_size, limits), output)
+    return Execution(Status.FAILED, failure_reason(returncode, output, output_size, limits, bubblewrap), output)
 
 
-def failure_reason(returncode: int, output: str, output_size: int, limits: Limits) -> str:
+def failure_reason(returncode: int, output: str, output_size: int, limits: Limits, bubblewrap: bool) -> str:
     if output_size >= limits.output_bytes:
         return f"output reached the limit of {limits.output_bytes} bytes"
+    if returncode == 0:
+        return "exit status 0 before the end of the program (its tests did not all run)"
     if returncode < 0:
-        return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by {signal_name(-returncode)}"
     last_lines = [line for line in output.splitlines() if line.strip()]
-    return last_lines[-1][:REASON_CHARS] if last_lines else f"exit status {returncode}"
+    if last_lines:
+        return last_lines[-1][:REASON_CHARS]
+    if bubblewrap and returncode > SIGNAL_EXIT_BASE:  # bwrap reports a death by signal n as status 128 + n
+        return f"exit status {returncode} (or killed by {signal_name(returncode - SIGNAL_EXIT_BASE)})"
+    return f"exit status {returncode}"
+
+
+def signal_name(number: int) -> str:
+    """SIGKILL, or "signal 40" for a number Python's signal.Signals does not name (real-time signals)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def resource_limits(limits: Limits) -> dict[str, int]:

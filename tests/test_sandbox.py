@@ -43,6 +43,10 @@ AMPLE = Limits(seconds=20)
 # A program that must first start a child before it loops until its time limit.
 AMPLE_START = 5
 RUNNING_AS_ROOT = os.getuid() == 0
+# Host paths that must not be seen inside: the checkout, the venv, the Python installation, the home.
+HOST_PATHS = sorted({str(path) for path in (Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(),
+                                            Path(sys.base_prefix).resolve(), Path.home())
+                     if not str(path).startswith("/usr/")})
 REPO = Path(__file__).resolve().parents[1]
 # A process that stays alive by exec: it reports through an inherited pipe, then sleeps; the token in
 # its arguments lets the test find it among the host's processes.
@@ -225,8 +229,8 @@ def test_fork_bomb_is_refused_at_the_first_fork():
 
 
 def test_fork_bomb_allowed_to_fork_is_capped_and_leaves_nothing_behind():
-    """Six doublings (64 processes, all sleeping): RLIMIT_NPROC caps them unless we are root, then the end
-    of the run's PID namespace kills them."""
+    """Six doublings (64 processes, all sleeping): RLIMIT_NPROC caps them (a root evaluator's programs run
+    as the unprivileged host user, to whom it applies), then the end of the run's PID namespace kills them."""
     token = secrets.token_hex(8)
     program = ("import os, sys\nfor _ in range(6):\n    os.fork()\nprint('forked', flush=True)\n"
                "sleeper = 'import time; time.sleep(600)'\n"
@@ -236,9 +240,7 @@ def test_fork_bomb_allowed_to_fork_is_capped_and_leaves_nothing_behind():
     assert time.monotonic() - start < 30
     assert execution.status is not Status.PASSED
     forked = execution.output.count("forked")
-    assert forked >= 1 and no_process_left(token)
-    if not RUNNING_AS_ROOT:  # the kernel does not apply RLIMIT_NPROC to root
-        assert forked < 64
+    assert 1 <= forked < 64 and no_process_left(token)
 
 
 @pytest.mark.parametrize(
@@ -554,16 +556,72 @@ def test_a_program_cannot_make_the_read_only_installation_writable(installed_fil
     assert stat.S_IMODE(installed_file.stat().st_mode) == 0o644
 
 
+def unguarded(check: str) -> str:
+    """A program that execs a fresh interpreter running `check` without the guard's audit hook: what a
+    program that disarmed the guard can do, with only the kernel's walls left."""
+    return f"import os, sys\nos.execv(sys.executable, [sys.executable, '-I', '-S', '-c', {check!r}])\n"
+
+
 def test_the_host_filesystem_is_out_of_sight(outside):
-    allowed = {"sandbox", "sandbox_guard.py", "proc", "dev", "usr", "bin", "lib", "lib32", "lib64", "libx32"}
-    allowed |= {Path(prefix).parts[1] for prefix in (sys.prefix, sys.base_prefix, os.path.realpath(sys.executable))}
-    program = ("import os\nprint('top:', ' '.join(sorted(os.listdir('/'))))\n"
-               f"for path in ({str(REPO)!r}, {str(outside)!r}, '/home', '/etc', '/root/.ssh'):\n"
-               "    try:\n        os.stat(path)\n        print('visible:', path)\n    except OSError:\n        pass\n")
-    execution = run_program(program, AMPLE)
-    assert execution.status is Status.PASSED, execution.output
+    """No path of the host's checkout, venv, Python or home exists inside, nor shows in the mount table
+    (a root evaluator mounts the Python installation as overlays that name no source path)."""
+    allowed = {"sandbox", "proc", "dev", "usr", "bin", "lib", "lib32", "lib64", "libx32", "python", "site-packages"}
+    check = ("import os\nprint('top:', ' '.join(sorted(os.listdir('/'))))\n"
+             f"for path in {[*HOST_PATHS, str(outside), '/home', '/etc', '/root/.ssh']!r}:\n"
+             "    try:\n        os.stat(path)\n        print('visible:', path)\n    except OSError:\n        pass\n"
+             "lines = open('/proc/self/mountinfo').read().splitlines()\n"
+             "print('mounts:', ' '.join(line.split()[3] + ':' + line.split(' - ')[1] for line in lines))\n")
+    execution = run_program(unguarded(check), Limits(seconds=AMPLE.seconds, processes=1))
     top = execution.output.split("top:")[1].splitlines()[0].split()
     assert set(top) <= allowed and "visible:" not in execution.output, execution.output
+    mounts = execution.output.split("mounts:")[1].split()
+    if RUNNING_AS_ROOT:
+        leaked = [word for word in mounts for path in HOST_PATHS if path in word]
+        assert leaked == [], execution.output
+
+
+HOST_CHECKS = """
+import ctypes, json, os, platform, subprocess
+found = {"outer uid": open('/proc/self/uid_map').read().split()[1], "keys": open('/proc/keys').read()}
+try:
+    open('/proc/sys/kernel/core_pattern', 'w')
+    found['core_pattern'] = 'opened for writing'
+except OSError as error:
+    found['core_pattern'] = type(error).__name__
+for directory in ('/', '/dev/shm', '/sandbox'):
+    written = 0
+    try:
+        while written < 100 << 20:  # files of 512 KiB: under the 1 MiB cap on a single file
+            with open(f'{directory}/block{written}', 'wb') as block:
+                block.write(bytes(512 << 10))
+            written += 512 << 10
+        found[directory] = 'wrote 100 MiB'
+    except OSError as error:
+        found[directory] = error.strerror
+found['unshare -U'] = subprocess.run(['unshare', '-U', 'true'], capture_output=True).returncode
+if platform.machine() == 'x86_64':
+    libc = ctypes.CDLL(None, use_errno=True)
+    numbers = {'keyctl': 250, 'add_key': 248, 'request_key': 249, 'io_uring_setup': 425, 'userfaultfd': 323,
+               'ptrace': 101, 'personality': 135, 'bpf': 321, 'perf_event_open': 298}
+    for name, number in numbers.items():
+        result = libc.syscall(number, 0, 0, 0, 0, 0)
+        found[name] = os.strerror(ctypes.get_errno()) if result == -1 else f'returned {result}'
+print('FOUND', json.dumps(found))
+"""
+
+
+def test_the_program_is_nobody_on_the_host_with_capped_tmpfs_seccomp_and_no_nested_namespaces():
+    execution = run_program(unguarded(HOST_CHECKS), Limits(seconds=AMPLE.seconds, processes=4))
+    found = json.loads(execution.output.split("FOUND")[1])
+    assert found["outer uid"] != "0" and found["keys"] == "", found
+    assert found["core_pattern"] in ("PermissionError", "OSError"), found
+    assert found["/"] == "Read-only file system", found
+    assert found["/dev/shm"] == found["/sandbox"] == "No space left on device", found
+    assert found["unshare -U"] != 0, found
+    refused = {name: outcome for name, outcome in found.items() if name in (
+        "keyctl", "add_key", "request_key", "io_uring_setup", "userfaultfd", "ptrace", "personality", "bpf",
+        "perf_event_open")}
+    assert set(refused.values()) <= {"Operation not permitted"}, refused
 
 
 def test_a_program_cannot_raise_its_priority():
@@ -607,14 +665,16 @@ def test_without_bwrap_on_path_the_sandbox_says_how_to_install_it(monkeypatch, t
     assert f"{UNSAFE_VARIABLE}=1" in message
 
 
-def test_a_bwrap_that_cannot_create_namespaces_is_refused_with_its_reason(monkeypatch, tmp_path):
-    fake = tmp_path / "bwrap"
-    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    with pytest.raises(SandboxUnavailable, match="bubblewrap cannot run a program here .bwrap: No permissions"):
-        require_sandbox()
+def test_a_bwrap_that_cannot_create_namespaces_is_refused_with_its_reason(monkeypatch):
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o755)  # a root evaluator starts bwrap as the unprivileged sandbox user
+        fake = Path(directory) / "bwrap"
+        fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+        fake.chmod(0o755)
+        monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
+        monkeypatch.setenv("PATH", f"{directory}:/usr/bin:/bin")
+        with pytest.raises(SandboxUnavailable, match="bubblewrap cannot run a program here .bwrap: No permissions"):
+            require_sandbox()
 
 
 def test_the_unsafe_opt_in_uses_the_guard_alone_and_warns(monkeypatch, caplog, tmp_path):
@@ -671,7 +731,8 @@ cli_evaluate()
 def test_stock_cli_scores_wrong_programs_that_exit_0_as_failed(tmp_path):
     """humaneval_local through `lm_eval` with a scripted model: each early exit appended to a wrong
     completion scores pass@1 0, the right completion 1, and the results JSON records the sandbox."""
-    problem = {"prompt": "def add(a, b):\n    \"\"\"The sum of a and b.\"\"\"\n", "canonical_solution": "    return a + b\n",
+    problem = {"prompt": "def add(a, b):\n    \"\"\"The sum of a and b.\"\"\"\n",
+               "canonical_solution": "    return a + b\n",
                "test": "def check(candidate):\n    assert candidate(2, 2) == 4\n    assert candidate(-1, 1) == 0\n",
                "entry_point": "add"}
     completions = {"right": "    return a + b\n"}

@@ -9,20 +9,25 @@ the guard to a pipe only after the program's last line ran; an exit, with any st
 Two sandboxes, chosen by `chosen_sandbox()`:
 
 BUBBLEWRAP (the default): the program runs inside bubblewrap (`bwrap`), so the boundary is the kernel's.
-- new user, PID, network, IPC, UTS and mount namespaces (`--unshare-all --unshare-user`): no network
-  but an unconnected loopback, no process of the host visible or reachable by a signal, a fresh /proc
-  and a minimal /dev; the program runs as uid 65534 with no capabilities, `--new-session` (no terminal
-  injection) and `--die-with-parent`. Root needs the explicit `--unshare-user --uid`: `bwrap
-  --unshare-all` run by root makes a user namespace too, but keeps uid 0 with every capability in it,
-  enough to remount a read-only bind writable and change the host's files;
-- `--clearenv`, then PATH, HOME and TMPDIR (the run directory) and LANG (bwrap adds PWD): nothing of
-  the evaluator's environment;
-- read-only binds of only the Python installation running the evaluator and the system directories
-  (/usr and the /bin, /lib* links or directories), nothing else of the host: not /root, /home, the
-  checkout or the evaluator's output;
-- one writable place, /sandbox (working directory, HOME, TMPDIR): a tmpfs capped at Limits.disk_bytes
-  and Limits.files, mounted by `unshare` in a mount namespace of its own (bubblewrap 0.8, Debian 12's,
-  cannot size a tmpfs), so it vanishes with the run;
+- an unprivileged host user: an evaluator running as root drops to uid/gid 65534 (setpriv, no
+  supplementary groups, no capabilities) before bwrap makes any user namespace, so no uid inside maps
+  to host root, root-owned files (/proc/sys, /proc/keys of other users) stay closed, and RLIMIT_NPROC
+  binds; a non-root evaluator's programs run as the evaluating user;
+- new user, PID, network, IPC, UTS, cgroup and mount namespaces (`--unshare-all --unshare-user`), and
+  no more user namespaces inside (`--disable-userns`): no network but an unconnected loopback, no
+  process of the host visible or reachable by a signal; the program is uid 65534 in every namespace
+  (no `--dev`, which would map it through an intermediate uid 0), without capabilities, in a new
+  session (no terminal injection), killed with its parent;
+- a seccomp filter (REFUSED_SYSCALLS, built with libseccomp) refusing keyrings, io_uring,
+  userfaultfd, ptrace, BPF, perf, personality and every mount, namespace and module call;
+- `--clearenv`, then PATH, HOME and TMPDIR (the run directory), LANG and, for a relocated Python,
+  LD_LIBRARY_PATH (bwrap adds PWD): nothing of the evaluator's environment;
+- a read-only root: /usr (and the /bin, /lib* links), the Python installation at neutral paths
+  (/python, /site-packages/N: see PythonLayout), a read-only /proc, and the devices null, zero, full,
+  random, urandom; nothing else of the host, not /root, /home, /etc, the checkout or the output;
+- two writable places, each a tmpfs capped at Limits.disk_bytes: /dev/shm, and /sandbox (working
+  directory, HOME, TMPDIR), also capped at Limits.files where the evaluator is root (bwrap 0.8 can
+  size a tmpfs but not count its files: root_launch mounts it); both vanish with the run;
 - when the run ends, its namespace's first process is killed, and with it every process of the run
   (the kernel kills a PID namespace with its init); run_program returns once they are gone.
 Not guaranteed: a kernel exploit crosses any namespace boundary; for hostile models use a VM.
@@ -37,20 +42,23 @@ In both, sandbox_guard.py sets the rlimits in the child before the program's fir
 - a wall-clock limit, after which the run is killed; RLIMIT_CPU backs it up;
 - RLIMIT_AS caps memory; RLIMIT_FSIZE caps output (stdout and stderr go to one capped file) and any
   file the program writes; RLIMIT_CORE=0, so a crash leaves no core file;
-- RLIMIT_NPROC caps processes and threads at the user's current count plus a small allowance. The
-  kernel does not apply it to root (user namespaces do not change that), so when evaluating as root a
-  fork bomb is stopped by the audit hook, then by the wall-clock limit;
+- RLIMIT_NPROC caps processes and threads at the host user's current count plus a small allowance
+  (the kernel does not apply it to root: only in the unsafe sandbox run by root does it not bind);
 and installs its audit hook (sockets, ctypes calls, new processes, signals, rlimits, files outside the
 directory), which turns a program's mistakes into clear failures. It is no boundary: the program can
 rewrite it.
 """
 
+import atexit
+import errno
+import functools
 import json
 import logging
 import math
 import os
 import secrets
 import select
+import shlex
 import shutil
 import signal
 import site
@@ -59,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -68,6 +77,8 @@ from lm_eval_infogain.errors import UsageError
 logger = logging.getLogger(__name__)
 
 GUARD = Path(__file__).with_name("sandbox_guard.py")
+# The guard runs as `python -c GUARD_SOURCE`: no file of the host needs to be reachable inside.
+GUARD_SOURCE = GUARD.read_text(encoding="utf-8")
 MARKER = "LM_EVAL_INFOGAIN_SANDBOX"
 UNSAFE_VARIABLE = "MDM_INFOGAIN_UNSAFE_SANDBOX"
 INSTALL_HINT = ("install it (Debian/Ubuntu: apt-get install -y bubblewrap; Fedora: dnf install bubblewrap), "
@@ -83,9 +94,26 @@ SWEEP_ROUNDS = 20
 DYING_SECONDS = 10.0
 # Inside bubblewrap: the program's directory, the guard, and the unprivileged user it runs as.
 SANDBOX_DIR = "/sandbox"
-SANDBOX_GUARD = "/sandbox_guard.py"
-NOBODY = "65534"
+# The unprivileged host user (nobody) a root evaluator drops to before any user namespace is made; a
+# non-root evaluator's programs run as itself. Inside, the program is uid 65534 either way.
+SANDBOX_ID = 65534
 SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib32", "/lib64", "/libx32")
+NEUTRAL_PYTHON = "/python"
+NEUTRAL_SITE_PACKAGES = "/site-packages"
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+DEVICE_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
+                "/dev/stderr": "/proc/self/fd/2"}
+# Kernel interfaces no test program needs and that widen the kernel's attack surface or reach beyond
+# the run: keyrings, io_uring, userfaultfd, tracing and reading other processes, BPF, perf, execution
+# domains, and every mount, namespace and module call. They fail with EPERM.
+REFUSED_SYSCALLS = (
+    "keyctl", "add_key", "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd",
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "personality", "bpf", "perf_event_open",
+    "mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount", "fspick",
+    "mount_setattr", "unshare", "setns", "open_by_handle_at", "name_to_handle_at", "init_module", "finit_module",
+    "delete_module", "kexec_load", "kexec_file_load", "syslog", "acct", "swapon", "swapoff", "reboot", "quotactl",
+    "fanotify_init",
+)
 # bwrap reports a child killed by a signal as exit status 128 + the signal's number, as a shell does.
 SIGNAL_EXIT_BASE = 128
 
@@ -193,23 +221,27 @@ def read_proof(proof_read: int) -> bytes:
 
 def run_in_bubblewrap(run_input, proof_fd: int, limits: Limits) -> tuple[int | None, int, str]:
     tools = bubblewrap_tools()
-    mount_point = tempfile.mkdtemp(prefix="lm_eval_infogain_sandbox_")  # stays empty: the tmpfs covers it
+    python = python_layout()
+    as_root = os.getuid() == 0
     info_read, info_write = os.pipe()  # bwrap writes the host pid of the namespace's first process here
+    seccomp_read = seccomp_pipe()
     try:
-        command = [*tmpfs_command(tools, mount_point, limits),
-                   *bubblewrap_command(tools["bwrap"], mount_point, info_write),
-                   *guard_command(SANDBOX_DIR, limits, SANDBOX_GUARD, proof_fd)]
+        launch = root_launch(tools, python, limits) if as_root else []
+        command = [*launch, *bubblewrap_command(tools["bwrap"], python, as_root, limits, info_write, seccomp_read),
+                   *guard_command(python.interpreter, python.site_packages, SANDBOX_DIR, limits, proof_fd,
+                                  SANDBOX_ID if as_root else os.getuid())]
         return supervise(command, limits, env={"PATH": "/usr/bin:/bin"}, cwd="/", stdin=run_input,
-                         pass_fds=(proof_fd, info_write), end_run=lambda process: end_namespace(process, info_read))
+                         pass_fds=(proof_fd, info_write, seccomp_read),
+                         end_run=lambda process: end_namespace(process, info_read))
     finally:
-        os.close(info_read)
-        os.close(info_write)
-        os.rmdir(mount_point)
+        for descriptor in (info_read, info_write, seccomp_read):
+            os.close(descriptor)
 
 
 def bubblewrap_tools() -> dict[str, str]:
-    """Where bwrap, and util-linux's unshare and mount (which size the run's tmpfs), are on PATH."""
-    tools = {tool: shutil.which(tool) for tool in ("bwrap", "unshare", "mount")}
+    """Where bwrap, and util-linux's unshare, mount and setpriv (which a root evaluator needs), are on PATH."""
+    needed = ("bwrap", "unshare", "mount", "setpriv") if os.getuid() == 0 else ("bwrap",)
+    tools = {tool: shutil.which(tool) for tool in needed}
     if tools["bwrap"] is None:
         raise SandboxUnavailable(f"code tasks run generated programs inside bubblewrap, but bwrap is not on PATH: "
                                  f"{INSTALL_HINT}")
@@ -221,48 +253,165 @@ def bubblewrap_tools() -> dict[str, str]:
     return tools
 
 
-def tmpfs_command(tools: dict[str, str], mount_point: str, limits: Limits) -> list[str]:
-    """A mount namespace of our own with a size-capped tmpfs on `mount_point`, then exec the rest."""
-    options = f"size={limits.disk_bytes},nr_inodes={limits.files},mode=0700"
-    mount = f'{tools["mount"]} -t tmpfs -o {options} sandbox "$0" && exec "$@"'
-    return [tools["unshare"], "--user", "--map-root-user", "--mount", "--", "/bin/sh", "-c", mount, mount_point]
+def root_launch(tools: dict[str, str], python: "PythonLayout", limits: Limits) -> list[str]:
+    """For an evaluator running as root: in a mount namespace of its own (no user namespace: root's own
+    right to mount), bind the moved Python directories on the stage (unprivileged, bwrap may be unable
+    to reach them by their paths, e.g. under /root) and mount the run directory, a tmpfs capped in
+    bytes and in files (bwrap's --size caps bytes only); then setpriv drops to the unprivileged host
+    user SANDBOX_ID before bwrap makes any user namespace, so that no uid inside maps to host root and
+    RLIMIT_NPROC binds. The mounts vanish with the namespace."""
+    options = f"size={limits.disk_bytes},nr_inodes={limits.files},mode=0700,uid={SANDBOX_ID},gid={SANDBOX_ID}"
+    mounts = [python.stage.mount_command(tools["mount"], host, staged)
+              for host, staged in zip(python.moved, python.sources)]
+    mounts.append(f"{tools['mount']} -t tmpfs -o {options} sandbox {shlex.quote(python.stage.run_directory)}")
+    script = " && ".join([*mounts, 'exec "$@"'])
+    return [tools["unshare"], "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
+            tools["setpriv"], f"--reuid={SANDBOX_ID}", f"--regid={SANDBOX_ID}", "--clear-groups", "--inh-caps=-all"]
 
 
-def bubblewrap_command(bwrap: str, mount_point: str, info_fd: int) -> list[str]:
-    environment = {"PATH": "/usr/bin:/bin", "HOME": SANDBOX_DIR, "TMPDIR": SANDBOX_DIR, "LANG": "C.UTF-8"}
+def bubblewrap_command(bwrap: str, python: "PythonLayout", as_root: bool, limits: Limits, info_fd: int,
+                       seccomp_fd: int) -> list[str]:
+    """bwrap's arguments: namespaces, the read-only system at neutral paths, the capped tmpfs, seccomp.
+    The run directory: the tmpfs root_launch mounted, else (not root) one capped in bytes only."""
+    environment = {"PATH": "/usr/bin:/bin", "HOME": SANDBOX_DIR, "TMPDIR": SANDBOX_DIR, "LANG": "C.UTF-8",
+                   **python.environment}
+    run_directory = (["--bind", python.stage.run_directory, SANDBOX_DIR] if as_root
+                     else ["--perms", "0700", "--size", str(limits.disk_bytes), "--tmpfs", SANDBOX_DIR])
+    python_binds = [argument for source, neutral in zip(python.sources if as_root else python.moved,
+                                                       python.moved.values())
+                    for argument in ("--ro-bind", source, neutral)]
     return [
-        bwrap, "--unshare-all", "--unshare-user", "--uid", NOBODY, "--gid", NOBODY, "--cap-drop", "ALL",
-        "--die-with-parent", "--new-session", "--clearenv",
+        bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+        "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID), "--cap-drop", "ALL", "--die-with-parent",
+        "--new-session", "--clearenv",
         *[argument for name, value in environment.items() for argument in ("--setenv", name, value)],
-        *read_only_system_binds(), "--proc", "/proc", "--dev", "/dev",
-        "--bind", mount_point, SANDBOX_DIR, "--chdir", SANDBOX_DIR,
-        "--ro-bind", str(GUARD), SANDBOX_GUARD,
-        "--info-fd", str(info_fd),
+        *read_only_system_binds(), *python_binds,
+        # bwrap's --dev would make the sandbox's uid 0 in an intermediate user namespace (for devpts):
+        # only the devices a program needs, bound one by one, keep every user namespace's uid 65534.
+        "--proc", "/proc", "--remount-ro", "/proc", "--dir", "/dev",
+        *[argument for device in DEVICES if os.path.exists(device) for argument in ("--dev-bind", device, device)],
+        *[argument for link, target in DEVICE_LINKS.items() for argument in ("--symlink", target, link)],
+        "--perms", "1777", "--size", str(limits.disk_bytes), "--tmpfs", "/dev/shm",
+        *run_directory, "--remount-ro", "/", "--chdir", SANDBOX_DIR,
+        "--seccomp", str(seccomp_fd), "--info-fd", str(info_fd),
     ]
 
 
 def read_only_system_binds() -> list[str]:
-    """The system directories (a merged-/usr link stays a link) and the Python installation, read-only."""
+    """The system directories (a merged-/usr link stays a link), read-only."""
     binds = []
     for directory in SYSTEM_DIRS:
         if os.path.islink(directory):
             binds += ["--symlink", os.readlink(directory), directory]
         elif os.path.isdir(directory):
             binds += ["--ro-bind", directory, directory]
-    for directory in python_installation():
-        binds += ["--ro-bind", directory, directory]
     return binds
 
 
-def python_installation() -> list[str]:
-    """The directories of the running interpreter (a virtualenv and the Python it was made from), outside /usr."""
-    prefixes = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
-                os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
-    prefixes |= {os.path.realpath(prefix) for prefix in prefixes}
-    outside = sorted(prefix for prefix in prefixes if not any(
-        prefix == system or prefix.startswith(system + os.sep) for system in SYSTEM_DIRS))
-    # A prefix inside another one is covered by its bind.
-    return [prefix for prefix in outside if not any(prefix.startswith(other + os.sep) for other in outside)]
+@dataclass(frozen=True)
+class Stage:
+    """Empty directories of the host, made once per evaluator, on which each run's own mount namespace
+    mounts what bwrap binds (root evaluator only): `run_directory`, and one per moved directory."""
+
+    root: str
+    run_directory: str
+    overlay: bool = False  # whether read-only overlays (which hide their source paths) can be mounted
+
+    @staticmethod
+    def make(moved: int, mount: str) -> "Stage":
+        root = tempfile.mkdtemp(prefix="lm_eval_infogain_stage_")
+        os.chmod(root, 0o711)  # the sandbox user passes through, lists nothing
+        for name in ["run", "empty", "probe", *map(str, range(moved))]:
+            os.mkdir(os.path.join(root, name), 0o700)
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        stage = Stage(root, os.path.join(root, "run"))
+        probe = stage.mount_command(mount, stage.run_directory, os.path.join(root, "probe"), overlay=True)
+        tried = subprocess.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", probe],
+                               capture_output=True)
+        return dataclasses.replace(stage, overlay=tried.returncode == 0)
+
+    @property
+    def empty(self) -> str:
+        return os.path.join(self.root, "empty")
+
+    def mount_command(self, mount: str, host: str, staged: str, overlay: bool | None = None) -> str:
+        """Shell words that show `host` at `staged`. A bind mount's line in /proc/self/mountinfo names
+        its source path (the home, checkout or venv); a read-only overlay of the directory (and an empty
+        one: an overlay needs two layers) names only the descriptors it was given."""
+        if not (self.overlay if overlay is None else overlay):
+            return f"{mount} --bind {shlex.quote(host)} {shlex.quote(staged)}"
+        return (f"{mount} -t overlay overlay -o ro,lowerdir=/proc/self/fd/8:/proc/self/fd/9 {shlex.quote(staged)} "
+                f"8<{shlex.quote(host)} 9<{shlex.quote(self.empty)}")
+
+
+@dataclass(frozen=True)
+class PythonLayout:
+    """The evaluator's Python inside the sandbox. An installation outside the system directories (a
+    pyenv, conda or virtualenv in a home or a checkout) is bound at a neutral path, /python and
+    /site-packages/N, so that no path of the host's home, checkout or venv exists inside."""
+
+    interpreter: str  # inside
+    site_packages: tuple[str, ...]  # inside
+    moved: dict  # host directory -> its neutral path inside
+    stage: Stage
+    environment: dict  # LD_LIBRARY_PATH for an interpreter whose libpython moved with it
+
+    @property
+    def sources(self) -> list[str]:
+        """Where root_launch binds each moved directory for bwrap to find it."""
+        return [os.path.join(self.stage.root, str(number)) for number in range(len(self.moved))]
+
+
+@functools.cache
+def python_layout() -> PythonLayout:
+    base = os.path.realpath(sys.base_prefix)
+    executable = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    moved = {} if is_under(base, SYSTEM_DIRS) else {base: NEUTRAL_PYTHON}
+    site_packages = [os.path.realpath(path) for path in site.getsitepackages() if os.path.isdir(path)]
+    outside = [path for path in dict.fromkeys(site_packages) if not is_under(path, (*SYSTEM_DIRS, base))]
+    moved |= {path: f"{NEUTRAL_SITE_PACKAGES}/{number}" for number, path in enumerate(outside)}
+
+    def inside(path: str) -> str:
+        for host, neutral in moved.items():
+            if is_under(path, (host,)):
+                return neutral + path[len(host):]
+        return path
+
+    if not is_under(executable, (*SYSTEM_DIRS, base)):
+        raise SandboxUnavailable(f"the interpreter {executable} lies outside its installation {base}; code tasks "
+                                 "need an interpreter the sandbox can bind (a virtualenv made with symlinks)")
+    library = {"LD_LIBRARY_PATH": f"{NEUTRAL_PYTHON}/lib"} if base in moved else {}
+    stage = Stage.make(len(moved), bubblewrap_tools()["mount"]) if os.getuid() == 0 else Stage("", "")
+    return PythonLayout(inside(executable), tuple(map(inside, site_packages)), moved, stage, library)
+
+
+def is_under(path: str, roots) -> bool:
+    return any(path == root or path.startswith(root + os.sep) for root in roots)
+
+
+@functools.cache
+def seccomp_program() -> bytes:
+    """The BPF program bwrap installs: REFUSED_SYSCALLS fail with EPERM, every other call is allowed."""
+    try:
+        import pyseccomp  # loads libseccomp.so.2 through ctypes
+    except OSError as error:
+        raise SandboxUnavailable(f"code tasks need libseccomp ({error}): install it (Debian/Ubuntu: apt-get "
+                                 f"install -y libseccomp2), or set {UNSAFE_VARIABLE}=1 (unsafe)") from None
+    refuse = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    for name in REFUSED_SYSCALLS:
+        refuse.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
+    with tempfile.TemporaryFile() as program:
+        refuse.export_bpf(program)
+        program.seek(0)
+        return program.read()
+
+
+def seccomp_pipe() -> int:
+    """A pipe's read end holding the seccomp program (a few hundred bytes: it fits the pipe's buffer)."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, seccomp_program())
+    os.close(write_end)
+    return read_end
 
 
 def end_namespace(process: subprocess.Popen, info_read: int) -> None:
@@ -295,7 +444,8 @@ def run_with_guard_only(run_input, proof_fd: int, limits: Limits) -> tuple[int |
     run_id = secrets.token_hex(16)
     directory = tempfile.mkdtemp(prefix="lm_eval_infogain_sandbox_")
     try:
-        command = guard_command(directory, limits, str(GUARD), proof_fd)
+        site_packages = [path for path in site.getsitepackages() if os.path.isdir(path)]
+        command = guard_command(sys.executable, site_packages, directory, limits, proof_fd, os.getuid())
         return supervise(command, limits, env=scrubbed_environment(Path(directory), run_id), cwd=directory,
                          stdin=run_input, pass_fds=(proof_fd,),
                          end_run=lambda process: end_group_and_marked(process, run_id))
@@ -319,12 +469,13 @@ def scrubbed_environment(directory: Path, run_id: str) -> dict[str, str]:
 # ---------------------------------------------------------------- shared by both
 
 
-def guard_command(directory: str, limits: Limits, guard: str, proof_fd: int) -> list[str]:
-    """The interpreter running sandbox_guard.py; -S skips site-packages' .pth files (an editable install's
-    would import from the checkout), the guard puts site-packages on sys.path itself."""
-    settings = {"rlimits": resource_limits(limits), "processes": limits.processes, "proof_fd": proof_fd,
-                "site_packages": [path for path in site.getsitepackages() if os.path.isdir(path)]}
-    return [sys.executable, "-I", "-S", guard, directory, json.dumps(settings)]
+def guard_command(interpreter: str, site_packages, directory: str, limits: Limits, proof_fd: int,
+                  uid: int) -> list[str]:
+    """The interpreter running sandbox_guard.py as host user `uid`; -S skips site-packages' .pth files (an
+    editable install's would import from the checkout), the guard puts site-packages on sys.path itself."""
+    settings = {"rlimits": resource_limits(limits, uid), "processes": limits.processes, "proof_fd": proof_fd,
+                "site_packages": list(site_packages)}
+    return [interpreter, "-I", "-S", "-c", GUARD_SOURCE, directory, json.dumps(settings)]
 
 
 def supervise(command: list[str], limits: Limits, *, env: dict[str, str], cwd: str, stdin, pass_fds: tuple,
@@ -387,15 +538,15 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def resource_limits(limits: Limits) -> dict[str, int]:
-    """The rlimits sandbox_guard.py sets, soft = hard, before the program runs."""
+def resource_limits(limits: Limits, uid: int) -> dict[str, int]:
+    """The rlimits sandbox_guard.py sets, soft = hard, before the program runs as host user `uid`."""
     return {
         # A backstop for the wall-clock limit, in whole CPU seconds.
         "RLIMIT_CPU": math.ceil(limits.seconds) + 1,
         "RLIMIT_AS": limits.memory_bytes,
         "RLIMIT_FSIZE": limits.output_bytes,
         "RLIMIT_CORE": 0,
-        "RLIMIT_NPROC": tasks_of_user(os.getuid()) + THREAD_ALLOWANCE + limits.processes,
+        "RLIMIT_NPROC": tasks_of_user(uid) + THREAD_ALLOWANCE + limits.processes,
     }
 
 

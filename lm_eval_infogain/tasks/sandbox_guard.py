@@ -123,7 +123,8 @@ def read_run() -> tuple[bytes, str]:
 
 
 def run_to_the_end(source: str, proof: bytes, proof_fd: int, *, exit=os._exit, write=os.write,
-                   flush_stdout=sys.stdout.flush, flush_stderr=sys.stderr.flush, format_exception=traceback.format_exception,
+                   flush_stdout=sys.stdout.flush, flush_stderr=sys.stderr.flush,
+                   format_exception=traceback.format_exception,
                    BaseException=BaseException, SystemExit=SystemExit) -> None:
     """Run the program as __main__; prove that it ran to its end, or report why not. Never returns.
     The keyword defaults are bound when this file is loaded, before the program exists, and the

@@ -20,6 +20,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -624,6 +625,44 @@ def test_the_program_is_nobody_on_the_host_with_capped_tmpfs_seccomp_and_no_nest
     assert set(refused.values()) <= {"Operation not permitted"}, refused
 
 
+needs_cgroups = pytest.mark.skipif(not sandbox_module.cgroup_support().parents,
+                                   reason=f"cgroups {sandbox_module.cgroup_support().missing}")
+
+
+@needs_cgroups
+def test_each_run_has_its_own_pids_memory_and_cpu_cgroup_which_goes_with_it():
+    token = secrets.token_hex(8)
+    limits = Limits(seconds=AMPLE_START, processes=1)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(run_program, start_sleeper(token) + "import time\ntime.sleep(60)\n", limits)
+        deadline = time.monotonic() + AMPLE_START
+        while not processes_carrying(token) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sleeper = processes_carrying(token)[0]
+        cgroups = {controllers: path for line in Path(f"/proc/{sleeper}/cgroup").read_text().splitlines()
+                   for _, controllers, path in [line.split(":", 2)]}
+        assert running.result().status is Status.TIMED_OUT
+    parents = sandbox_module.cgroup_support().parents
+    run_cgroups = {controller: os.path.join(parent, Path(cgroups[controller]).name)
+                   for controller, parent in parents.items()}
+    for controller, directory in run_cgroups.items():  # the run's own, under the evaluator's
+        assert cgroups[controller].endswith(directory.split(f"/sys/fs/cgroup/{controller}")[1])
+        assert Path(directory).name.startswith("run_") and not os.path.exists(directory)  # removed after the run
+    assert sandbox_module.cgroup_settings("pids", limits) == {"pids.max": sandbox_module.run_tasks(limits)}
+
+
+@needs_cgroups
+def test_memory_is_capped_for_the_run_not_only_per_process():
+    """Three children of 250 MB each: each is under its own 512 MiB address space, together they are
+    over the run's 640 MiB, so not all three can hold theirs."""
+    child = ("import os, sys, time\nfor _ in range(3):\n    if os.fork() == 0:\n"
+             "        held = b'x' * (250 << 20)\n        print('held', flush=True)\n        time.sleep(60)\n"
+             "time.sleep(60)\n")
+    execution = run_program(child, Limits(seconds=AMPLE_START, memory_bytes=512 << 20, processes=3))
+    assert execution.status is not Status.PASSED
+    assert execution.output.count("held") < 3, execution.output
+
+
 def test_a_program_cannot_raise_its_priority():
     execution = run_program("import os\nos.nice(-10)", AMPLE)
     assert execution.status is Status.FAILED and "PermissionError" in execution.reason
@@ -752,4 +791,9 @@ def test_stock_cli_scores_wrong_programs_that_exit_0_as_failed(tmp_path):
     assert scores == {name: float(name == "right") for name in completions}, scores
     results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
     assert results["results"]["humaneval_local"]["pass@1,create_test"] == 1 / len(completions)
-    assert results["configs"]["humaneval_local"]["metadata"]["sandbox"] == "bubblewrap"
+    metadata = results["configs"]["humaneval_local"]["metadata"]
+    assert metadata["sandbox"] == "bubblewrap"
+    assert metadata["sandbox_layers"] == sandbox_module.sandbox_layers(Sandbox.BUBBLEWRAP)
+    assert metadata["sandbox_layers"]["host_user"].startswith("uid 65534" if RUNNING_AS_ROOT else f"uid {os.getuid()}")
+    assert metadata["sandbox_layers"]["cgroups"].startswith(
+        "per run" if sandbox_module.cgroup_support().parents else "not in force")

@@ -16,7 +16,8 @@ code tasks, which replace every function of lm-eval's humaneval and mbpp utils (
 `evaluate.load("code_eval")`, which needs the Hugging Face hub), never import those modules.
 A code task (`unsafe_code: true`) checks its sandbox when it is built, before any request is decoded
 (bubblewrap must run here, unless the unsafe opt-in chose the in-process guard), and records it in its
-config's metadata, `"sandbox"`, which the results JSON shows under `configs.<task>.metadata`. Once its
+config's metadata, `"sandbox"`, with the layers in force on this machine, `"sandbox_layers"`, which the
+results JSON shows under `configs.<task>.metadata`. Once its
 filters ran, it runs every program its metric will score side by side (`code_metrics.run_ahead`).
 """
 
@@ -34,7 +35,7 @@ from lm_eval.api.task import ConfigurableTask
 
 from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.tasks import code_metrics
-from lm_eval_infogain.tasks.sandbox import require_sandbox
+from lm_eval_infogain.tasks.sandbox import require_sandbox, sandbox_layers
 
 BUILTIN_TASKS_DIR = Path(lm_eval.tasks.__file__).parent
 # Keys of a built-in that a copy reading local files must not inherit.
@@ -165,6 +166,7 @@ class LocalDataTask(ConfigurableTask):
         metadata = {**builtin.get("metadata", {}), **own.get("metadata", {})}
         if sandbox is not None:
             metadata["sandbox"] = sandbox.value
+            metadata["sandbox_layers"] = sandbox_layers(sandbox)
         super().__init__(config=resolve_functions({**inherited, **own, "metadata": metadata}))
 
     def apply_filters(self) -> None:

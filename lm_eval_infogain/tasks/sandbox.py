@@ -103,6 +103,11 @@ NEUTRAL_SITE_PACKAGES = "/site-packages"
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 DEVICE_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
                 "/dev/stderr": "/proc/self/fd/2"}
+CGROUP_CONTROLLERS = ("pids", "memory", "cpu")
+CPU_PERIOD_MICROSECONDS = 100_000  # cgroup v1's default cpu.cfs_period_us
+# Tasks of a run besides the program's: bwrap, its PID namespace's init, the guard, and the shell's
+# short-lived mount children at the start.
+LAUNCH_TASKS = 8
 # Kernel interfaces no test program needs and that widen the kernel's attack surface or reach beyond
 # the run: keyrings, io_uring, userfaultfd, tracing and reading other processes, BPF, perf, execution
 # domains, and every mount, namespace and module call. They fail with EPERM.
@@ -182,6 +187,41 @@ def require_sandbox() -> Sandbox:
     return sandbox
 
 
+def sandbox_layers(sandbox: Sandbox, limits: Limits = Limits()) -> dict[str, str]:
+    """What protects the evaluation on this machine, layer by layer, as the results JSON records it."""
+    mebibytes = 1 << 20
+    verdict = "a pass needs the guard's proof, written after the program's last line; exit status alone is none"
+    rlimits = (f"per process: {limits.seconds} s wall clock (CPU time backs it), "
+               f"{limits.memory_bytes // mebibytes} MiB address space, {limits.output_bytes // mebibytes} MiB output and per file, no core dumps, "
+               "processes and threads of the host user capped (RLIMIT_NPROC"
+               + (", which the kernel does not apply to root)" if sandbox is Sandbox.GUARD_ONLY and os.getuid() == 0
+                  else ")"))
+    if sandbox is Sandbox.GUARD_ONLY:
+        return {"host_user": f"uid {os.getuid()} (the evaluating user)", "namespaces": "none", "seccomp": "none",
+                "filesystem": "the host's, behind an audit hook the program can disarm", "cgroups": "not in force",
+                "rlimits": rlimits, "verdict": verdict}
+    as_root = os.getuid() == 0
+    support = cgroup_support()
+    cgroups = support.missing or (f"per run (cgroup v1): at most {run_tasks(limits)} tasks, "
+                                  f"{cgroup_settings('memory', limits)['memory.limit_in_bytes'] // mebibytes} MiB "
+                                  "of memory with its tmpfs pages, one CPU")
+    python = python_layout()
+    hidden = "overlays naming no host path" if python.stage.overlay else "binds (mountinfo names their host paths)"
+    return {
+        "host_user": (f"uid {SANDBOX_ID}, gid {SANDBOX_ID}, no supplementary groups (dropped from root before any "
+                      "user namespace)" if as_root else f"uid {os.getuid()} (the evaluating user)"),
+        "namespaces": "user, pid, network, ipc, uts, cgroup, mount; no nested user namespace (--disable-userns)",
+        "seccomp": "refuses " + ", ".join(REFUSED_SYSCALLS),
+        "filesystem": (f"read-only /, /usr, /proc and the Python installation at /python, /site-packages/N ({hidden}); "
+                       f"writable /sandbox ({limits.disk_bytes // mebibytes} MiB"
+                       + (f", {limits.files} files)" if as_root else ")")
+                       + f" and /dev/shm ({limits.disk_bytes // mebibytes} MiB)"),
+        "cgroups": cgroups,
+        "rlimits": rlimits,
+        "verdict": verdict,
+    }
+
+
 def run_program(source: str, limits: Limits = Limits(), sandbox: Sandbox | None = None) -> Execution:
     """Run `source` as a Python program in `sandbox` (default: `chosen_sandbox()`); see the module docstring.
     Whatever the program does, and even where the sandbox's own machinery fails on it, the answer is
@@ -225,8 +265,9 @@ def run_in_bubblewrap(run_input, proof_fd: int, limits: Limits) -> tuple[int | N
     as_root = os.getuid() == 0
     info_read, info_write = os.pipe()  # bwrap writes the host pid of the namespace's first process here
     seccomp_read = seccomp_pipe()
+    cgroups = make_run_cgroups(limits)
     try:
-        launch = root_launch(tools, python, limits) if as_root else []
+        launch = root_launch(tools, python, limits, cgroups) if as_root else []
         command = [*launch, *bubblewrap_command(tools["bwrap"], python, as_root, limits, info_write, seccomp_read),
                    *guard_command(python.interpreter, python.site_packages, SANDBOX_DIR, limits, proof_fd,
                                   SANDBOX_ID if as_root else os.getuid())]
@@ -236,6 +277,7 @@ def run_in_bubblewrap(run_input, proof_fd: int, limits: Limits) -> tuple[int | N
     finally:
         for descriptor in (info_read, info_write, seccomp_read):
             os.close(descriptor)
+        remove_run_cgroups(cgroups)
 
 
 def bubblewrap_tools() -> dict[str, str]:
@@ -253,18 +295,20 @@ def bubblewrap_tools() -> dict[str, str]:
     return tools
 
 
-def root_launch(tools: dict[str, str], python: "PythonLayout", limits: Limits) -> list[str]:
+def root_launch(tools: dict[str, str], python: "PythonLayout", limits: Limits, cgroups: list[str]) -> list[str]:
     """For an evaluator running as root: in a mount namespace of its own (no user namespace: root's own
     right to mount), bind the moved Python directories on the stage (unprivileged, bwrap may be unable
     to reach them by their paths, e.g. under /root) and mount the run directory, a tmpfs capped in
     bytes and in files (bwrap's --size caps bytes only); then setpriv drops to the unprivileged host
     user SANDBOX_ID before bwrap makes any user namespace, so that no uid inside maps to host root and
-    RLIMIT_NPROC binds. The mounts vanish with the namespace."""
+    RLIMIT_NPROC binds. The mounts vanish with the namespace. The first process joins the run's
+    `cgroups`, so every process of the run is in them."""
     options = f"size={limits.disk_bytes},nr_inodes={limits.files},mode=0700,uid={SANDBOX_ID},gid={SANDBOX_ID}"
     mounts = [python.stage.mount_command(tools["mount"], host, staged)
               for host, staged in zip(python.moved, python.sources)]
     mounts.append(f"{tools['mount']} -t tmpfs -o {options} sandbox {shlex.quote(python.stage.run_directory)}")
-    script = " && ".join([*mounts, 'exec "$@"'])
+    joins = [f"echo $$ > {shlex.quote(os.path.join(cgroup, 'cgroup.procs'))}" for cgroup in cgroups]
+    script = " && ".join([*joins, *mounts, 'exec "$@"'])
     return [tools["unshare"], "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
             tools["setpriv"], f"--reuid={SANDBOX_ID}", f"--regid={SANDBOX_ID}", "--clear-groups", "--inh-caps=-all"]
 
@@ -387,6 +431,81 @@ def python_layout() -> PythonLayout:
 
 def is_under(path: str, roots) -> bool:
     return any(path == root or path.startswith(root + os.sep) for root in roots)
+
+
+@dataclass(frozen=True)
+class CgroupSupport:
+    """Where runs get cgroups of their own: controller -> the directory under which each run's is made
+    (in the evaluator's own cgroup, so the evaluator's limits still hold), or why there are none."""
+
+    parents: dict
+    missing: str  # empty when cgroups are in force
+
+
+@functools.cache
+def cgroup_support() -> CgroupSupport:
+    if os.getuid() != 0:
+        return CgroupSupport({}, "not in force: the evaluator is not root, so no cgroup is writable")
+    own = {controller: path for line in Path("/proc/self/cgroup").read_text().splitlines()
+           for _, controllers, path in [line.split(":", 2)] for controller in controllers.split(",")}
+    mounted = {}  # controller -> mount point of its cgroup v1 hierarchy
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, after = line.split(" - ", 1)
+        filesystem, _, options = after.split()
+        if filesystem == "cgroup":
+            mounted |= {option: fields.split()[4] for option in options.split(",") if option in CGROUP_CONTROLLERS}
+    parents = {}
+    for controller in CGROUP_CONTROLLERS:
+        if controller not in mounted or controller not in own:
+            return CgroupSupport({}, f"not in force: no cgroup v1 {controller} hierarchy here (cgroup v2 "
+                                     "would need a delegated subtree, which the sandbox does not use yet)")
+        parent = os.path.join(mounted[controller], own[controller].lstrip("/"), f"lm_eval_infogain_{os.getpid()}")
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as error:
+            return CgroupSupport({}, f"not in force: cannot make {parent} ({error.strerror})")
+        atexit.register(os.rmdir, parent)
+        parents[controller] = parent
+    return CgroupSupport(parents, "")
+
+
+def cgroup_settings(controller: str, limits: Limits) -> dict[str, int]:
+    """The run's limits, all its processes together (file -> value, written in this order)."""
+    memory = limits.memory_bytes + 2 * limits.disk_bytes  # the program's memory, and its two tmpfs' pages
+    return {
+        "pids": {"pids.max": run_tasks(limits)},
+        "memory": {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory},  # memsw: no swap
+        "cpu": {"cpu.cfs_quota_us": CPU_PERIOD_MICROSECONDS},  # one CPU at most, whatever it starts
+    }[controller]
+
+
+def run_tasks(limits: Limits) -> int:
+    """Tasks (processes and threads) one run may hold: its program's allowance plus the launch's own."""
+    return THREAD_ALLOWANCE + limits.processes + LAUNCH_TASKS
+
+
+def make_run_cgroups(limits: Limits) -> list[str]:
+    """A pids, memory and cpu cgroup for one run, where cgroups are in force; else none."""
+    name = f"run_{secrets.token_hex(8)}"
+    cgroups = []
+    for controller, parent in cgroup_support().parents.items():
+        cgroup = os.path.join(parent, name)
+        os.mkdir(cgroup)
+        cgroups.append(cgroup)
+        for file, value in cgroup_settings(controller, limits).items():
+            if os.path.exists(os.path.join(cgroup, file)):  # memsw exists only with swap accounting
+                Path(cgroup, file).write_text(str(value))
+    return cgroups
+
+
+def remove_run_cgroups(cgroups: list[str]) -> None:
+    """Remove the run's cgroups once the processes left in them (none, after end_namespace) are gone."""
+    for cgroup in cgroups:
+        left = [int(pid) for pid in Path(cgroup, "cgroup.procs").read_text().split()]
+        for pid in left:
+            kill_process(pid)
+        wait_until_gone(left)
+        os.rmdir(cgroup)
 
 
 @functools.cache
@@ -563,6 +682,13 @@ def tasks_of_user(uid: int) -> int:
     return count
 
 
+def kill_process(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def kill_group(process_group: int) -> None:
     try:
         os.killpg(process_group, signal.SIGKILL)
@@ -592,10 +718,7 @@ def kill_marked_processes(run_id: str) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_process(pid)
         wait_until_gone(pids)
     raise RuntimeError(f"processes {marked_processes(run_id)} of sandbox run {run_id} survive SIGKILL")
 

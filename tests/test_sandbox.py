@@ -647,7 +647,8 @@ def test_each_run_has_its_own_pids_memory_and_cpu_cgroup_which_goes_with_it():
                    for controller, parent in parents.items()}
     for controller, directory in run_cgroups.items():  # the run's own, under the evaluator's
         assert cgroups[controller].endswith(directory.split(f"/sys/fs/cgroup/{controller}")[1])
-        assert Path(directory).name.startswith("run_") and not os.path.exists(directory)  # removed after the run
+        assert Path(directory).name.startswith("lm_eval_infogain_run_")
+        assert not os.path.exists(directory)  # removed after the run
     assert sandbox_module.cgroup_settings("pids", limits) == {"pids.max": sandbox_module.run_tasks(limits)}
 
 

@@ -435,8 +435,10 @@ def is_under(path: str, roots) -> bool:
 
 @dataclass(frozen=True)
 class CgroupSupport:
-    """Where runs get cgroups of their own: controller -> the directory under which each run's is made
-    (in the evaluator's own cgroup, so the evaluator's limits still hold), or why there are none."""
+    """Where runs get cgroups of their own: controller -> the evaluator's own cgroup, in which each run's
+    is made (so the evaluator's limits still hold), or why there are none. Directly in it, not in a
+    cgroup of all runs: the CPU scheduler would give such a cgroup one share for all its runs together,
+    which halved the throughput of runs side by side on a busy machine."""
 
     parents: dict
     missing: str  # empty when cgroups are in force
@@ -459,12 +461,9 @@ def cgroup_support() -> CgroupSupport:
         if controller not in mounted or controller not in own:
             return CgroupSupport({}, f"not in force: no cgroup v1 {controller} hierarchy here (cgroup v2 "
                                      "would need a delegated subtree, which the sandbox does not use yet)")
-        parent = os.path.join(mounted[controller], own[controller].lstrip("/"), f"lm_eval_infogain_{os.getpid()}")
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as error:
-            return CgroupSupport({}, f"not in force: cannot make {parent} ({error.strerror})")
-        atexit.register(os.rmdir, parent)
+        parent = os.path.join(mounted[controller], own[controller].lstrip("/"))
+        if not os.access(parent, os.W_OK):
+            return CgroupSupport({}, f"not in force: the evaluator's cgroup {parent} is not writable")
         parents[controller] = parent
     return CgroupSupport(parents, "")
 
@@ -485,8 +484,8 @@ def run_tasks(limits: Limits) -> int:
 
 
 def make_run_cgroups(limits: Limits) -> list[str]:
-    """A pids, memory and cpu cgroup for one run, where cgroups are in force; else none."""
-    name = f"run_{secrets.token_hex(8)}"
+    """A pids, memory and cpu cgroup for one run, set to `limits`, where cgroups are in force; else none."""
+    name = f"lm_eval_infogain_run_{secrets.token_hex(8)}"
     cgroups = []
     for controller, parent in cgroup_support().parents.items():
         cgroup = os.path.join(parent, name)

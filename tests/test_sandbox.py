@@ -748,7 +748,8 @@ from lm_eval.api.registry import register_model
 class Scripted(LM):
     def __init__(self, **options):
         super().__init__()
-        self.completions = json.loads(os.environ["SCRIPTED_COMPLETIONS"])
+        print("scripted model loaded", file=sys.stderr)
+        self.completions = json.loads(os.environ.get("SCRIPTED_COMPLETIONS", "{}"))
 
     def generate_until(self, requests):
         answers = []
@@ -798,3 +799,16 @@ def test_stock_cli_scores_wrong_programs_that_exit_0_as_failed(tmp_path):
     assert metadata["sandbox_layers"]["host_user"].startswith("uid 65534" if RUNNING_AS_ROOT else f"uid {os.getuid()}")
     assert metadata["sandbox_layers"]["cgroups"].startswith(
         "per run" if sandbox_module.cgroup_support().parents else "not in force")
+
+
+def test_stock_cli_checks_the_sandbox_before_it_loads_the_model(tmp_path):
+    """lm-eval builds the tasks after the model; a code task named on the command line is checked first."""
+    env = {key: value for key, value in os.environ.items() if key != UNSAFE_VARIABLE}
+    env["PATH"] = str(tmp_path)  # no bwrap (the interpreter is called by its full path)
+    documents = Path(__file__).parent / "fixtures" / "humaneval_test.jsonl"
+    command = [sys.executable, "-c", SCRIPTED_CLI, "--model", "scripted", "--tasks", "humaneval_local",
+               "--confirm_run_unsafe_code", "--metadata", json.dumps({"humaneval_local_jsonl": str(documents)})]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "scripted model loaded" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "mdm_infogain: code tasks run generated programs inside bubblewrap, but bwrap is not on PATH")

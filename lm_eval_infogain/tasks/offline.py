@@ -22,6 +22,7 @@ filters ran, it runs every program its metric will score side by side (`code_met
 """
 
 import ast
+import functools
 import importlib
 import json
 import os
@@ -34,6 +35,7 @@ import yaml
 from lm_eval.api.task import ConfigurableTask
 
 from lm_eval_infogain.errors import UsageError
+from lm_eval_infogain.lm_eval_hook import task_configs_dir
 from lm_eval_infogain.tasks import code_metrics
 from lm_eval_infogain.tasks.sandbox import require_sandbox, sandbox_layers
 
@@ -237,6 +239,26 @@ class LocalDataTask(ConfigurableTask):
             raise UsageError(f"{task}: {num_fewshot}-shot prompts draw from the {split} split: "
                              f"{how_to_set(task, split, self.config.test_split)}, or run with --num_fewshot 0")
         return super().fewshot_context(doc, num_fewshot=num_fewshot, **kwargs)
+
+
+def check_sandbox_for(task_names) -> None:
+    """Before the model is loaded: if `task_names` (lm-eval's `tasks`) names one of this package's code
+    tasks, the sandbox must run here (require_sandbox raises its one-line reason otherwise)."""
+    named = {name for name in task_names or [] if isinstance(name, str)}
+    if named & code_task_names():
+        require_sandbox()
+
+
+@functools.cache
+def code_task_names() -> frozenset[str]:
+    """This package's tasks marked `unsafe_code: true`: those that run generated programs."""
+    class TagsIgnored(yaml.SafeLoader):
+        pass
+
+    TagsIgnored.add_multi_constructor("!", lambda loader, suffix, node: None)
+    configs = [yaml.load(path.read_text(encoding="utf-8"), Loader=TagsIgnored)  # noqa: S506 (SafeLoader)
+               for path in Path(task_configs_dir()).glob("*/*.yaml")]
+    return frozenset(config["task"] for config in configs if isinstance(config, dict) and config.get("unsafe_code"))
 
 
 def mbpp_fewshot_samples() -> list[dict]:

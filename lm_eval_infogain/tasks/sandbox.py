@@ -66,6 +66,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import dataclasses
 from dataclasses import dataclass
@@ -192,7 +193,8 @@ def sandbox_layers(sandbox: Sandbox, limits: Limits = Limits()) -> dict[str, str
     mebibytes = 1 << 20
     verdict = "a pass needs the guard's proof, written after the program's last line; exit status alone is none"
     rlimits = (f"per process: {limits.seconds} s wall clock (CPU time backs it), "
-               f"{limits.memory_bytes // mebibytes} MiB address space, {limits.output_bytes // mebibytes} MiB output and per file, no core dumps, "
+               f"{limits.memory_bytes // mebibytes} MiB address space, "
+               f"{limits.output_bytes // mebibytes} MiB output and per file, no core dumps, "
                "processes and threads of the host user capped (RLIMIT_NPROC"
                + (", which the kernel does not apply to root)" if sandbox is Sandbox.GUARD_ONLY and os.getuid() == 0
                   else ")"))
@@ -206,13 +208,18 @@ def sandbox_layers(sandbox: Sandbox, limits: Limits = Limits()) -> dict[str, str
                                   f"{cgroup_settings('memory', limits)['memory.limit_in_bytes'] // mebibytes} MiB "
                                   "of memory with its tmpfs pages, one CPU")
     python = python_layout()
-    hidden = "overlays naming no host path" if python.stage.overlay else "binds (mountinfo names their host paths)"
+    if not python.moved:
+        installation = "the Python installation (under /usr)"
+    else:
+        shown = ("read-only overlays that name no host path" if python.stage.overlay
+                 else "binds whose host paths /proc/self/mountinfo names")
+        installation = f"the Python installation at /python, /site-packages/N ({shown})"
     return {
         "host_user": (f"uid {SANDBOX_ID}, gid {SANDBOX_ID}, no supplementary groups (dropped from root before any "
                       "user namespace)" if as_root else f"uid {os.getuid()} (the evaluating user)"),
         "namespaces": "user, pid, network, ipc, uts, cgroup, mount; no nested user namespace (--disable-userns)",
         "seccomp": "refuses " + ", ".join(REFUSED_SYSCALLS),
-        "filesystem": (f"read-only /, /usr, /proc and the Python installation at /python, /site-packages/N ({hidden}); "
+        "filesystem": (f"read-only /, /usr, /proc and {installation}; "
                        f"writable /sandbox ({limits.disk_bytes // mebibytes} MiB"
                        + (f", {limits.files} files)" if as_root else ")")
                        + f" and /dev/shm ({limits.disk_bytes // mebibytes} MiB)"),
@@ -406,8 +413,16 @@ class PythonLayout:
         return [os.path.join(self.stage.root, str(number)) for number in range(len(self.moved))]
 
 
-@functools.cache
 def python_layout() -> PythonLayout:
+    with PYTHON_LAYOUT_LOCK:  # found once, though the first runs may start side by side
+        return find_python_layout()
+
+
+PYTHON_LAYOUT_LOCK = threading.Lock()
+
+
+@functools.cache
+def find_python_layout() -> PythonLayout:
     base = os.path.realpath(sys.base_prefix)
     executable = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     moved = {} if is_under(base, SYSTEM_DIRS) else {base: NEUTRAL_PYTHON}

@@ -1,7 +1,8 @@
-"""Runs one untrusted program under limits: `python -I -S sandbox_guard.py DIR SETTINGS_JSON < RUN`.
+"""Runs one untrusted program under limits: `python -I -S -c GUARD_SOURCE DIR SETTINGS_JSON < RUN`.
 
-lm_eval_infogain.tasks.sandbox starts this file (stdlib only, never imported by the package) inside
-the program's own directory DIR, in bubblewrap or (unsafe) alone. RUN, on standard input, is the run's
+lm_eval_infogain.tasks.sandbox runs the text of this file (GUARD_SOURCE: stdlib only, never imported
+by the package; as `-c`, so no file of the host need be reachable inside) in the program's own
+directory DIR, in bubblewrap or (unsafe) alone. RUN, on standard input, is the run's
 proof (a random hex string, one line) followed by the program's source. The guard reads both, then
 puts /dev/null on standard input: no file or descriptor of the run holds the program, and so its tests.
 Before the program runs, it puts the evaluator's site-packages on sys.path (without running their .pth

@@ -44,11 +44,11 @@ AMPLE = Limits(seconds=20)
 # A program that must first start a child before it loops until its time limit.
 AMPLE_START = 5
 RUNNING_AS_ROOT = os.getuid() == 0
-# Host paths that must not be seen inside: the checkout, the venv, the Python installation, the home.
-HOST_PATHS = sorted({str(path) for path in (Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(),
-                                            Path(sys.base_prefix).resolve(), Path.home())
-                     if not str(path).startswith("/usr/")})
 REPO = Path(__file__).resolve().parents[1]
+# Host paths that must not be seen inside: the checkout, the venv, the Python installation, the home.
+HOST_PATHS = sorted({str(path) for path in (REPO, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+                                            Path.home())
+                     if not sandbox_module.is_under(str(path), sandbox_module.SYSTEM_DIRS)})
 # A process that stays alive by exec: it reports through an inherited pipe, then sleeps; the token in
 # its arguments lets the test find it among the host's processes.
 SLEEPER = "import os, sys, time; os.write(int(sys.argv[1]), b'x'); time.sleep(600)"

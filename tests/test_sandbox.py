@@ -633,25 +633,32 @@ needs_cgroups = pytest.mark.skipif(not sandbox_module.cgroup_support().parents,
 
 @needs_cgroups
 def test_each_run_has_its_own_pids_memory_and_cpu_cgroup_which_goes_with_it():
+    """While a run's process sleeps, its cgroups are the run's own, in the evaluator's, with the run's
+    limits (25 tasks with one process allowed, 1 GiB plus its two 64 MiB tmpfs, one CPU); they are gone
+    after the run."""
     token = secrets.token_hex(8)
     limits = Limits(seconds=AMPLE_START, processes=1)
+    parents = sandbox_module.cgroup_support().parents
     with ThreadPoolExecutor(max_workers=1) as pool:
         running = pool.submit(run_program, start_sleeper(token) + "import time\ntime.sleep(60)\n", limits)
         deadline = time.monotonic() + AMPLE_START
         while not processes_carrying(token) and time.monotonic() < deadline:
             time.sleep(0.05)
         sleeper = processes_carrying(token)[0]
-        cgroups = {controllers: path for line in Path(f"/proc/{sleeper}/cgroup").read_text().splitlines()
-                   for _, controllers, path in [line.split(":", 2)]}
+        own = {controllers: path for line in Path(f"/proc/{sleeper}/cgroup").read_text().splitlines()
+               for _, controllers, path in [line.split(":", 2)]}
+        run_cgroups = {controller: os.path.join(parent, Path(own[controller]).name)
+                       for controller, parent in parents.items()}
+        settings = {file: Path(run_cgroups[controller], file).read_text().strip()
+                    for controller, file in [("pids", "pids.max"), ("memory", "memory.limit_in_bytes"),
+                                             ("cpu", "cpu.cfs_quota_us")]}
         assert running.result().status is Status.TIMED_OUT
-    parents = sandbox_module.cgroup_support().parents
-    run_cgroups = {controller: os.path.join(parent, Path(cgroups[controller]).name)
-                   for controller, parent in parents.items()}
-    for controller, directory in run_cgroups.items():  # the run's own, under the evaluator's
-        assert cgroups[controller].endswith(directory.split(f"/sys/fs/cgroup/{controller}")[1])
+    assert settings == {"pids.max": "25", "memory.limit_in_bytes": str((1 << 30) + (128 << 20)),
+                        "cpu.cfs_quota_us": "100000"}, settings
+    for controller, directory in run_cgroups.items():  # the run's own, in the evaluator's
+        assert own[controller].endswith(directory.split(f"/sys/fs/cgroup/{controller}")[1])
         assert Path(directory).name.startswith("lm_eval_infogain_run_")
         assert not os.path.exists(directory)  # removed after the run
-    assert sandbox_module.cgroup_settings("pids", limits) == {"pids.max": sandbox_module.run_tasks(limits)}
 
 
 @needs_cgroups

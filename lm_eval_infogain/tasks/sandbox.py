@@ -369,15 +369,15 @@ class Stage:
     overlay: bool = False  # whether read-only overlays (which hide their source paths) can be mounted
 
     @staticmethod
-    def make(moved: int, mount: str) -> "Stage":
+    def make(moved: int, tools: dict[str, str]) -> "Stage":
         root = tempfile.mkdtemp(prefix="lm_eval_infogain_stage_")
         os.chmod(root, 0o711)  # the sandbox user passes through, lists nothing
         for name in ["run", "empty", "probe", *map(str, range(moved))]:
             os.mkdir(os.path.join(root, name), 0o700)
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         stage = Stage(root, os.path.join(root, "run"))
-        probe = stage.mount_command(mount, stage.run_directory, os.path.join(root, "probe"), overlay=True)
-        tried = subprocess.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", probe],
+        probe = stage.mount_command(tools["mount"], stage.run_directory, os.path.join(root, "probe"), overlay=True)
+        tried = subprocess.run([tools["unshare"], "--mount", "--propagation", "private", "/bin/sh", "-c", probe],
                                capture_output=True)
         return dataclasses.replace(stage, overlay=tried.returncode == 0)
 
@@ -440,7 +440,7 @@ def find_python_layout() -> PythonLayout:
         raise SandboxUnavailable(f"the interpreter {executable} lies outside its installation {base}; code tasks "
                                  "need an interpreter the sandbox can bind (a virtualenv made with symlinks)")
     library = {"LD_LIBRARY_PATH": f"{NEUTRAL_PYTHON}/lib"} if base in moved else {}
-    stage = Stage.make(len(moved), bubblewrap_tools()["mount"]) if os.getuid() == 0 else Stage("", "")
+    stage = Stage.make(len(moved), bubblewrap_tools()) if os.getuid() == 0 else Stage("", "")
     return PythonLayout(inside(executable), tuple(map(inside, site_packages)), moved, stage, library)
 
 

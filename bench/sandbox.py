@@ -9,6 +9,12 @@ that a change in the machine's load hits all of them alike:
 - bubblewrap_one_at_a_time: the bubblewrap sandbox the same way;
 - bubblewrap_side_by_side: the bubblewrap sandbox through `code_metrics.run_ahead`, as the code tasks run.
 The rate of each is the median over --rounds rounds; the target is new >= half of old.
+
+    python bench/sandbox.py --baseline before.json --note "..."
+
+compares the side-by-side rate with that of an earlier run (`before.json`, written by this benchmark
+at an earlier commit, in the same sitting: on a shared machine the load moves between sittings),
+round by round; the target for a change of the sandbox is at least 0.8 of the baseline.
 """
 
 import argparse
@@ -47,11 +53,24 @@ def side_by_side(programs: list[str]) -> None:
     assert all(code_metrics.outcomes_run_ahead.values())
 
 
+def baseline_comparison(baseline: dict, rates: dict, medians: dict) -> dict:
+    """Side by side, this run against the baseline's: the ratio of medians, and of each round with the
+    baseline's round of the same number (their range is the spread the machine's load gave)."""
+    before = baseline["rounds"]["bubblewrap_side_by_side"]
+    return {"programs_per_second": baseline["programs_per_second"],
+            "rounds_side_by_side": before,
+            "side_by_side_over_baseline": medians["bubblewrap_side_by_side"]
+            / baseline["programs_per_second"]["bubblewrap_side_by_side"],
+            "round_ratios": [after / earlier for after, earlier in zip(rates["bubblewrap_side_by_side"], before)]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Programs per second: the in-process guard against bubblewrap.")
     parser.add_argument("--repeats", type=int, default=5, help="copies of each fixture program per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", type=Path, default=Path("results/bench-sandbox.json"))
+    parser.add_argument("--baseline", type=Path, help="this benchmark's JSON from an earlier commit, to compare with")
+    parser.add_argument("--note", default="", help="what the machine was doing, kept in the JSON")
     args = parser.parse_args()
     if os.environ.get("MDM_INFOGAIN_UNSAFE_SANDBOX", "") not in ("", "0"):
         raise SystemExit("unset MDM_INFOGAIN_UNSAFE_SANDBOX: this benchmark runs both sandboxes itself")
@@ -77,11 +96,18 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": len(os.sched_getaffinity(0)), "load_average_1min": os.getloadavg()[0]},
     }
+    if args.baseline is not None:
+        report["baseline"] = baseline_comparison(json.loads(args.baseline.read_text()), rates, medians)
+    if args.note:
+        report["note"] = args.note
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"programs_per_second": {name: round(rate, 1) for name, rate in medians.items()},
                       "new_over_old": round(report["new_over_old"], 2),
-                      "new_one_at_a_time_over_old": round(report["new_one_at_a_time_over_old"], 2)}, indent=2))
+                      "new_one_at_a_time_over_old": round(report["new_one_at_a_time_over_old"], 2),
+                      **({"side_by_side_over_baseline": round(report["baseline"]["side_by_side_over_baseline"], 2),
+                          "round_ratios": [round(ratio, 2) for ratio in report["baseline"]["round_ratios"]]}
+                         if args.baseline is not None else {})}, indent=2))
 
 
 if __name__ == "__main__":

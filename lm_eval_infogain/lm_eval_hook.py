@@ -10,10 +10,13 @@ interpreter start by `lm_eval_infogain.pth` and only installs an import hook (no
   wraps our model: locked against a second run, refused in one line when damaged (request_cache.claim);
   and, under `accelerate launch`, call our generate_until even when all of a rank's requests were cached
   (CachingLM skips the call then): the other ranks wait for every rank in its gathers;
+- after `lm_eval.evaluator` runs, have simple_evaluate check the sandbox before it loads the model
+  when the tasks name one of this package's code tasks (lm-eval builds the tasks after the model);
 - after `lm_eval._cli.harness` runs, make the CLI print a UsageError (a bad input of ours) as the one
   line `mdm_infogain: <message>` and exit with status 2; any other exception keeps its traceback.
 """
 
+import functools
 import importlib.abc
 import importlib.util
 import sys
@@ -97,8 +100,22 @@ def usage_errors_in_one_line(cli_module) -> None:
     cli_cls.execute = execute
 
 
+def check_sandbox_first(evaluator_module) -> None:
+    original_simple_evaluate = evaluator_module.simple_evaluate
+
+    @functools.wraps(original_simple_evaluate)
+    def simple_evaluate(*args, **kwargs):
+        from lm_eval_infogain.tasks.offline import check_sandbox_for
+
+        check_sandbox_for(kwargs.get("tasks"))
+        return original_simple_evaluate(*args, **kwargs)
+
+    evaluator_module.simple_evaluate = simple_evaluate
+
+
 AFTER_IMPORT = {"lm_eval.models": register_model, "lm_eval.tasks.manager": add_task_folder,
-                "lm_eval.api.model": claim_request_cache, "lm_eval._cli.harness": usage_errors_in_one_line}
+                "lm_eval.api.model": claim_request_cache, "lm_eval._cli.harness": usage_errors_in_one_line,
+                "lm_eval.evaluator": check_sandbox_first}
 
 
 class LoaderThenHook(importlib.abc.Loader):

@@ -9,6 +9,7 @@ directory, no signal to a process outside the sandbox, no secret of the evaluato
 process of the run left afterwards.
 """
 
+import json
 import os
 import secrets
 import signal
@@ -19,10 +20,13 @@ import sys
 import sysconfig
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from lm_eval_infogain.tasks import code_metrics
+from lm_eval_infogain.tasks import sandbox as sandbox_module
 from lm_eval_infogain.tasks.sandbox import (
     OUTPUT_TAIL_CHARS,
     UNSAFE_VARIABLE,
@@ -41,6 +45,10 @@ AMPLE = Limits(seconds=20)
 AMPLE_START = 5
 RUNNING_AS_ROOT = os.getuid() == 0
 REPO = Path(__file__).resolve().parents[1]
+# Host paths that must not be seen inside: the checkout, the venv, the Python installation, the home.
+HOST_PATHS = sorted({str(path) for path in (REPO, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+                                            Path.home())
+                     if not sandbox_module.is_under(str(path), sandbox_module.SYSTEM_DIRS)})
 # A process that stays alive by exec: it reports through an inherited pipe, then sleeps; the token in
 # its arguments lets the test find it among the host's processes.
 SLEEPER = "import os, sys, time; os.write(int(sys.argv[1]), b'x'); time.sleep(600)"
@@ -101,6 +109,100 @@ def test_exiting_before_the_tests_run_is_a_failure(sandbox):
     assert execution.status is Status.FAILED and "before the end of the program" in execution.reason
 
 
+# ---------------------------------------------------------------- the verdict needs proof
+
+RIGHT = "def add(a, b):\n    return a + b\n"
+WRONG = "def add(a, b):\n    return a - b\n"
+TESTS = "assert add(2, 2) == 4, 'add is wrong'\nassert add(-1, 1) == 0\n"
+# What a model's completion can append to its code (no stop sequence of humaneval cuts them): ways to
+# end the process with status 0, or to make an early exit look normal, before its tests fail.
+EARLY_EXITS = {
+    "os._exit(0)": "import os\nos._exit(0)\n",
+    "os._exit(256)": "import os\nos._exit(256)\n",
+    "sys.exit(0)": "import sys\nsys.exit(0)\n",
+    "raise SystemExit": "raise SystemExit(0)\n",
+    "atexit": "import atexit, os\natexit.register(os._exit, 0)\n",
+    "excepthook": "import os, sys\nsys.excepthook = lambda *details: os._exit(0)\n",
+    "threading.excepthook": "import os, threading\nthreading.excepthook = lambda details: os._exit(0)\n",
+    "a thread exits 0 while the tests run": (
+        "import os, threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), os._exit(0)), daemon=True).start()\n"
+        "time.sleep(5)\n"),
+    "__del__": "class Bail:\n    def __del__(self):\n        import os\n        os._exit(0)\nkept = Bail()\n",
+    "signal handler": ("import os, signal, time\nsignal.signal(signal.SIGALRM, lambda *details: os._exit(0))\n"
+                       "signal.setitimer(signal.ITIMER_REAL, 0.2)\ntime.sleep(5)\n"),
+    "rebound builtins.SystemExit": (
+        "import builtins, sys\nclass NotAnExit(Exception):\n    pass\n"
+        "builtins.SystemExit = builtins.BaseException = NotAnExit\nsys.exit(0)\n"),
+    "rebound os._exit": "import os, sys\nos._exit = lambda status: None\nsys.exit(0)\n",
+    "the guard's globals rewritten": (
+        "import os, sys\nframe = sys._getframe()\nwhile frame is not None:\n"
+        "    frame.f_globals.update(SystemExit=KeyError, BaseException=KeyError)\n    frame = frame.f_back\n"
+        "os._exit(0)\n"),
+    "stdout closed, then os._exit(0)": "import os, sys\nsys.stdout.close()\nos._exit(0)\n",
+}
+
+
+@pytest.mark.parametrize("early_exit", EARLY_EXITS.values(), ids=EARLY_EXITS.keys())
+def test_a_wrong_program_that_exits_early_fails(early_exit):
+    execution = run_program(WRONG + early_exit + TESTS, AMPLE)
+    assert execution.status is Status.FAILED, execution
+
+
+def test_the_right_program_passes():
+    assert run_program(RIGHT + TESTS, AMPLE).status is Status.PASSED
+
+
+@pytest.mark.parametrize("sandbox", list(Sandbox))
+@pytest.mark.parametrize("early_exit", ["import os\nos._exit(0)\n", "import sys\nsys.exit(0)\n"])
+def test_exit_status_0_alone_is_no_pass_in_either_sandbox(sandbox, early_exit):
+    execution = run_program(RIGHT + early_exit + TESTS, AMPLE, sandbox)
+    assert execution.status is Status.FAILED and "before the end of the program" in execution.reason
+
+
+@pytest.mark.parametrize("ending, reason", [
+    ("import os\nos._exit(200)", "exit status 200"),
+    ("import os\nos.kill(os.getpid(), 40)", "signal 40"),  # a real-time signal signal.Signals does not name
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "SIGKILL"),
+])
+@pytest.mark.parametrize("sandbox", list(Sandbox))
+def test_any_exit_status_or_signal_is_a_failure_with_its_reason(sandbox, ending, reason):
+    execution = run_program(RIGHT + TESTS + ending, AMPLE, sandbox)
+    assert execution.status is Status.FAILED and reason in execution.reason, execution
+
+
+def test_the_program_cannot_read_its_own_source_or_tests():
+    """No file holds the program and its standard input is /dev/null: a program cannot answer from its
+    tests (or rewrite them and exec them)."""
+    program = ("import os, sys\nseen = []\n"
+               "for read in (lambda: open(__file__).read(), lambda: open('program.py').read(), sys.stdin.read,\n"
+               "             lambda: open('/proc/self/fd/0').read(), lambda: str(os.listdir('.'))):\n"
+               "    try:\n        seen.append(read())\n    except Exception as error:\n"
+               "        seen.append(type(error).__name__)\n"
+               "print('SEEN', seen)\n")
+    execution = run_program(program + "# the tests: SECRET-EXPECTED-VALUE\n", AMPLE)
+    assert execution.status is Status.PASSED, execution
+    assert "SEEN ['NameError', 'FileNotFoundError', ''," in execution.output  # /proc/self/fd/0: refused or empty
+    assert "SECRET-EXPECTED-VALUE" not in execution.output
+
+
+def test_run_ahead_and_pass_at_k_never_raise_because_of_a_program(monkeypatch):
+    """Even a failure of the sandbox's own machinery on one program scores that program as failed."""
+    programs = {"exit 200": RIGHT + TESTS + "import os\nos._exit(200)", "right": RIGHT + TESTS,
+                "signal 40": RIGHT + TESTS + "import os\nos.kill(os.getpid(), 40)"}
+    code_metrics.run_ahead(list(programs.values()))
+    assert code_metrics.outcomes_run_ahead == {programs["exit 200"]: False, programs["right"]: True,
+                                               programs["signal 40"]: False}
+
+    def broken_pipe(*arguments, **options):
+        raise OSError("no more descriptors")
+
+    monkeypatch.setattr(sandbox_module.subprocess, "Popen", broken_pipe)
+    execution = run_program(RIGHT + TESTS, AMPLE)
+    assert execution.status is Status.FAILED and "the sandbox failed on this program" in execution.reason
+    assert code_metrics.pass_at_k([TESTS], [[RIGHT + "# not run ahead"]], k=1) == {"pass@1": 0.0}
+
+
 @pytest.mark.parametrize("sandbox", list(Sandbox))
 def test_infinite_loop_times_out_and_every_process_of_the_run_dies(sandbox):
     token = secrets.token_hex(8)
@@ -130,8 +232,8 @@ def test_fork_bomb_is_refused_at_the_first_fork():
 
 
 def test_fork_bomb_allowed_to_fork_is_capped_and_leaves_nothing_behind():
-    """Six doublings (64 processes, all sleeping): RLIMIT_NPROC caps them unless we are root, then the end
-    of the run's PID namespace kills them."""
+    """Six doublings (64 processes, all sleeping): RLIMIT_NPROC caps them (a root evaluator's programs run
+    as the unprivileged host user, to whom it applies), then the end of the run's PID namespace kills them."""
     token = secrets.token_hex(8)
     program = ("import os, sys\nfor _ in range(6):\n    os.fork()\nprint('forked', flush=True)\n"
                "sleeper = 'import time; time.sleep(600)'\n"
@@ -141,9 +243,7 @@ def test_fork_bomb_allowed_to_fork_is_capped_and_leaves_nothing_behind():
     assert time.monotonic() - start < 30
     assert execution.status is not Status.PASSED
     forked = execution.output.count("forked")
-    assert forked >= 1 and no_process_left(token)
-    if not RUNNING_AS_ROOT:  # the kernel does not apply RLIMIT_NPROC to root
-        assert forked < 64
+    assert 1 <= forked < 64 and no_process_left(token)
 
 
 @pytest.mark.parametrize(
@@ -285,7 +385,6 @@ def test_programs_solutions_rely_on_keep_working():
                "sys.setrecursionlimit(10_000)\n"
                "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
                "assert depth(5_000) == 5_000\n"
-               "assert 'import bisect' in open('program.py').read()\n"
                "open('notes.txt', 'w').write('kept')\nassert open('notes.txt').read() == 'kept'\n"
                "print(heapq.nsmallest(2, [5, 1, 4]), math.comb(5, 2), re.sub('a', 'b', 'aa'))\n")
     execution = run_program(program, AMPLE)
@@ -460,16 +559,118 @@ def test_a_program_cannot_make_the_read_only_installation_writable(installed_fil
     assert stat.S_IMODE(installed_file.stat().st_mode) == 0o644
 
 
+def unguarded(check: str) -> str:
+    """A program that execs a fresh interpreter running `check` without the guard's audit hook: what a
+    program that disarmed the guard can do, with only the kernel's walls left."""
+    return f"import os, sys\nos.execv(sys.executable, [sys.executable, '-I', '-S', '-c', {check!r}])\n"
+
+
 def test_the_host_filesystem_is_out_of_sight(outside):
-    allowed = {"sandbox", "sandbox_guard.py", "proc", "dev", "usr", "bin", "lib", "lib32", "lib64", "libx32"}
-    allowed |= {Path(prefix).parts[1] for prefix in (sys.prefix, sys.base_prefix, os.path.realpath(sys.executable))}
-    program = ("import os\nprint('top:', ' '.join(sorted(os.listdir('/'))))\n"
-               f"for path in ({str(REPO)!r}, {str(outside)!r}, '/home', '/etc', '/root/.ssh'):\n"
-               "    try:\n        os.stat(path)\n        print('visible:', path)\n    except OSError:\n        pass\n")
-    execution = run_program(program, AMPLE)
-    assert execution.status is Status.PASSED, execution.output
+    """No path of the host's checkout, venv, Python or home exists inside, nor shows in the mount table
+    (a root evaluator mounts the Python installation as overlays that name no source path)."""
+    allowed = {"sandbox", "proc", "dev", "usr", "bin", "lib", "lib32", "lib64", "libx32", "python", "site-packages"}
+    check = ("import os\nprint('top:', ' '.join(sorted(os.listdir('/'))))\n"
+             f"for path in {[*HOST_PATHS, str(outside), '/home', '/etc', '/root/.ssh']!r}:\n"
+             "    try:\n        os.stat(path)\n        print('visible:', path)\n    except OSError:\n        pass\n"
+             "lines = open('/proc/self/mountinfo').read().splitlines()\n"
+             "print('mounts:', ' '.join(line.split()[3] + ':' + line.split(' - ')[1] for line in lines))\n")
+    execution = run_program(unguarded(check), Limits(seconds=AMPLE.seconds, processes=1))
     top = execution.output.split("top:")[1].splitlines()[0].split()
     assert set(top) <= allowed and "visible:" not in execution.output, execution.output
+    mounts = execution.output.split("mounts:")[1].split()
+    if RUNNING_AS_ROOT:
+        leaked = [word for word in mounts for path in HOST_PATHS if path in word]
+        assert leaked == [], execution.output
+
+
+HOST_CHECKS = """
+import ctypes, json, os, platform, subprocess
+found = {"outer uid": open('/proc/self/uid_map').read().split()[1], "keys": open('/proc/keys').read()}
+try:
+    open('/proc/sys/kernel/core_pattern', 'w')
+    found['core_pattern'] = 'opened for writing'
+except OSError as error:
+    found['core_pattern'] = type(error).__name__
+for directory in ('/', '/dev/shm', '/sandbox'):
+    written = 0
+    try:
+        while written < 100 << 20:  # files of 512 KiB: under the 1 MiB cap on a single file
+            with open(f'{directory}/block{written}', 'wb') as block:
+                block.write(bytes(512 << 10))
+            written += 512 << 10
+        found[directory] = 'wrote 100 MiB'
+    except OSError as error:
+        found[directory] = error.strerror
+found['unshare -U'] = subprocess.run(['unshare', '-U', 'true'], capture_output=True).returncode
+if platform.machine() == 'x86_64':
+    libc = ctypes.CDLL(None, use_errno=True)
+    numbers = {'keyctl': 250, 'add_key': 248, 'request_key': 249, 'io_uring_setup': 425, 'userfaultfd': 323,
+               'ptrace': 101, 'personality': 135, 'bpf': 321, 'perf_event_open': 298}
+    for name, number in numbers.items():
+        result = libc.syscall(number, 0, 0, 0, 0, 0)
+        found[name] = os.strerror(ctypes.get_errno()) if result == -1 else f'returned {result}'
+print('FOUND', json.dumps(found))
+"""
+
+
+def test_the_program_is_nobody_on_the_host_with_capped_tmpfs_seccomp_and_no_nested_namespaces():
+    execution = run_program(unguarded(HOST_CHECKS), Limits(seconds=AMPLE.seconds, processes=4))
+    found = json.loads(execution.output.split("FOUND")[1])
+    assert found["outer uid"] != "0" and found["keys"] == "", found
+    assert found["core_pattern"] in ("PermissionError", "OSError"), found
+    assert found["/"] == "Read-only file system", found
+    assert found["/dev/shm"] == found["/sandbox"] == "No space left on device", found
+    assert found["unshare -U"] != 0, found
+    refused = {name: outcome for name, outcome in found.items() if name in (
+        "keyctl", "add_key", "request_key", "io_uring_setup", "userfaultfd", "ptrace", "personality", "bpf",
+        "perf_event_open")}
+    assert set(refused.values()) <= {"Operation not permitted"}, refused
+
+
+needs_cgroups = pytest.mark.skipif(not sandbox_module.cgroup_support().parents,
+                                   reason=f"cgroups {sandbox_module.cgroup_support().missing}")
+
+
+@needs_cgroups
+def test_each_run_has_its_own_pids_memory_and_cpu_cgroup_which_goes_with_it():
+    """While a run's process sleeps, its cgroups are the run's own, in the evaluator's, with the run's
+    limits (25 tasks with one process allowed, 1 GiB plus its two 64 MiB tmpfs, one CPU); they are gone
+    after the run."""
+    token = secrets.token_hex(8)
+    limits = Limits(seconds=AMPLE_START, processes=1)
+    parents = sandbox_module.cgroup_support().parents
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(run_program, start_sleeper(token) + "import time\ntime.sleep(60)\n", limits)
+        deadline = time.monotonic() + AMPLE_START
+        while not processes_carrying(token) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sleeper = processes_carrying(token)[0]
+        own = {controllers: path for line in Path(f"/proc/{sleeper}/cgroup").read_text().splitlines()
+               for _, controllers, path in [line.split(":", 2)]}
+        run_cgroups = {controller: os.path.join(parent, Path(own[controller]).name)
+                       for controller, parent in parents.items()}
+        settings = {file: Path(run_cgroups[controller], file).read_text().strip()
+                    for controller, file in [("pids", "pids.max"), ("memory", "memory.limit_in_bytes"),
+                                             ("cpu", "cpu.cfs_quota_us")]}
+        assert running.result().status is Status.TIMED_OUT
+    assert settings == {"pids.max": "25", "memory.limit_in_bytes": str((1 << 30) + (128 << 20)),
+                        "cpu.cfs_quota_us": "100000"}, settings
+    for controller, directory in run_cgroups.items():  # the run's own, in the evaluator's
+        assert own[controller].endswith(directory.split(f"/sys/fs/cgroup/{controller}")[1])
+        assert Path(directory).name.startswith("lm_eval_infogain_run_")
+        assert not os.path.exists(directory)  # removed after the run
+
+
+@needs_cgroups
+def test_memory_is_capped_for_the_run_not_only_per_process():
+    """Three children of 250 MB each: each is under its own 512 MiB address space, together they are
+    over the run's 640 MiB, so not all three can hold theirs."""
+    child = ("import os, sys, time\nfor _ in range(3):\n    if os.fork() == 0:\n"
+             "        held = b'x' * (250 << 20)\n        print('held', flush=True)\n        time.sleep(60)\n"
+             "time.sleep(60)\n")
+    execution = run_program(child, Limits(seconds=AMPLE_START, memory_bytes=512 << 20, processes=3))
+    assert execution.status is not Status.PASSED
+    assert execution.output.count("held") < 3, execution.output
 
 
 def test_a_program_cannot_raise_its_priority():
@@ -513,14 +714,16 @@ def test_without_bwrap_on_path_the_sandbox_says_how_to_install_it(monkeypatch, t
     assert f"{UNSAFE_VARIABLE}=1" in message
 
 
-def test_a_bwrap_that_cannot_create_namespaces_is_refused_with_its_reason(monkeypatch, tmp_path):
-    fake = tmp_path / "bwrap"
-    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    with pytest.raises(SandboxUnavailable, match="bubblewrap cannot run a program here .bwrap: No permissions"):
-        require_sandbox()
+def test_a_bwrap_that_cannot_create_namespaces_is_refused_with_its_reason(monkeypatch):
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o755)  # a root evaluator starts bwrap as the unprivileged sandbox user
+        fake = Path(directory) / "bwrap"
+        fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+        fake.chmod(0o755)
+        monkeypatch.delenv(UNSAFE_VARIABLE, raising=False)
+        monkeypatch.setenv("PATH", f"{directory}:/usr/bin:/bin")
+        with pytest.raises(SandboxUnavailable, match="bubblewrap cannot run a program here .bwrap: No permissions"):
+            require_sandbox()
 
 
 def test_the_unsafe_opt_in_uses_the_guard_alone_and_warns(monkeypatch, caplog, tmp_path):
@@ -537,3 +740,84 @@ def test_the_unsafe_opt_in_accepts_only_1(monkeypatch, value):
     monkeypatch.setenv(UNSAFE_VARIABLE, value)
     with pytest.raises(ValueError, match=f"{UNSAFE_VARIABLE}='{value}' is invalid; allowed: 1"):
         run_program("pass")
+
+
+# ---------------------------------------------------------------- through the stock CLI
+
+# The stock lm_eval CLI with one more model, "scripted": it answers each humaneval document with the
+# completion that SCRIPTED_COMPLETIONS (JSON: task_id -> text) names, cut at the request's stop
+# sequences as a model's generation is.
+SCRIPTED_CLI = """
+import json, os, sys
+from lm_eval.__main__ import cli_evaluate
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+@register_model("scripted")
+class Scripted(LM):
+    def __init__(self, **options):
+        super().__init__()
+        print("scripted model loaded", file=sys.stderr)
+        self.completions = json.loads(os.environ.get("SCRIPTED_COMPLETIONS", "{}"))
+
+    def generate_until(self, requests):
+        answers = []
+        for request in requests:
+            text = self.completions[request.doc["task_id"]]
+            cuts = [text.index(stop) for stop in request.args[1]["until"] if stop in text]
+            answers.append(text[:min(cuts)] if cuts else text)
+        return answers
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError
+
+    loglikelihood_rolling = loglikelihood
+
+sys.argv = ["lm_eval", *sys.argv[1:]]
+cli_evaluate()
+"""
+
+
+def test_stock_cli_scores_wrong_programs_that_exit_0_as_failed(tmp_path):
+    """humaneval_local through `lm_eval` with a scripted model: each early exit appended to a wrong
+    completion scores pass@1 0, the right completion 1, and the results JSON records the sandbox."""
+    problem = {"prompt": "def add(a, b):\n    \"\"\"The sum of a and b.\"\"\"\n",
+               "canonical_solution": "    return a + b\n",
+               "test": "def check(candidate):\n    assert candidate(2, 2) == 4\n    assert candidate(-1, 1) == 0\n",
+               "entry_point": "add"}
+    completions = {"right": "    return a + b\n"}
+    for name in ("os._exit(0)", "atexit", "rebound builtins.SystemExit", "a thread exits 0 while the tests run"):
+        completions[name] = "    return a - b\n" + EARLY_EXITS[name]
+    documents = tmp_path / "humaneval.jsonl"
+    documents.write_text("".join(json.dumps({"task_id": task_id, **problem}) + "\n" for task_id in completions))
+    command = [sys.executable, "-c", SCRIPTED_CLI, "--model", "scripted", "--tasks", "humaneval_local",
+               "--confirm_run_unsafe_code", "--metadata", json.dumps({"humaneval_local_jsonl": str(documents)}),
+               "--output_path", str(tmp_path / "out"), "--log_samples"]
+    env = {key: value for key, value in os.environ.items() if key != UNSAFE_VARIABLE}
+    result = subprocess.run(command, cwd=tmp_path, env={**env, "SCRIPTED_COMPLETIONS": json.dumps(completions)},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = [json.loads(line) for line in next((tmp_path / "out").rglob("samples_humaneval_local_*.jsonl")).open()]
+    scores = {sample["doc"]["task_id"]: sample["pass@1"] for sample in samples}
+    assert scores == {name: float(name == "right") for name in completions}, scores
+    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    assert results["results"]["humaneval_local"]["pass@1,create_test"] == 1 / len(completions)
+    metadata = results["configs"]["humaneval_local"]["metadata"]
+    assert metadata["sandbox"] == "bubblewrap"
+    assert metadata["sandbox_layers"] == sandbox_module.sandbox_layers(Sandbox.BUBBLEWRAP)
+    assert metadata["sandbox_layers"]["host_user"].startswith("uid 65534" if RUNNING_AS_ROOT else f"uid {os.getuid()}")
+    assert metadata["sandbox_layers"]["cgroups"].startswith(
+        "per run" if sandbox_module.cgroup_support().parents else "not in force")
+
+
+def test_stock_cli_checks_the_sandbox_before_it_loads_the_model(tmp_path):
+    """lm-eval builds the tasks after the model; a code task named on the command line is checked first."""
+    env = {key: value for key, value in os.environ.items() if key != UNSAFE_VARIABLE}
+    env["PATH"] = str(tmp_path)  # no bwrap (the interpreter is called by its full path)
+    documents = Path(__file__).parent / "fixtures" / "humaneval_test.jsonl"
+    command = [sys.executable, "-c", SCRIPTED_CLI, "--model", "scripted", "--tasks", "humaneval_local",
+               "--confirm_run_unsafe_code", "--metadata", json.dumps({"humaneval_local_jsonl": str(documents)})]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "scripted model loaded" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "mdm_infogain: code tasks run generated programs inside bubblewrap, but bwrap is not on PATH")

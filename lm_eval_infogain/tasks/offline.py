@@ -16,11 +16,13 @@ code tasks, which replace every function of lm-eval's humaneval and mbpp utils (
 `evaluate.load("code_eval")`, which needs the Hugging Face hub), never import those modules.
 A code task (`unsafe_code: true`) checks its sandbox when it is built, before any request is decoded
 (bubblewrap must run here, unless the unsafe opt-in chose the in-process guard), and records it in its
-config's metadata, `"sandbox"`, which the results JSON shows under `configs.<task>.metadata`. Once its
+config's metadata, `"sandbox"`, with the layers in force on this machine, `"sandbox_layers"`, which the
+results JSON shows under `configs.<task>.metadata`. Once its
 filters ran, it runs every program its metric will score side by side (`code_metrics.run_ahead`).
 """
 
 import ast
+import functools
 import importlib
 import json
 import os
@@ -33,8 +35,9 @@ import yaml
 from lm_eval.api.task import ConfigurableTask
 
 from lm_eval_infogain.errors import UsageError
+from lm_eval_infogain.lm_eval_hook import task_configs_dir
 from lm_eval_infogain.tasks import code_metrics
-from lm_eval_infogain.tasks.sandbox import require_sandbox
+from lm_eval_infogain.tasks.sandbox import require_sandbox, sandbox_layers
 
 BUILTIN_TASKS_DIR = Path(lm_eval.tasks.__file__).parent
 # Keys of a built-in that a copy reading local files must not inherit.
@@ -165,6 +168,7 @@ class LocalDataTask(ConfigurableTask):
         metadata = {**builtin.get("metadata", {}), **own.get("metadata", {})}
         if sandbox is not None:
             metadata["sandbox"] = sandbox.value
+            metadata["sandbox_layers"] = sandbox_layers(sandbox)
         super().__init__(config=resolve_functions({**inherited, **own, "metadata": metadata}))
 
     def apply_filters(self) -> None:
@@ -235,6 +239,26 @@ class LocalDataTask(ConfigurableTask):
             raise UsageError(f"{task}: {num_fewshot}-shot prompts draw from the {split} split: "
                              f"{how_to_set(task, split, self.config.test_split)}, or run with --num_fewshot 0")
         return super().fewshot_context(doc, num_fewshot=num_fewshot, **kwargs)
+
+
+def check_sandbox_for(task_names) -> None:
+    """Before the model is loaded: if `task_names` (lm-eval's `tasks`) names one of this package's code
+    tasks, the sandbox must run here (require_sandbox raises its one-line reason otherwise)."""
+    named = {name for name in task_names or [] if isinstance(name, str)}
+    if named & code_task_names():
+        require_sandbox()
+
+
+@functools.cache
+def code_task_names() -> frozenset[str]:
+    """This package's tasks marked `unsafe_code: true`: those that run generated programs."""
+    class TagsIgnored(yaml.SafeLoader):
+        pass
+
+    TagsIgnored.add_multi_constructor("!", lambda loader, suffix, node: None)
+    configs = [yaml.load(path.read_text(encoding="utf-8"), Loader=TagsIgnored)  # noqa: S506 (SafeLoader)
+               for path in Path(task_configs_dir()).glob("*/*.yaml")]
+    return frozenset(config["task"] for config in configs if isinstance(config, dict) and config.get("unsafe_code"))
 
 
 def mbpp_fewshot_samples() -> list[dict]:

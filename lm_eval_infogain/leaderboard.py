@@ -4,9 +4,16 @@
 
 Input: lm-eval `--output_path` folders, searched recursively for `results_*.json`. Each metric of each
 task of each results file gives one row: model, task, sampler (`mode/use_cache`, `lookum` for
-Info-Gain's LookUM variant), metric and filter, value, stderr, n (samples evaluated), the lm-eval
+Info-Gain's LookUM variant), label, metric and filter, value, stderr, n (samples evaluated), the lm-eval
 command that reproduces it (rebuilt from the file's `config`), the lm-eval and package versions, the
 run's date and machine (from lm-eval's `pretty_env_info`: the GPU models, else the CPU model).
+
+Labels: a row's label is its sampler followed by every setting in which its run differs from another
+run of the same model and task (`settings` in the row: the effective sampler settings, other
+model_args, gen_kwargs, task metadata, shots, chat template, seeds, and `docs`, a digest of the ids
+and text of the documents scored, from the `--log_samples` file), e.g. `fast_dllm/none threshold=0.9`.
+The table, the chart and the comparisons use it. Runs with the same label (same settings, same
+documents) all stay rows; `duplicates` names them and which one the comparisons use (the latest).
 
 Decode stats (mean NFE, mean cumulative entropy, mean tokens forwarded, mean seconds per request) come
 from the per-request JSONL of the `decode_stats=<file>` model arg, found in this order:
@@ -29,9 +36,10 @@ Output (same input, same bytes): `leaderboard.json`, `README.md` and `leaderboar
 mean NFE with stderr bars, one panel per model, task and metric, one colour and marker per sampler;
 `--predict_only` runs, which have no metric, are left out) in the output folder.
 
-Paired comparisons: samplers run on the same documents are compared document by document, from the
-runs' `--log_samples` files (`samples_file` in a row). For every pair of samplers of one model, task,
-metric, filter and cache mode, `comparisons` in the JSON has the mean per-document difference, its
+Paired comparisons: runs on the same documents (equal `docs` digests) are compared document by
+document, from the runs' `--log_samples` files (`samples_file` in a row); runs on other documents are
+never compared. For every pair of labels of one model, task, metric, filter, cache mode and set of
+documents, `comparisons` in the JSON has the mean per-document difference, its
 paired standard error, and an exact McNemar test (0/1 metrics: a binomial test on the documents only
 one of the two got right, which it lists) or a 95% paired bootstrap interval (other metrics). A run
 without samples falls back to the runs' own stderrs treated as independent, and says so. The README
@@ -39,6 +47,7 @@ states each sampler against confidence order (`original`), Info-Gain in words.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import re
@@ -57,6 +66,11 @@ NOT_METRICS = {"alias", "name", "sample_len", " "}
 PREDICT_ONLY_METRIC = "bypass"  # what lm-eval reports (999) for every task of a --predict_only run
 # Keys lm-eval itself puts in a task's recorded metadata (besides the model_args it merges in).
 LM_EVAL_METADATA_KEYS = {"version", "config_source"}
+# model_args that name where a run came from or wrote to, not how it decoded: never part of a label.
+NOT_SETTINGS = {"pretrained", "decode_stats"}
+# Sampler settings that sampler_label already shows.
+SAMPLER_LABEL_KEYS = {"mode", "variant", "parallel_threshold", "use_cache"}
+UNSET = "default"  # how a label shows a setting one run gave and another left to its default
 
 
 # Metrics that older runs under a runs folder may hold but that no task computes any more, with the reason:
@@ -260,6 +274,7 @@ def rows_of_run(folder: Path, results_path: Path) -> list[dict]:
     for task, metrics in sorted(data["results"].items()):
         summary = decode_summary(results_path, folder, config, task)
         samples = samples_file(results_path, task)
+        settings, given = run_settings(data, task, samples)
         n = data.get("n-samples", {}).get(task, {}).get("effective", metrics.get("sample_len"))
         for key, value in metrics.items():
             if key in NOT_METRICS or "_stderr," in key or not isinstance(value, (int, float)):
@@ -278,10 +293,81 @@ def rows_of_run(folder: Path, results_path: Path) -> list[dict]:
                 "lm_eval_version": data.get("lm_eval_version"),
                 "lm_eval_infogain_version": config.get("lm_eval_infogain_version"),
                 "date": iso_date(data.get("date")), "machine": machine(data),
-                "sampler_config": config.get("sampler"), "results_file": relative(results_path, folder),
+                "sampler_config": config.get("sampler"), "settings": settings, "settings_given": given,
+                "documents": settings["docs"], "results_file": relative(results_path, folder),
                 "samples_file": relative(samples, folder) if samples else None,
             })
     return rows
+
+
+def run_settings(data: dict, task: str, samples: Path | None) -> tuple[dict, list[str]]:
+    """Everything a run of `task` was decoded and scored with, {name: value}, and the names its command gave
+    (model_args, gen_kwargs, --metadata): the effective sampler settings (checkpoint defaults resolved), the
+    other model_args, gen_kwargs (`gen_kwargs.<key>`), the task metadata, shots, chat template, system
+    instruction, seeds, and `docs`, the digest of the documents scored."""
+    config = data["config"]
+    model_args = model_args_dict(config.get("model_args"))
+    sampler = config.get("sampler") if isinstance(config.get("sampler"), dict) else {}
+    gen_kwargs = {f"gen_kwargs.{key}": value for key, value in (config.get("gen_kwargs") or {}).items()}
+    metadata = cli_metadata(data, task)
+    settings = {key: value for key, value in sampler.items() if key not in SAMPLER_LABEL_KEYS}
+    settings |= {key: value for key, value in model_args.items()
+                 if key not in NOT_SETTINGS | SAMPLER_LABEL_KEYS | sampler.keys()}
+    settings |= gen_kwargs | metadata | {
+        "num_fewshot": data.get("n-shot", {}).get(task), "chat_template": data.get("chat_template_sha"),
+        "system_instruction": data.get("system_instruction_sha"),
+        "seed": ",".join(format_value(config.get(key)) for key in DEFAULT_SEEDS),
+        "docs": documents_digest(samples)}
+    return settings, sorted(model_args.keys() | gen_kwargs.keys() | metadata.keys())
+
+
+def documents_digest(samples: Path | None) -> str | None:
+    """The first 12 hex digits of a sha256 of the (doc_id, doc_hash) pairs a run scored (lm-eval's doc_hash
+    hashes the document's text): equal digests, same documents. None without a --log_samples file."""
+    if samples is None:
+        return None
+    pairs = sorted({(sample.get("doc_id"), sample.get("doc_hash")) for sample in read_jsonl(samples)}, key=str)
+    return hashlib.sha256(json.dumps(pairs).encode("utf-8")).hexdigest()[:12]
+
+
+def label_runs(rows: list[dict]) -> None:
+    """Sets each row's `named_settings` and `label` (its sampler, then those settings): every setting in which
+    its run differs from another run of the same model and task. A sampler setting is named only in the runs
+    that gave it on their command line or whose sampler also ran with another value of it (`threshold` says
+    nothing about `original`); data, gen_kwargs, shots, seeds and documents are named in every run."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for row in rows:  # a run gives one row per metric: they share their settings
+        groups.setdefault((row["model"], row["task"]), {}).setdefault(row["results_file"], []).append(row)
+    for runs in groups.values():
+        first_rows = [run_rows[0] for run_rows in runs.values()]
+        keys = sorted({key for run in first_rows for key in run["settings"]})
+        for run in first_rows:
+            same_sampler = [other for other in first_rows if other["sampler"] == run["sampler"]]
+            named = [key for key in keys if differs(key, first_rows) and (
+                key not in (run["sampler_config"] or {}) or key in run["settings_given"] or differs(key, same_sampler))]
+            text = " ".join(f"{key}={setting_text(run['settings'].get(key, UNSET))}" for key in named)
+            for row in runs[run["results_file"]]:
+                row["named_settings"], row["label"] = text, " ".join(filter(None, (row["sampler"], text)))
+
+
+def differs(key: str, runs) -> bool:
+    return len({json.dumps(run["settings"].get(key, UNSET), sort_keys=True) for run in runs}) > 1
+
+
+def setting_text(value) -> str:
+    return format_value(value) if isinstance(value, (str, int, float)) or value is None else json.dumps(value)
+
+
+def duplicate_runs(rows: list[dict]) -> list[dict]:
+    """Runs of one model and task with the same label, i.e. the same settings and documents: each is a row of
+    the table; the comparisons use the latest (rows are sorted by date within a label)."""
+    files: dict[tuple, list[str]] = {}
+    for row in rows:
+        runs = files.setdefault((row["model"], row["task"], row["label"]), [])
+        if row["results_file"] not in runs:
+            runs.append(row["results_file"])
+    return [{"model": model, "task": task, "label": label, "results_files": runs, "compared": runs[-1]}
+            for (model, task, label), runs in files.items() if len(runs) > 1]
 
 
 def read_reference(paths: list[Path]) -> list[dict]:
@@ -301,7 +387,7 @@ def read_reference(paths: list[Path]) -> list[dict]:
 
 
 def sort_key(row: dict) -> tuple:
-    return (row["model"] or "", row["task"], row["sampler"], row["metric"], row["filter"] or "",
+    return (row["model"] or "", row["task"], row["label"], row["metric"], row["filter"] or "",
             row["date"] or "", row["results_file"])
 
 
@@ -323,14 +409,15 @@ def document_values(path: Path, metric: str, filter_name: str | None) -> dict[tu
 
 
 def build(folders: list[Path], reference_files: list[Path]) -> dict:
-    measured = sorted(((row, folder) for folder, path in find_results(folders) for row in rows_of_run(folder, path)),
-                      key=lambda pair: sort_key(pair[0]))
+    measured = [(row, folder) for folder, path in find_results(folders) for row in rows_of_run(folder, path)]
+    label_runs([row for row, _ in measured])
+    measured.sort(key=lambda pair: sort_key(pair[0]))
     kept = [(row, folder) for row, folder in measured if row["metric"] not in RETIRED_METRICS]
     rows = [row for row, _ in kept]
     documents = [document_values(folder / row["samples_file"], row["metric"], row["filter"])
                  if row["samples_file"] else None for row, folder in kept]
     retired = sorted({row["metric"] for row, _ in measured} & RETIRED_METRICS.keys())
-    return {"rows": rows, "comparisons": compare(rows, documents, BASELINE),
+    return {"rows": rows, "comparisons": compare(rows, documents, BASELINE), "duplicates": duplicate_runs(rows),
             "reference_rows": read_reference(reference_files),
             "retired_metrics": {metric: RETIRED_METRICS[metric] for metric in retired}}
 
@@ -339,35 +426,45 @@ BASELINE = "original"  # confidence order: the sampler every other one is compar
 
 
 def latest_runs(rows: list[dict], documents: list) -> dict:
-    """{(model, task, metric, filter, cache): {mode: (row, documents)}}, the latest run of each cell."""
+    """{(model, task, metric, filter, cache, docs): {name: (row, documents)}}: the runs of one cell scored the
+    same documents (equal digests); a name is the label without the cache mode; of runs with one label (the
+    same settings) the latest."""
     cells = {}
-    for row, values in zip(rows, documents):  # sorted by date within a cell, so the last one wins
+    for row, values in zip(rows, documents):  # sorted by date within a label, so the last one wins
         mode, _, cache = row["sampler"].partition("/")
-        cells.setdefault((row["model"], row["task"], row["metric"], row["filter"], cache), {})[mode] = (row, values)
+        name = " ".join(filter(None, (mode, row["named_settings"])))
+        key = (row["model"], row["task"], row["metric"], row["filter"], cache, row["documents"])
+        cells.setdefault(key, {})[name] = (row, values)
     return cells
 
 
+def mode_of(name: str) -> str:
+    return name.split(" ")[0]
+
+
 def ordered_pair(first: str, second: str, baseline: str) -> tuple[str, str]:
-    """The pair's challenger and baseline: `baseline` second when it is one of them, else by name."""
-    if first == baseline or (second != baseline and first > second):
+    """The pair's challenger and baseline: the `baseline` mode second when it is one of them, else by name."""
+    if mode_of(first) == baseline or (mode_of(second) != baseline and first > second):
         return second, first
     return first, second
 
 
 def compare(rows: list[dict], documents: list, baseline: str = BASELINE) -> list[dict]:
-    """Every pair of samplers run on one model, task, metric, filter and cache mode, compared document by
-    document (the latest run of each; `documents` [per row]: {doc key: value} from its samples file, or
-    None). Pairs with `baseline` come first in each cell."""
+    """Every pair of labels run on one model, task, metric, filter and cache mode and on the same documents
+    (digest), compared document by document (`documents` [per row]: {doc key: value} from its samples file,
+    or None). Pairs with the `baseline` mode come first in each cell."""
     comparisons = []
-    for (model, task, metric, filter_name, cache), runs in sorted(latest_runs(rows, documents).items(),
-                                                                   key=lambda item: str(item[0])):
-        modes = sorted(runs)
-        pairs = {ordered_pair(a, b, baseline) for i, a in enumerate(modes) for b in modes[i + 1:]}
-        for challenger, other in sorted(pairs, key=lambda pair: (pair[1] != baseline, pair)):
+    for (model, task, metric, filter_name, cache, docs), runs in sorted(latest_runs(rows, documents).items(),
+                                                                         key=lambda item: str(item[0])):
+        names = sorted(runs)
+        pairs = {ordered_pair(a, b, baseline) for i, a in enumerate(names) for b in names[i + 1:]}
+        for challenger, other in sorted(pairs, key=lambda pair: (mode_of(pair[1]) != baseline, pair)):
             (ours, our_docs), (theirs, their_docs) = runs[challenger], runs[other]
             comparisons.append({
                 "model": model, "task": task, "metric": metric, "filter": filter_name, "use_cache": cache,
-                "challenger": challenger, "baseline": other, "challenger_value": ours["value"],
+                "documents": docs, "challenger": challenger, "baseline": other,
+                "challenger_results_file": ours["results_file"], "baseline_results_file": theirs["results_file"],
+                "challenger_value": ours["value"],
                 "baseline_value": theirs["value"],
                 **difference_statistics(ours, theirs, our_docs, their_docs),
                 "challenger_cumulative_entropy": ours["mean_cumulative_entropy"],
@@ -440,7 +537,7 @@ def evidence(item: dict) -> str:
     stderr = "no stderr" if item["difference_stderr"] is None else f"stderr {fmt(item['difference_stderr'], 2)}"
     if not item["paired"]:
         return f"({stderr} of the difference, the runs treated as independent: no samples logged)"
-    text = f"on the same {item['n']} documents (paired {stderr}"
+    text = f"on the same {item['n']} documents (digest {item['documents']}; paired {stderr}"
     if item["test"] == "exact McNemar":
         return text + (f"; exact McNemar p = {fmt(item['p_value'], 2)}: {item['challenger']} alone right on "
                        f"{item['challenger_only']}, {item['baseline']} alone on {item['baseline_only']})")
@@ -483,21 +580,28 @@ def markdown(board: dict) -> str:
     for row in board["rows"]:
         metric = row["metric"] + (f" ({row['filter']})" if row["filter"] and row["filter"] != "none" else "")
         lines.append("| " + " | ".join(cell(value) for value in (
-            row["model"], row["task"], row["sampler"], metric, fmt(row["value"]), fmt(row["stderr"]), fmt(row["n"]),
+            row["model"], row["task"], row["label"], metric, fmt(row["value"]), fmt(row["stderr"]), fmt(row["n"]),
             fmt(row["mean_nfe"]), fmt(row["mean_cumulative_entropy"]), fmt(row["lm_eval_version"]),
             fmt(row["date"]), row["machine"], number[row["command"]])) + " |")
     if board["retired_metrics"]:
         lines += ["", "Left out, metrics no longer computed: " + "; ".join(
             f"`{metric}` ({reason})" for metric, reason in board["retired_metrics"].items()) + "."]
-    against_baseline = [item for item in board["comparisons"] if item["baseline"] == BASELINE]
+    if board["duplicates"]:
+        lines += ["", "Runs with the same settings and documents (each a row above; the comparisons use the latest): "
+                  + "; ".join(f"{item['model']} / {item['task']} / {item['label']}: "
+                              f"{', '.join(f'`{path}`' for path in item['results_files'])}, compared: "
+                              f"`{item['compared']}`" for item in board["duplicates"]) + "."]
+    against_baseline = [item for item in board["comparisons"] if mode_of(item["baseline"]) == BASELINE]
     if against_baseline:
         lines += ["", f"## Paired comparisons against confidence order ({BASELINE})", "",
-                  "Each sampler against the same model, task and cache mode run with `original`, document by document "
+                  "Each sampler against the same model, task and cache mode run with `original` on the same "
+                  "documents (`docs`: a digest of their ids and text), document by document "
                   "(from the runs' `--log_samples` files): the mean per-document difference, its paired stderr, "
                   "and an exact McNemar test (0/1 metrics; `alone`: documents only one of the two got right) or a "
                   "paired bootstrap 95% interval (other metrics). Every pair of samplers is in "
                   "`leaderboard.json` under `comparisons`.", ""]
-        lines += [f"- {comparison_sentence(item)}" for item in against_baseline if item["challenger"] == "info_gain"]
+        lines += [f"- {comparison_sentence(item)}" for item in against_baseline
+                  if mode_of(item["challenger"]) == "info_gain"]
         lines += ["", "| model | task | metric | cache | sampler | difference | paired stderr | n | test | alone "
                       "(sampler / original) |", "|---|---|---|---|---|---:|---:|---:|---|---:|"]
         for item in against_baseline:
@@ -533,7 +637,7 @@ def chart(board: dict, path: Path) -> None:
 
     plotted = [row for row in board["rows"] if row["mean_nfe"]]
     panels = sorted({(row["model"], row["task"], row["metric"], row["filter"] or "") for row in plotted})
-    samplers = sorted({row["sampler"] for row in plotted + board["reference_rows"]})
+    samplers = sorted({row["label"] for row in plotted} | {row["sampler"] for row in board["reference_rows"]})
     style = {name: (pyplot.get_cmap("tab10")(index % 10), MARKERS[index % len(MARKERS)])
              for index, name in enumerate(samplers)}
     columns = max(1, min(2, len(panels)))
@@ -569,9 +673,9 @@ def draw_panel(axis, points: list[dict], style: dict) -> None:
         spot = (round(row["mean_nfe"], 1), round(row["value"], 3))
         offset = seen.get(spot, 0)
         seen[spot] = offset + 1
-        colour, marker = style[row["sampler"]]
+        colour, marker = style[row["label"]]
         axis.errorbar(row["mean_nfe"] + offset * step, row["value"], yerr=row["stderr"] or 0.0, fmt=marker,
-                      color=colour, markersize=6, capsize=3, elinewidth=1, label=row["sampler"])
+                      color=colour, markersize=6, capsize=3, elinewidth=1, label=row["label"])
     shifted = any(count > 1 for count in seen.values())
     axis.set_xlabel("mean NFE per request" + (" (equal points drawn side by side)" if shifted else ""))
 

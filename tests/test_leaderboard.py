@@ -11,7 +11,11 @@ import numpy
 import pytest
 from lm_eval.utils import simple_parse_args_string
 
-from lm_eval_infogain.leaderboard import LeaderboardError, build, compare, main, paired_statistics
+from lm_eval_infogain.leaderboard.board import build
+from lm_eval_infogain.leaderboard.cli import main
+from lm_eval_infogain.leaderboard.files import LeaderboardError
+from lm_eval_infogain.leaderboard.pairing import compare
+from lm_eval_infogain.leaderboard.statistics import paired_statistics
 
 FAST_ARGS = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16"
 SAMPLERS = {"original": "original/prefix", "info_gain": "info_gain/prefix"}

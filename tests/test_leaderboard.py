@@ -165,6 +165,8 @@ def test_mcnemar_counts_the_discordant_documents_only():
     assert result["difference"] == pytest.approx(0.5)
     assert result["difference_stderr"] == pytest.approx(differences.std(ddof=1) / 10 ** 0.5)
     assert result["verdict"] == "above"
+    low, high = result["ci95"]  # resampling the 10 documents: the differences' mean 0.5 lies inside
+    assert -1 <= low < 0.5 < high <= 1
 
 
 def test_paired_stderr_is_smaller_than_the_independent_one_for_correlated_runs():
@@ -379,7 +381,8 @@ def test_runs_with_the_same_settings_are_all_rows_and_the_compared_one_is_named(
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("runs, board", [("results/runs", "results"), ("results/runs-parallel", "results/runs-parallel")])
+@pytest.mark.parametrize("runs, board", [("results/runs", "results"), ("results/runs-parallel", "results/runs-parallel"),
+                                         ("results/runs-parallel-500", "results/runs-parallel-500")])
 def test_committed_leaderboards_are_what_the_command_writes(runs, board, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)  # the commands in the board name the runs' folders relative to the checkout
     main([runs, "-o", str(tmp_path)])

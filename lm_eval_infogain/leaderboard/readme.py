@@ -30,23 +30,25 @@ def markdown(board: dict) -> str:
                   + "; ".join(f"{item['model']} / {item['task']} / {item['label']}: "
                               f"{', '.join(f'`{path}`' for path in item['results_files'])}, compared: "
                               f"`{item['compared']}`" for item in board["duplicates"]) + "."]
-    against_baseline = [item for item in board["comparisons"] if mode_of(item["baseline"]) == BASELINE]
-    if against_baseline:
-        lines += ["", f"## Paired comparisons against confidence order ({BASELINE})", "",
-                  "Each sampler against the same model, task and cache mode run with `original` on the same "
-                  "documents (`docs`: a digest of their ids and text), document by document "
-                  "(from the runs' `--log_samples` files): the mean per-document difference, its paired stderr, "
-                  "and an exact McNemar test (0/1 metrics; `alone`: documents only one of the two got right) or a "
-                  "paired bootstrap 95% interval (other metrics). Every pair of samplers is in "
-                  "`leaderboard.json` under `comparisons`.", ""]
-        lines += [f"- {comparison_sentence(item)}" for item in against_baseline
-                  if mode_of(item["challenger"]) == "info_gain"]
-        lines += ["", "| model | task | metric | cache | sampler | difference | paired stderr | n | test | alone "
-                      "(sampler / original) |", "|---|---|---|---|---|---:|---:|---:|---|---:|"]
-        for item in against_baseline:
+    if board["comparisons"]:
+        lines += ["", "## Paired comparisons", "",
+                  "Every pair of labels run on one model, task and cache mode and on the same documents (`docs`: a "
+                  "digest of their ids and text), document by document from the runs' `--log_samples` files, pairs "
+                  f"with confidence order (`{BASELINE}`) first: the mean per-document difference (challenger minus "
+                  "baseline), its paired stderr, its paired bootstrap 95% interval, and for 0/1 metrics an exact "
+                  "McNemar test (`alone`: documents only one of the two got right).", ""]
+        in_words = [f"- {comparison_sentence(item)}" for item in board["comparisons"]
+                    if mode_of(item["challenger"]) == "info_gain" and mode_of(item["baseline"]) == BASELINE]
+        if in_words:
+            lines += [f"Info-Gain against `{BASELINE}` in words:", "", *in_words, ""]
+        lines += ["| model | task | metric | cache | docs | challenger | baseline | difference | paired stderr "
+                      "| 95% interval | n | test | alone (challenger / baseline) |",
+                  "|---|---|---|---|---|---|---|---:|---:|---|---:|---|---:|"]
+        for item in board["comparisons"]:
             lines.append("| " + " | ".join(cell(value) for value in (
-                item["model"], item["task"], item["metric"], item["use_cache"], item["challenger"],
-                fmt(item["difference"], 3), fmt(item["difference_stderr"], 2), fmt(item["n"]), test_cell(item),
+                item["model"], item["task"], item["metric"], item["use_cache"], fmt(item["documents"]),
+                item["challenger"], item["baseline"], fmt(item["difference"], 3), fmt(item["difference_stderr"], 2),
+                interval_text(item), fmt(item["n"]), test_cell(item),
                 f"{item['challenger_only']} / {item['baseline_only']}" if "challenger_only" in item else "-")) + " |")
     lines += ["", "![metric against mean NFE](leaderboard.png)", "", "## Commands", ""]
     for text in commands:
@@ -81,12 +83,16 @@ def evidence(item: dict) -> str:
     stderr = "no stderr" if item["difference_stderr"] is None else f"stderr {fmt(item['difference_stderr'], 2)}"
     if not item["paired"]:
         return f"({stderr} of the difference, the runs treated as independent: no samples logged)"
-    text = f"on the same {item['n']} documents (digest {item['documents']}; paired {stderr}"
+    text = (f"on the same {item['n']} documents (digest {item['documents']}; paired {stderr}, paired bootstrap "
+            f"95% interval of the difference {interval_text(item)}")
     if item["test"] == "exact McNemar":
         return text + (f"; exact McNemar p = {fmt(item['p_value'], 2)}: {item['challenger']} alone right on "
                        f"{item['challenger_only']}, {item['baseline']} alone on {item['baseline_only']})")
-    interval = "-" if item["ci95"] is None else f"[{fmt(item['ci95'][0], 3)}, {fmt(item['ci95'][1], 3)}]"
-    return text + f"; paired bootstrap 95% interval of the difference {interval})"
+    return text + ")"
+
+
+def interval_text(item: dict) -> str:
+    return "-" if item.get("ci95") is None else f"[{fmt(item['ci95'][0], 3)}, {fmt(item['ci95'][1], 3)}]"
 
 
 def test_cell(item: dict) -> str:
@@ -94,8 +100,7 @@ def test_cell(item: dict) -> str:
         return "unpaired (no samples logged)"
     if item["test"] == "exact McNemar":
         return f"McNemar p = {fmt(item['p_value'], 2)}"
-    interval = "-" if item["ci95"] is None else f"[{fmt(item['ci95'][0], 3)}, {fmt(item['ci95'][1], 3)}]"
-    return f"bootstrap 95% {interval}"
+    return "paired bootstrap"
 
 
 def fmt(value, digits: int = 4) -> str:

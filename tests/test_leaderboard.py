@@ -388,3 +388,21 @@ def test_committed_leaderboards_are_what_the_command_writes(runs, board, monkeyp
     main([runs, "-o", str(tmp_path)])
     for name in ("leaderboard.json", "README.md"):
         assert (tmp_path / name).read_text() == (ROOT / board / name).read_text(), name
+
+
+def test_tiny_models_quotes_the_parallel_threshold_board():
+    """results/tiny-models.md's 500-document table and paired comparisons are what the board of
+    results/runs-parallel-500 holds."""
+    from lm_eval_infogain.leaderboard.readme import fmt, interval_text
+
+    text = (ROOT / "results" / "tiny-models.md").read_text()
+    board = json.loads((ROOT / "results" / "runs-parallel-500" / "leaderboard.json").read_text())
+    for row in board["rows"]:
+        if row["metric"] == "acc":
+            assert f"| {fmt(row['value'])} | {fmt(row['stderr'])} | {fmt(row['mean_nfe'])} |" in text, row["label"]
+    against_parallel = [item for item in board["comparisons"]
+                        if item["metric"] == "acc" and item["baseline"].startswith("info_gain+parallel0.9")]
+    assert len(against_parallel) == 4
+    for item in against_parallel:
+        quoted = f"stderr {fmt(item['difference_stderr'], 2)}, {interval_text(item)}, p = {fmt(item['p_value'], 2)}"
+        assert quoted in " ".join(text.split()), quoted

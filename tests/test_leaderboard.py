@@ -406,3 +406,6 @@ def test_tiny_models_quotes_the_parallel_threshold_board():
     for item in against_parallel:
         quoted = f"stderr {fmt(item['difference_stderr'], 2)}, {interval_text(item)}, p = {fmt(item['p_value'], 2)}"
         assert quoted in " ".join(text.split()), quoted
+    (line,) = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `parallel_threshold`")]
+    for item in [item for item in against_parallel if item["model"] == "tiny-llada-sudoku"]:
+        assert f"paired stderr {fmt(item['difference_stderr'], 2)}, 95% interval {interval_text(item)}" in line

@@ -39,11 +39,11 @@ mean NFE with stderr bars, one panel per model, task and metric, one colour and 
 Paired comparisons: runs on the same documents (equal `docs` digests) are compared document by
 document, from the runs' `--log_samples` files (`samples_file` in a row); runs on other documents are
 never compared. For every pair of labels of one model, task, metric, filter, cache mode and set of
-documents, `comparisons` in the JSON has the mean per-document difference, its
-paired standard error, and an exact McNemar test (0/1 metrics: a binomial test on the documents only
-one of the two got right, which it lists) or a 95% paired bootstrap interval (other metrics). A run
-without samples falls back to the runs' own stderrs treated as independent, and says so. The README
-states each sampler against confidence order (`original`), Info-Gain in words.
+documents, `comparisons` in the JSON has the mean per-document difference, its paired standard
+error and its 95% paired bootstrap interval, and for 0/1 metrics an exact McNemar test (a binomial test
+on the documents only one of the two got right, which it lists). A run without samples falls back to
+the runs' own stderrs treated as independent, and says so. The README lists every pair, and states
+Info-Gain against confidence order (`original`) in words.
 
 Modules: files (reading lm-eval's output), decode_stats, commands (the command that reproduces a run),
 labels (settings, document digests, labels), runs (rows), statistics (paired_statistics: McNemar and

@@ -410,3 +410,18 @@ def test_tiny_models_quotes_the_parallel_threshold_board():
     (line,) = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `parallel_threshold`")]
     for item in [item for item in against_parallel if item["model"] == "tiny-llada-sudoku"]:
         assert f"paired stderr {fmt(item['difference_stderr'], 2)}, 95% interval {interval_text(item)}" in line
+
+
+def test_readme_and_tiny_models_quote_info_gain_against_original_on_500_documents():
+    """Info-Gain against confidence order on every test document, as results/runs-500's board holds it."""
+    from lm_eval_infogain.leaderboard.readme import fmt, interval_text
+
+    board = json.loads((ROOT / "results" / "runs-500" / "leaderboard.json").read_text())
+    pairs = [item for item in board["comparisons"] if (item["challenger"], item["baseline"]) == ("info_gain", "original")]
+    assert {(item["task"], item["metric"]) for item in pairs} == {
+        ("sudoku_4x4", "acc"), ("countdown", "acc"), ("countdown", "acc_paper_rule")}
+    for name in ("README.md", "results/tiny-models.md"):
+        text = " ".join((ROOT / name).read_text().split())
+        for item in pairs:
+            quoted = f"paired stderr {fmt(item['difference_stderr'], 2)}, paired 95% interval {interval_text(item)}"
+            assert quoted in text, (name, quoted)

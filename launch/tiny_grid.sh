@@ -5,6 +5,7 @@
 #   launch/tiny_grid.sh              # run what is not done yet, then the leaderboard
 #   DRY_RUN=1 launch/tiny_grid.sh    # print the commands, run nothing (finished cells after "# done: ")
 #   FORCE=1 launch/tiny_grid.sh      # rerun every cell, finished ones included
+#   LIMIT=500 RUNS=results/runs-500 BOARD=results/runs-500 launch/tiny_grid.sh   # every test document
 #
 # Environment (defaults in brackets): SAMPLERS [original random info_gain entropy margin fast_dllm],
 # LIMIT [100], CACHE [none], EXTRA_ARGS [--batch_size 50: outputs do not depend on it], RUNS [results/runs],

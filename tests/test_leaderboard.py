@@ -11,7 +11,11 @@ import numpy
 import pytest
 from lm_eval.utils import simple_parse_args_string
 
-from lm_eval_infogain.leaderboard import LeaderboardError, build, compare, main, paired_statistics
+from lm_eval_infogain.leaderboard.board import build
+from lm_eval_infogain.leaderboard.cli import main
+from lm_eval_infogain.leaderboard.files import LeaderboardError
+from lm_eval_infogain.leaderboard.pairing import compare
+from lm_eval_infogain.leaderboard.statistics import paired_statistics
 
 FAST_ARGS = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16"
 SAMPLERS = {"original": "original/prefix", "info_gain": "info_gain/prefix"}
@@ -116,7 +120,7 @@ def test_readme_chart_and_deterministic_output(runs, tmp_path):
     root, board_dir, board = runs
     readme = (board_dir / "README.md").read_text()
     for row in board["rows"]:
-        assert f"| tiny-random-llada | sudoku_4x4 | {row['sampler']} | acc |" in readme
+        assert f"| tiny-random-llada | sudoku_4x4 | {row['label']} | acc |" in readme
         assert row["command"] in readme
     assert (board_dir / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     keys = [(row["model"], row["task"], row["sampler"], row["metric"]) for row in board["rows"]]
@@ -143,7 +147,8 @@ def test_readme_says_whether_info_gain_is_above_original_document_by_document(ru
     assert (item["challenger_only"], item["baseline_only"]) == (wins, losses)
     readme = (board_dir / "README.md").read_text()
     line = next(line for line in readme.splitlines() if line.startswith("- tiny-random-llada / sudoku_4x4, acc"))
-    assert f"info_gain 0.5 is **{expected}** original" in line and "on the same 2 documents (paired stderr" in line
+    assert f"info_gain 0.5 is **{expected}** original" in line
+    assert f"on the same 2 documents (digest {item['documents']}; paired stderr" in line
     assert "exact McNemar p = " in line
 
 
@@ -160,6 +165,8 @@ def test_mcnemar_counts_the_discordant_documents_only():
     assert result["difference"] == pytest.approx(0.5)
     assert result["difference_stderr"] == pytest.approx(differences.std(ddof=1) / 10 ** 0.5)
     assert result["verdict"] == "above"
+    low, high = result["ci95"]  # resampling the 10 documents: the differences' mean 0.5 lies inside
+    assert -1 <= low < 0.5 < high <= 1
 
 
 def test_paired_stderr_is_smaller_than_the_independent_one_for_correlated_runs():
@@ -187,7 +194,8 @@ def test_continuous_metrics_get_a_paired_bootstrap_interval():
 def test_comparison_pairs_runs_of_one_cache_mode_and_falls_back_to_independent_stderrs():
     def row(sampler, value, stderr=0.05, model="m", date="2026-01-01"):
         return {"model": model, "task": "t", "metric": "acc", "filter": "none", "sampler": sampler, "value": value,
-                "stderr": stderr, "mean_cumulative_entropy": 1.0, "date": date}
+                "stderr": stderr, "mean_cumulative_entropy": 1.0, "date": date, "named_settings": "",
+                "documents": None, "results_file": f"{model}/{sampler}/results.json"}
 
     rows = [row("info_gain/prefix", 0.4), row("original/prefix", 0.5), row("info_gain/none", 0.3, stderr=None),
             row("original/none", 0.3), row("info_gain/dual", 0.9), row("original/prefix", 0.9, model="other")]
@@ -202,7 +210,8 @@ def test_comparison_pairs_runs_of_one_cache_mode_and_falls_back_to_independent_s
 def test_every_pair_of_samplers_is_compared_with_the_baseline_second():
     def row(sampler, value):
         return {"model": "m", "task": "t", "metric": "acc", "filter": "none", "sampler": sampler, "value": value,
-                "stderr": 0.1, "mean_cumulative_entropy": 1.0, "date": "2026-01-01"}
+                "stderr": 0.1, "mean_cumulative_entropy": 1.0, "date": "2026-01-01", "named_settings": "",
+                "documents": "d1", "results_file": f"{sampler}/results.json"}
 
     rows = [row("entropy/none", 0.3), row("info_gain/none", 0.4), row("original/none", 0.5)]
     documents = [{(0, "h"): 0.0, (1, "g"): 1.0}, {(0, "h"): 1.0, (1, "g"): 0.0}, {(0, "h"): 1.0, (1, "g"): 1.0}]
@@ -305,3 +314,114 @@ def test_info_gain_with_parallel_commits_is_a_sampler_of_its_own():
     lookum = {"sampler": {**parallel["sampler"], "variant": "lookum"}}
     assert [sampler_label(config) for config in (plain, parallel, lookum)] == [
         "info_gain/none", "info_gain+parallel0.9/none", "lookum+parallel0.9/none"]
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """fast_dllm at threshold 0.8 and 0.9 on the same 2 sudoku puzzles, and on countdown's default data and its
+    countdown_max_number=9 variant (2 instances each): three lm-eval runs and their leaderboard."""
+    root = tmp_path_factory.mktemp("variants")
+    for name, threshold, tasks, metadata in (("a", 0.8, "sudoku_4x4,countdown", []),
+                                             ("b", 0.9, "sudoku_4x4", []),
+                                             ("c", 0.8, "countdown", ["--metadata", '{"countdown_max_number": 9}'])):
+        command = [sys.executable, "-m", "lm_eval", "--model", "mdm_infogain", "--model_args",
+                   f"{FAST_ARGS},mode=fast_dllm,threshold={threshold}", "--tasks", tasks, *metadata, "--limit", "2",
+                   "--output_path", str(root / name), "--log_samples"]
+        result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    main([str(root), "-o", str(root / "board")])
+    return root, json.loads((root / "board" / "leaderboard.json").read_text())
+
+
+def logged_documents(root: Path, run: str, task: str) -> set:
+    (path,) = (root / run).rglob(f"samples_{task}_*.jsonl")
+    return {(sample["doc_id"], sample["doc_hash"]) for sample in map(json.loads, path.read_text().splitlines())}
+
+
+def test_runs_that_differ_get_labels_that_say_how_and_only_same_document_runs_are_paired(variants):
+    root, board = variants
+    labels = {(row["task"], row["results_file"].split("/")[0]): row["label"] for row in board["rows"]}
+    assert labels[("sudoku_4x4", "a")] == "fast_dllm/prefix threshold=0.8"
+    assert labels[("sudoku_4x4", "b")] == "fast_dllm/prefix threshold=0.9"
+    assert logged_documents(root, "a", "countdown") != logged_documents(root, "c", "countdown")
+    default_data, small_numbers = labels[("countdown", "a")], labels[("countdown", "c")]
+    assert default_data.startswith("fast_dllm/prefix countdown_max_number=default docs=")
+    assert small_numbers.startswith("fast_dllm/prefix countdown_max_number=9 docs=")
+    assert default_data.split("docs=")[1] != small_numbers.split("docs=")[1]
+    assert len(set(labels.values())) == 4
+    readme = (root / "board" / "README.md").read_text()
+    assert all(f"| {label} |" in readme for label in labels.values())
+    assert logged_documents(root, "a", "sudoku_4x4") == logged_documents(root, "b", "sudoku_4x4")
+    (item,) = board["comparisons"]  # countdown's runs scored other documents: not compared
+    assert (item["task"], item["challenger"], item["baseline"]) == ("sudoku_4x4", "fast_dllm threshold=0.8",
+                                                                   "fast_dllm threshold=0.9")
+    assert item["paired"] and item["n"] == 2
+    assert board["duplicates"] == []
+
+
+def test_runs_with_the_same_settings_are_all_rows_and_the_compared_one_is_named(variants, tmp_path):
+    root, _ = variants
+    shutil.copytree(root / "b", tmp_path / "b")
+    (results_path,) = (root / "b").rglob("results_*.json")
+    later = tmp_path / "b-again" / results_path.parent.name / results_path.name.replace("results_2", "results_3")
+    later.parent.mkdir(parents=True)
+    shutil.copy(results_path, later)
+    results = json.loads(later.read_text())
+    later.write_text(json.dumps(results | {"date": results["date"] + 60}))
+    (samples,) = (root / "b").rglob("samples_sudoku_4x4_*.jsonl")
+    shutil.copy(samples, later.parent / samples.name.replace("_2", "_3", 1))
+    board = build([tmp_path], [])
+    assert [row["label"] for row in board["rows"]] == ["fast_dllm/prefix"] * 2  # nothing differs: no setting named
+    (duplicate,) = board["duplicates"]
+    assert duplicate["results_files"] == [results_path.relative_to(root).as_posix(),
+                                          later.relative_to(tmp_path).as_posix()]
+    assert duplicate["compared"] == later.relative_to(tmp_path).as_posix()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("runs, board", [("results/runs", "results"), ("results/runs-parallel", "results/runs-parallel"),
+                                         ("results/runs-parallel-500", "results/runs-parallel-500"),
+                                         ("results/runs-500", "results/runs-500")])
+def test_committed_leaderboards_are_what_the_command_writes(runs, board, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)  # the commands in the board name the runs' folders relative to the checkout
+    main([runs, "-o", str(tmp_path)])
+    for name in ("leaderboard.json", "README.md"):
+        assert (tmp_path / name).read_text() == (ROOT / board / name).read_text(), name
+
+
+def test_tiny_models_quotes_the_parallel_threshold_board():
+    """results/tiny-models.md's 500-document table and paired comparisons are what the board of
+    results/runs-parallel-500 holds."""
+    from lm_eval_infogain.leaderboard.readme import fmt, interval_text
+
+    text = (ROOT / "results" / "tiny-models.md").read_text()
+    board = json.loads((ROOT / "results" / "runs-parallel-500" / "leaderboard.json").read_text())
+    for row in board["rows"]:
+        if row["metric"] == "acc":
+            assert f"| {fmt(row['value'])} | {fmt(row['stderr'])} | {fmt(row['mean_nfe'])} |" in text, row["label"]
+    against_parallel = [item for item in board["comparisons"]
+                        if item["metric"] == "acc" and item["baseline"].startswith("info_gain+parallel0.9")]
+    assert len(against_parallel) == 4
+    for item in against_parallel:
+        quoted = f"stderr {fmt(item['difference_stderr'], 2)}, {interval_text(item)}, p = {fmt(item['p_value'], 2)}"
+        assert quoted in " ".join(text.split()), quoted
+    (line,) = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `parallel_threshold`")]
+    for item in [item for item in against_parallel if item["model"] == "tiny-llada-sudoku"]:
+        assert f"paired stderr {fmt(item['difference_stderr'], 2)}, 95% interval {interval_text(item)}" in line
+
+
+def test_readme_and_tiny_models_quote_info_gain_against_original_on_500_documents():
+    """Info-Gain against confidence order on every test document, as results/runs-500's board holds it."""
+    from lm_eval_infogain.leaderboard.readme import fmt, interval_text
+
+    board = json.loads((ROOT / "results" / "runs-500" / "leaderboard.json").read_text())
+    pairs = [item for item in board["comparisons"] if (item["challenger"], item["baseline"]) == ("info_gain", "original")]
+    assert {(item["task"], item["metric"]) for item in pairs} == {
+        ("sudoku_4x4", "acc"), ("countdown", "acc"), ("countdown", "acc_paper_rule")}
+    for name in ("README.md", "results/tiny-models.md"):
+        text = " ".join((ROOT / name).read_text().split())
+        for item in pairs:
+            quoted = f"paired stderr {fmt(item['difference_stderr'], 2)}, paired 95% interval {interval_text(item)}"
+            assert quoted in text, (name, quoted)

@@ -1,0 +1,5 @@
+"""python -m lm_eval_infogain.leaderboard"""
+
+from lm_eval_infogain.leaderboard.cli import main
+
+main()

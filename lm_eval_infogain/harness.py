@@ -35,12 +35,13 @@ from tqdm import tqdm
 from lm_eval_infogain import __version__, request_cache
 from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.models.base import with_attention_block
-from lm_eval_infogain.models.registry import (DEFAULT_PRETRAINED, adapt_built_model, built_model_name,
-                                              checkpoint_sampler_defaults, load, resolve_pretrained)
+from lm_eval_infogain.models.registry import (DEFAULT_PRETRAINED, adapt_built_model, built_model_folder,
+                                              built_model_name, checkpoint_sampler_defaults, load,
+                                              resolve_pretrained)
 from lm_eval_infogain.sampling.config import (TEMPERATURE_ALLOWED, SamplerConfig, check, fit_to_model, is_int,
                                               is_number, is_temperature)
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
-from lm_eval_infogain.sampling.loop import background_log_frequencies, generate, probe_batch
+from lm_eval_infogain.sampling.loop import background_log_frequencies, block_ranges, generate, probe_batch
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,24 @@ def sampler_config(sampler_args: dict, max_new_tokens: int | None = None) -> Sam
     return SamplerConfig(**sampler_args)
 
 
+def steps_that_run(config: SamplerConfig) -> SamplerConfig:
+    """A step commits at least one token, so steps beyond gen_length run as gen_length steps: the config
+    says what runs (the outputs are the same), with a warning."""
+    if config.steps <= config.gen_length:
+        return config
+    logger.warning("steps=%d exceeds gen_length=%d: a step commits at least one token, so %d steps run and are "
+                   "recorded", config.steps, config.gen_length, config.gen_length)
+    return dataclasses.replace(config, steps=config.gen_length)
+
+
+def steps_for_length(config: SamplerConfig, gen_length: int) -> int:
+    """The steps a generation of gen_length tokens runs (a task's max_gen_toks may shorten it): each block
+    keeps config.steps_per_block, at most one per token of a shorter last block (loop.decode_block).
+    Counted for a prompt that ends on a block boundary; dynamic modes take as many as their rule needs."""
+    return sum(min(config.steps_per_block, end - start)
+               for start, end in block_ranges(0, gen_length, config.block_length))
+
+
 @register_model("mdm_infogain")
 class MDMInfoGainLM(LM):
     def __init__(self, pretrained: str | None = None, arch: str | None = None, trust_remote_code=False,
@@ -179,8 +198,10 @@ class MDMInfoGainLM(LM):
             pretrained = built_model_name(self.built_model)
             self.model_args["tokenizer"] = getattr(tokenizer, "name_or_path", tokenizer)
         pretrained = self.model_args["pretrained"] = default_pretrained(pretrained)
-        # The checkpoint's own defaults (generation_config.json) under the model_args given.
-        checkpoint_defaults = {} if self.built_model is not None else checkpoint_sampler_defaults(pretrained)
+        # The checkpoint's own defaults (generation_config.json) under the model_args given; a built model's
+        # come from the folder it was loaded from, as the CLI would read them.
+        checkpoint_defaults = checkpoint_sampler_defaults(
+            pretrained if self.built_model is None else built_model_folder(self.built_model))
         if max_new_tokens is not None:
             checkpoint_defaults.pop("gen_length", None)
         sampler_args = checkpoint_defaults | sampler_args
@@ -193,8 +214,7 @@ class MDMInfoGainLM(LM):
         check(is_int(mc_batch_size) and mc_batch_size >= 1, "mc_batch_size", mc_batch_size, "an integer >= 1")
         self.mc_num, self.mc_batch_size = mc_num, mc_batch_size
         check(seed is None or is_int(seed), "seed", seed, "an integer")
-        # lm-eval's --seed seeds torch before building the model, so it reaches us through torch.
-        self.seed = torch.initial_seed() if seed is None else seed
+        self.given_seed = seed
         self.accelerator = self.setup_data_parallel()
         self.decode_stats_path = self.stats_path(decode_stats)  # a bad path fails before the model loads
         self.pretrained = pretrained
@@ -208,14 +228,22 @@ class MDMInfoGainLM(LM):
         given_block_length = self.sampler.block_length if "block_length" in sampler_args else None
         self.adapter, self.model_args["attention_block"] = with_attention_block(self.adapter, attention_block,
                                                                                 given_block_length)
-        self.sampler = fit_to_model(self.sampler, set(sampler_args), self.adapter.spec)
+        self.sampler = steps_that_run(fit_to_model(self.sampler, set(sampler_args), self.adapter.spec))
         self._device = self.adapter.device
         if self.sampler.mode == "pc_sampler":  # a bad baseline file fails now, not at the first request
             background_log_frequencies(self.sampler.pc_baseline, self.adapter.spec.vocab_size, str(self.device))
         self.decode_stats: list[dict] = []  # this process's requests
         self.run_decode_stats: dict[tuple, dict] = {}  # every process's, on the first one (see gather_decode_stats)
-        self.task_samplers: dict[str, SamplerConfig] = {}  # what each task's requests decoded with
+        self.task_samplers: dict[str, dict] = {}  # the settings each task's requests decoded with
+        self.requests_of_call = None  # see generate_until
         self.warned: set[str] = set()
+
+    @property
+    def seed(self) -> int:
+        """The run's seed: seed= when given, else the torch seed lm-eval's --seed (simple_evaluate's
+        torch_random_seed) set, read as requests run. So a model built in Python before simple_evaluate
+        seeds as the CLI does, not from the random seed torch drew when its process started."""
+        return torch.initial_seed() if self.given_seed is None else self.given_seed
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
@@ -425,6 +453,8 @@ class MDMInfoGainLM(LM):
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         self.generate_until_calls += 1  # lm_eval_hook makes a rank whose requests were all cached join in
+        # every request of lm-eval's call, those its --use_cache answered too (set by lm_eval_hook)
+        requests_of_call, self.requests_of_call = self.requests_of_call or requests, None
         for instance in requests:  # every request's gen_kwargs are checked before any is decoded
             self.request_settings(instance.args[1])
         if self.batch_size_per_canvas is None and (requests or self.world_size > 1):  # every rank joins the gather
@@ -445,21 +475,40 @@ class MDMInfoGainLM(LM):
         for chunk in collator.get_batched(n=self.batch_size_per_canvas):
             contexts, all_gen_kwargs, seeds, request_keys = zip(*chunk)
             until, gen_length, config = self.request_sampler(all_gen_kwargs[0])
-            self.task_samplers.update((key["task"], config) for key in request_keys)
+            ran = dataclasses.asdict(config) | {"gen_length": gen_length, "steps": steps_for_length(config, gen_length)}
+            self.task_samplers.update((key["task"], ran) for key in request_keys)
             prompts = [self.encode_prompt(context, gen_length) for context in contexts]
             started = time.perf_counter()
             generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length)
             seconds = (time.perf_counter() - started) / len(prompts)  # a batch's time, shared equally
-            self.record_stats([key | row | {"seconds": seconds} for key, row in zip(request_keys, stats)])
-            for context, gen_kwargs, ids in zip(contexts, all_gen_kwargs, generated):
+            rows = [key | row | {"seconds": seconds} for key, row in zip(request_keys, stats)]
+            self.record_stats(rows)
+            for context, gen_kwargs, ids, row in zip(contexts, all_gen_kwargs, generated, rows):
                 answer = self.decode_answer(ids, until)
                 answers.append(answer)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answer)
+                request_cache.store_stats(self.cache_hook.dbdict, (context, gen_kwargs), row)
                 progress.update(1)
             self.commit_cache()
         progress.close()
-        self.gather_decode_stats(self.decode_stats[len(self.decode_stats) - len(requests):])
+        decoded = self.decode_stats[len(self.decode_stats) - len(requests):]
+        self.gather_decode_stats(decoded + self.cached_decode_stats(requests_of_call, decoded))
         return collator.get_original(answers)
+
+    def cached_decode_stats(self, requests, decoded: list[dict]) -> list[dict]:
+        """The decode stats that --use_cache kept with the answers of the requests not decoded now."""
+        if self.cache_hook.dbdict is None:
+            return []
+        decoded_keys = {(row["task"], row["doc_id"], row["idx"], row["repeat"]) for row in decoded}
+        rows, repeats = [], Counter()
+        for instance in requests:
+            key = (instance.task_name, instance.doc_id, instance.idx)
+            request = dict(zip(("task", "doc_id", "idx", "repeat"), (*key, repeats[key])))
+            repeats[key] += 1
+            stored = request_cache.stored_stats(self.cache_hook.dbdict, instance.args)
+            if (*key, request["repeat"]) not in decoded_keys and stored is not None:
+                rows.append(stored | request)
+        return rows
 
     def costliest_request(self, requests) -> tuple[list[int], int, SamplerConfig] | None:
         """(prompt ids, generation length, sampler) of the request with the longest canvas (prompt and
@@ -583,10 +632,11 @@ class MDMInfoGainLM(LM):
         }
 
     def sampler_per_task(self) -> dict:
-        """The settings a task's gen_kwargs changed ({} when it ran with `sampler` as it is)."""
+        """The settings a task's gen_kwargs changed ({} when it ran with `sampler` as it is), the generation
+        length a max_gen_toks cap left and the steps it runs included."""
         base = dataclasses.asdict(self.sampler)
-        return {task: {key: value for key, value in dataclasses.asdict(config).items() if base[key] != value}
-                for task, config in sorted(self.task_samplers.items())}
+        return {task: {key: value for key, value in settings.items() if base[key] != value}
+                for task, settings in sorted(self.task_samplers.items())}
 
     def record_stats(self, rows: list[dict]) -> None:
         """Keep per-request stats, and append them to the JSONL file at once: a crash loses nothing."""

@@ -122,6 +122,26 @@ def test_max_gen_toks_caps_generation_length(lm, monkeypatch):
     assert sorted(lengths) == [8, 32]
 
 
+def test_the_results_record_the_generation_length_and_steps_a_cap_left():
+    """gen_length 32 in blocks of 16 with 8 steps each; max_gen_toks=4 leaves one block of 4 tokens: 4 steps."""
+    lm = make_lm("mode=original")
+    lm.generate_until([request("a", max_gen_toks=4)])
+    assert lm.get_model_info()["sampler_per_task"] == {"unit": {"gen_length": 4, "steps": 4}}
+    assert {row["nfe"] for row in lm.get_model_info()["decode_stats_per_request"]} == {4}
+    lm.generate_until([request("a", max_gen_toks=24)])  # a block of 16 (8 steps), then one of 8 (8 steps)
+    assert lm.get_model_info()["sampler_per_task"] == {"unit": {"gen_length": 24}}
+
+
+def test_steps_beyond_the_generation_are_recorded_as_the_steps_that_run(caplog):
+    with caplog.at_level(logging.WARNING):
+        lm = make_lm("mode=original,steps=1000000000")
+    assert lm.sampler.steps == 32 and lm.get_model_info()["sampler"]["steps"] == 32
+    assert "steps=1000000000 exceeds gen_length=32: a step commits at least one token, so 32 steps run and are " \
+           "recorded" in caplog.messages
+    answers = lm.generate_until([request("Solve: 1 2 3 4")])
+    assert answers == make_lm("mode=original,steps=32").generate_until([request("Solve: 1 2 3 4")])
+
+
 @pytest.mark.parametrize("gen_kwargs, length", [
     ({"max_new_tokens": 8}, 8),
     ({"max_tokens": 4}, 4),

@@ -101,13 +101,16 @@ def generation_config(path: str) -> dict:
         return {}
 
 
-def checkpoint_sampler_defaults(pretrained: str) -> dict:
+def checkpoint_sampler_defaults(pretrained: str | None) -> dict:
     """Sampler settings the checkpoint's generation_config.json names under "sampler_defaults" (gen_length,
     steps, block_length, use_cache), e.g. the answer length a train_tiny model learnt; model_args win.
+    None (a built model with no checkpoint folder) has none.
 
     A local generation_config.json that cannot be read or parsed is an error naming it: dropping it would
     silently run with other settings than the checkpoint's own.
     """
+    if pretrained is None:
+        return {}
     path = resolve_pretrained(pretrained)
     local_file = Path(path) / GENERATION_CONFIG_NAME
     if local_file.is_file():
@@ -251,6 +254,13 @@ def built_model_name(model) -> str:
     return f"<in-memory {type(base).__name__}: {getattr(base.config, '_name_or_path', '') or 'unsaved'}>"
 
 
+def built_model_folder(model) -> str | None:
+    """The checkpoint folder a model built in Python was loaded from (its config's _name_or_path), None
+    when it has none (built from a config, or loaded from the hub)."""
+    path = getattr(built_base(model).config, "_name_or_path", "") or ""
+    return path if os.path.isdir(path) else None
+
+
 def adapt_built_model(model, tokenizer, device: str):
     """(adapter, tokenizer) of a model already built in Python (HFLM's `pretrained=<PreTrainedModel>`): one
     of this package's model classes, or a peft model around one (its adapters stay live, unmerged)."""
@@ -262,8 +272,7 @@ def adapt_built_model(model, tokenizer, device: str):
         tokenizer = checkpoint_or_error(lambda: AutoTokenizer.from_pretrained(resolve_pretrained(tokenizer)),
                                         tokenizer)
     base.to(torch.device(device)).eval()
-    path = getattr(base.config, "_name_or_path", "") or ""
-    return ModelAdapter(base, model_spec(base.config, tokenizer, path if os.path.isdir(path) else "", base)), tokenizer
+    return ModelAdapter(base, model_spec(base.config, tokenizer, built_model_folder(model) or "", base)), tokenizer
 
 
 def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | None = None,

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import jinja2
 import torch
 from accelerate.utils import find_executable_batch_size
 from lm_eval.api.model import LM
@@ -155,6 +156,7 @@ def sampler_config(sampler_args: dict, max_new_tokens: int | None = None) -> Sam
         raise UsageError(f"unknown model_args key(s) {', '.join(unknown)}; allowed: "
                          f"{', '.join(HARNESS_KEYS + SAMPLER_KEYS)}")
     if max_new_tokens is not None:  # alias of gen_length (the seed README's name)
+        check(is_int(max_new_tokens) and max_new_tokens >= 1, "max_new_tokens", max_new_tokens, "an integer >= 1")
         if "gen_length" in sampler_args and sampler_args["gen_length"] != max_new_tokens:
             raise UsageError(f"max_new_tokens={max_new_tokens!r} and gen_length={sampler_args['gen_length']!r} "
                              "disagree; give one of them")
@@ -196,7 +198,7 @@ class MDMInfoGainLM(LM):
         self.built_model = None if pretrained is None or isinstance(pretrained, str) else pretrained
         if self.built_model is not None:
             pretrained = built_model_name(self.built_model)
-            self.model_args["tokenizer"] = getattr(tokenizer, "name_or_path", tokenizer)
+        self.model_args["tokenizer"] = getattr(tokenizer, "name_or_path", tokenizer)
         pretrained = self.model_args["pretrained"] = default_pretrained(pretrained)
         # The checkpoint's own defaults (generation_config.json) under the model_args given; a built model's
         # come from the folder it was loaded from, as the CLI would read them.
@@ -224,7 +226,8 @@ class MDMInfoGainLM(LM):
                                                              choose_device(device, self.accelerator))
         else:
             self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
-                                                arch=arch, trust_remote_code=trust_remote_code, peft=peft)
+                                                arch=arch, trust_remote_code=trust_remote_code, peft=peft,
+                                                tokenizer=tokenizer)
         given_block_length = self.sampler.block_length if "block_length" in sampler_args else None
         self.adapter, self.model_args["attention_block"] = with_attention_block(self.adapter, attention_block,
                                                                                 given_block_length)
@@ -317,8 +320,13 @@ class MDMInfoGainLM(LM):
     def apply_chat_template(self, chat_history, add_generation_prompt=True) -> str:
         if not self.tokenizer.chat_template:
             raise UsageError(f"--apply_chat_template was given but pretrained={self.pretrained!r} has no chat template")
-        return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
+        try:
+            return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
+        except jinja2.TemplateError as error:  # a syntax error, or a raise_exception() of the template
+            raise UsageError(f"pretrained={self.pretrained!r}: its chat template (chat_template.jinja or "
+                             f"tokenizer_config.json) cannot be applied: {type(error).__name__}: "
+                             f"{str(error).splitlines()[0] if str(error) else ''}") from None
 
     # --- requests ---
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:

@@ -413,6 +413,8 @@ ROPE_SCALINGS = {
     "none": None,
     "linear": {"type": "linear", "factor": 4.0},
     "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512},
+    # transformers 5 (and the official code) take original_max_position_embeddings = max_position_embeddings
+    "yarn_without_original": {"rope_type": "yarn", "factor": 4.0},
     "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 16},
 }

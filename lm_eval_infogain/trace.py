@@ -263,7 +263,7 @@ def request_order(lm, sampler, request: dict) -> dict:
     max_gen_toks, temperature) and the request's own seed (the run's seed, task, document, index 0)."""
     from types import SimpleNamespace
 
-    from lm_eval_infogain.harness import request_seed
+    from lm_eval_infogain.request_planning import request_seed
 
     until, gen_length, request_config = lm.request_sampler(request["gen_kwargs"])
     # the task's gen_kwargs win over this panel's sampler for what they set, as in a run

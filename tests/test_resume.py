@@ -16,7 +16,8 @@ from lm_eval.api.model import CachingLM
 from lm_eval.tasks import TaskManager
 from sqlitedict import SqliteDict
 
-from lm_eval_infogain.harness import HARNESS_KEYS, OUTPUT_NEUTRAL_KEYS, SAMPLER_KEYS, MDMInfoGainLM
+from lm_eval_infogain.harness import HARNESS_KEYS, SAMPLER_KEYS, MDMInfoGainLM
+from lm_eval_infogain.run_records import OUTPUT_NEUTRAL_KEYS
 from lm_eval_infogain.lm_eval_hook import task_configs_dir
 from lm_eval_infogain.request_cache import SETTINGS_KEY, STATS_PREFIX, flatten
 

@@ -283,7 +283,8 @@ def check_finite_logits(adapter, pretrained: str, weight_files: dict[str, str]) 
                          f"{weight_files.get(damaged, 'the checkpoint')} holds non-finite values in {damaged}: "
                          "the weights are damaged; re-download or re-save them")
     raise UsageError(f"pretrained={pretrained!r}: the first forward gives non-finite logits though every weight is "
-                     "finite; suspect config.json (rope_theta, the norm eps, rope_scaling)")
+                     f"finite; suspect config.json (rope_theta, the norm eps, rope_scaling), or dtype {adapter.dtype} "
+                     "too narrow for the activations")
 
 
 def built_base(model):

@@ -266,6 +266,12 @@ class ChatJudge:
         except self.openai.APIStatusError as error:
             raise JudgeError(f"the judge endpoint {self.endpoint} answered HTTP {error.status_code} "
                              f"for model {self.model!r}: {error.message}") from None
+        except self.openai.APIResponseValidationError:
+            completion = None
+        if not getattr(completion, "choices", None):  # e.g. `choices: []`, or a web page parsed as text
+            raise JudgeError(f"the judge endpoint {self.endpoint} answered without a chat completion for model "
+                             f"{self.model!r} (no choices: a web page, or not an OpenAI-compatible API?); "
+                             "--endpoint is the API's base URL, e.g. http://host:port/v1")
         return completion.choices[0].message.content or ""
 
 
@@ -432,6 +438,13 @@ def run(args: argparse.Namespace, api_key: str) -> dict:
     return {**report, "summary": pairwise_summary(judgments), "judgments": judgments}
 
 
+def readable_judgments(report: dict) -> int:
+    """How many of the judge's replies held a verdict (pairwise) or every score (single)."""
+    summary = report["summary"]
+    return summary["stories_scored"] if report["mode"] == "single" else len(report["judgments"]) - \
+        summary["judgments"]["unreadable"]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     api_key = os.environ.get(args.api_key_env, "")
@@ -439,11 +452,17 @@ def main(argv: list[str] | None = None) -> None:
         if not api_key:
             raise JudgeError(f"the environment variable {args.api_key_env} that should hold the judge's API key is "
                              "not set (or empty); export it, or name another variable with --api-key-env")
+        if args.output.is_dir():
+            raise JudgeError(f"--output {args.output} is a directory; allowed: the path of the JSON report file")
         report = run(args, api_key)
     except JudgeError as error:
         sys.exit(f"judge: {mask(' '.join(str(error).split()), api_key)}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(mask(json.dumps(report, indent=2, ensure_ascii=False), api_key) + "\n", encoding="utf-8")
+    if report["judgments"] and not readable_judgments(report):  # the report keeps every reply, to see why
+        first_reply = " ".join(report["judgments"][0]["reply"].split())[:80]
+        sys.exit(mask(f"judge: none of the {len(report['judgments'])} replies of {args.model!r} held a readable "
+                      f"verdict (the first: {first_reply!r}); every reply is in {args.output}", api_key))
     print(mask(summary_line(report), api_key))
     print(f"report: {args.output}")
 

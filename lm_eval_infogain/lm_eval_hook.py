@@ -8,8 +8,10 @@ interpreter start by `lm_eval_infogain.pth` and only installs an import hook (no
   also index this package's task_configs/ (before any --include_path, so user folders still win);
 - after `lm_eval.api.model` runs, have lm-eval's request cache (CachingLM) claim its file first when it
   wraps our model: locked against a second run, refused in one line when damaged (request_cache.claim);
-  and, under `accelerate launch`, call our generate_until even when all of a rank's requests were cached
-  (CachingLM skips the call then): the other ranks wait for every rank in its gathers;
+  tell our generate_until every request of the call, so that it reports the decode stats kept with the
+  cached answers too, and call it even when all of a process's requests were cached (CachingLM skips the
+  call then): it reports their stats, and under `accelerate launch` the other ranks wait for every rank
+  in its gathers;
 - after `lm_eval.evaluator` runs, have simple_evaluate check the sandbox before it loads the model
   when the tasks name one of this package's code tasks (lm-eval builds the tasks after the model);
 - after `lm_eval._cli.harness` runs, make the CLI print a UsageError (a bad input of ours) as the one
@@ -76,9 +78,10 @@ def claim_request_cache(model_module) -> None:
 
         def generate_until(requests):
             calls = self.lm.generate_until_calls
+            self.lm.requests_of_call = requests  # so that it reports the decode stats kept with cached answers
             answers = method(requests)
-            if self.lm.generate_until_calls == calls and self.lm.world_size > 1:
-                self.lm.generate_until([])  # all cached here: join the gathers the other ranks are in
+            if self.lm.generate_until_calls == calls:
+                self.lm.generate_until([])  # all cached here: report their stats, join the other ranks' gathers
             return answers
 
         return generate_until

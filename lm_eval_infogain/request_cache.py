@@ -3,7 +3,8 @@
 lm-eval's CachingLM keys an answer by the request alone (hash_args(method, request args)), not by the
 model args, so a cache file filled with one sampler would answer a run with another. The backend
 therefore stores the settings that decide its outputs in the cache file under a reserved key the
-first time it sees the file, and refuses a file whose stored settings differ (or that holds answers
+first time it sees the file (and each answer's decode stats under keys of their own, so that a resumed
+run still reports them), and refuses a file whose stored settings differ (or that holds answers
 from something else) with one line naming the file and the settings. Answers are committed as each
 batch finishes, so a run killed half way keeps its finished requests and a rerun of the same
 command computes only the rest.
@@ -28,6 +29,7 @@ import torch
 from lm_eval_infogain.errors import UsageError
 
 SETTINGS_KEY = "mdm_infogain:settings"  # cache keys of answers are sha256 hex digests, never this
+STATS_PREFIX = "mdm_infogain:stats:"  # + an answer's key: its decode stats
 # A checkpoint file is known by its name, size, the first and last MiB and, for safetensors, the whole
 # header (every tensor's name, dtype, shape and offsets): seconds for 16 GB of shards, and a retrained
 # model differs in every tensor, so in the first and last MiB of each shard.
@@ -69,6 +71,25 @@ def guard(dbdict, settings: dict) -> None:
                          "its settings for (another model or an older version); use another --use_cache path")
     dbdict[SETTINGS_KEY] = settings
     dbdict.commit()
+
+
+def stats_key(request_args: tuple) -> str:
+    """Where a generate_until answer's decode stats are kept: beside lm-eval's key of the answer."""
+    from lm_eval.api.model import hash_args
+
+    return f"{STATS_PREFIX}{hash_args('generate_until', request_args)}"
+
+
+def store_stats(dbdict, request_args: tuple, row: dict) -> None:
+    """Keep a request's decode stats with its cached answer (committed with it), so a resumed run still
+    reports them; nothing without a cache file."""
+    if dbdict is not None:
+        dbdict[stats_key(request_args)] = row
+
+
+def stored_stats(dbdict, request_args: tuple) -> dict | None:
+    """The decode stats kept with a cached answer (None for a cache file written before they were kept)."""
+    return dbdict.get(stats_key(request_args))
 
 
 def file_digest(path: Path) -> str:

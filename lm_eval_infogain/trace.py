@@ -159,7 +159,7 @@ def logged_request(samples: Path, doc_id: int) -> dict:
 
     lines = [line for line in (samples.read_text(encoding="utf-8").splitlines() if samples.is_file() else [])
              if line.strip()]
-    found = [sample for sample in map(json.loads, lines) if sample.get("doc_id") == doc_id]
+    found = [sample for sample in map(lambda line: samples_line(samples, line), lines) if sample.get("doc_id") == doc_id]
     if not found:
         raise ValueError(f"--doc_id {doc_id} is not in {samples}" if lines else f"--samples {samples} has no samples")
     sample = found[0]
@@ -180,11 +180,30 @@ def logged_request(samples: Path, doc_id: int) -> dict:
             "gen_kwargs": request["arg_1"], "logged_answer": sample["resps"][0][0], "model_args": model_args}
 
 
+def samples_line(samples: Path, line: str) -> dict:
+    """One line of an lm-eval samples file (one JSON object a line), or an error naming the file."""
+    try:
+        sample = json.loads(line)
+    except json.JSONDecodeError:
+        sample = None
+    if not isinstance(sample, dict):
+        raise ValueError(f"--samples {samples} is not an lm-eval samples file (samples_<task>_<date>.jsonl of "
+                         f"--log_samples, one JSON object a line): it holds {line[:40]!r}")
+    return sample
+
+
 def task_request(task_name: str, doc_id: int, metadata: dict, lm, chat: bool) -> dict:
     """Document doc_id of an lm-eval task, its prompt built as `lm_eval --tasks` builds it."""
+    import difflib
+
     from lm_eval.tasks import TaskManager
 
-    task = TaskManager(metadata=metadata).load(task_name)["tasks"].get(task_name)
+    manager = TaskManager(metadata=metadata)
+    if task_name not in manager.all_tasks:
+        close = difflib.get_close_matches(task_name, manager.all_tasks, n=1)
+        raise ValueError(f"--task {task_name!r} is not a task lm-eval knows"
+                         + (f": did you mean {close[0]}?" if close else " (lm_eval ls tasks lists them)"))
+    task = manager.load(task_name)["tasks"].get(task_name)
     if task is None:
         raise ValueError(f"--task {task_name} is not a single task (a group?); name one of its tasks")
     # limit, not samples=[doc_id]: lm-eval numbers the documents of `samples` from 0 again
@@ -244,7 +263,7 @@ def request_order(lm, sampler, request: dict) -> dict:
     max_gen_toks, temperature) and the request's own seed (the run's seed, task, document, index 0)."""
     from types import SimpleNamespace
 
-    from lm_eval_infogain.harness import request_seed
+    from lm_eval_infogain.request_planning import request_seed
 
     until, gen_length, request_config = lm.request_sampler(request["gen_kwargs"])
     # the task's gen_kwargs win over this panel's sampler for what they set, as in a run

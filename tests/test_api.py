@@ -71,3 +71,61 @@ def test_bad_keywords_are_one_line_errors(sudoku_sampler, keywords, message):
 def test_a_model_that_is_not_an_adapter_is_refused():
     with pytest.raises(ValueError, match="model='Linear' is invalid; allowed: an adapter"):
         InfoGainSampler(torch.nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------- lm-eval's Python entry points
+
+
+TASK, LIMIT = "sudoku_4x4", 4
+# What the results record of the sampler and its seeding: the same on every path to the same run.
+RECORDED = ("sampler", "sampler_per_task", "seed", "model_type", "model_dtype", "model_num_parameters",
+            "attention_block", "batch_size_per_canvas", "mc_num", "mc_batch_size")
+
+
+def cli_run(tmp_path) -> tuple[dict, dict]:
+    """(samples by doc_id, config) of `lm_eval --model_args pretrained=tiny-llada-sudoku` (its default seeds)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    output = tmp_path / "cli"
+    command = [sys.executable, "-m", "lm_eval", "--model", "mdm_infogain", "--model_args",
+               "pretrained=tiny-llada-sudoku,device=cpu", "--tasks", TASK, "--limit", str(LIMIT),
+               "--output_path", str(output), "--log_samples"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in next(output.rglob(f"samples_{TASK}_*.jsonl")).read_text().splitlines()]
+    config = json.loads(next(output.rglob("results_*.json")).read_text())["config"]
+    return {row["doc_id"]: row["resps"] for row in rows}, config
+
+
+def python_run(model, model_args: dict | None = None) -> tuple[dict, dict]:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_infogain.lm_eval_hook import task_configs_dir
+
+    tasks = TaskManager(include_path=task_configs_dir(), include_defaults=False)
+    results = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=[TASK], limit=LIMIT,
+                                      log_samples=True, task_manager=tasks)
+    return {row["doc_id"]: row["resps"] for row in results["samples"][TASK]}, results["config"]
+
+
+def test_the_cli_and_both_python_paths_give_the_same_samples_and_recorded_settings(tmp_path):
+    """simple_evaluate with a built model in model_args takes the checkpoint's sampler_defaults (gen_length
+    24, not 256), and an MDMInfoGainLM built before simple_evaluate seeds from its torch seed (the CLI's
+    default 1234), not from the random one torch drew at start-up: Info-Gain draws even at temperature 0."""
+    from lm_eval_infogain.harness import MDMInfoGainLM
+
+    cli_samples, cli_config = cli_run(tmp_path)
+    adapter, tokenizer = load("tiny-llada-sudoku", dtype="float32", device="cpu")
+    torch.manual_seed(987)  # a notebook's torch state when it builds the model
+    paths = {"model_args": python_run("mdm_infogain", {"pretrained": adapter.model, "tokenizer": tokenizer,
+                                                       "device": "cpu"}),
+             "LM object": python_run(MDMInfoGainLM(pretrained="tiny-llada-sudoku", device="cpu"))}
+    assert cli_config["sampler"]["gen_length"] == 24 and cli_config["seed"] == 1234
+    for name, (samples, config) in paths.items():
+        assert samples == cli_samples, name
+        assert {key: config[key] for key in RECORDED} == {key: cli_config[key] for key in RECORDED}, name

@@ -132,6 +132,113 @@ def test_non_finite_and_absurd_values_are_refused(args, message):
     assert message in one_line_usage_error(lambda: make_lm(args))
 
 
+# ---------------------------------------------------------------- damaged checkpoints through the stock CLI
+
+# Runs the stock CLI's entry point once per argv in one interpreter (lm-eval's task index built once), and
+# writes [exit status, last stderr line, whether a traceback was printed] per argv as JSON.
+STOCK_CLI_ROWS = """
+import contextlib, functools, io, json, sys
+from lm_eval.tasks._index import TaskIndex
+index = functools.lru_cache(TaskIndex.build)
+TaskIndex.build = staticmethod(lambda paths, **options: index(tuple(paths), **options))
+from lm_eval.__main__ import cli_evaluate
+argvs, outcomes_file, outcomes = json.loads(sys.argv[1]), sys.argv[2], []
+for argv in argvs:
+    sys.argv = ["lm_eval", "--model", "mdm_infogain", "--tasks", "sudoku_4x4", "--limit", "1", *argv]
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            cli_evaluate()
+            status = 0
+        except SystemExit as exit:
+            status = exit.code
+    lines = stderr.getvalue().strip().splitlines()
+    outcomes.append([status, lines[-1] if lines else "", "Traceback" in stderr.getvalue()])
+open(outcomes_file, "w").write(json.dumps(outcomes))
+"""
+
+
+def damaged_checkpoints(folder: Path) -> Path:
+    """Copies of tiny-random-llada, each damaged in one way, and LoRA adapters of it (one with foreign targets)."""
+    import peft
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from lm_eval_infogain.models.registry import load
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(BUNDLED["tiny-random-llada"], folder / name))
+
+    def change_weights(name: str, change) -> None:
+        weights = load_file(copy(name) / "model.safetensors")
+        first = sorted(weights)[0]
+        weights[first] = change(weights[first])
+        save_file(weights, folder / name / "model.safetensors", metadata={"format": "pt"})
+
+    def change_config(name: str, change) -> None:
+        config = json.loads((copy(name) / "config.json").read_text())
+        (folder / name / "config.json").write_text(json.dumps(change(config)))  # NaN is written as NaN
+
+    change_weights("nan_weights", lambda tensor: torch.full_like(tensor, float("nan")))
+    change_weights("int8_weights", lambda tensor: tensor.to(torch.int8))
+    change_config("nan_rope_theta", lambda config: config | {"rope_theta": float("nan")})
+    change_config("list_config", lambda config: [config])
+    change_config("words_for_numbers", lambda config: config | {"n_layers": "two"})
+    (copy("broken_template") / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }")
+    (copy("own_template") / "chat_template.jinja").write_text("{% for m in messages %}OWN {{ m['content'] }}{% endfor %}")
+    model = load("tiny-random-llada", dtype="float32", device="cpu")[0].model
+    peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(folder / "lora")
+    shutil.copytree(folder / "lora", folder / "lora_foreign_targets")
+    config_file = folder / "lora_foreign_targets" / "adapter_config.json"
+    config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"target_modules": ["no_such_proj"]}))
+    return folder
+
+
+def test_damaged_checkpoints_adapters_and_names_are_one_line_through_the_stock_cli(tmp_path):
+    """Each of these once decoded empty answers with acc 0 (NaN or integer weights, rope_theta NaN), ended in
+    a traceback (a list config.json, a word for a number, a broken chat template, every peft error) or in
+    minutes of hub retries (a typo of a short name). A tokenizer folder beside pretrained is honoured."""
+    folder = damaged_checkpoints(tmp_path / "models")
+    fast = "gen_length=8,steps=8,block_length=8"
+    rows = [
+        (f"pretrained={folder}/nan_weights", "the first forward gives non-finite logits; "
+         f"{folder}/nan_weights/model.safetensors holds non-finite values in "),
+        (f"pretrained={folder}/int8_weights", f"{folder}/int8_weights/model.safetensors holds integer weights ("),
+        (f"pretrained={folder}/nan_rope_theta", "the first forward gives non-finite logits though every weight is "
+         "finite; suspect config.json (rope_theta, the norm eps, rope_scaling)"),
+        (f"pretrained={folder}/list_config", "config.json holds a JSON list, not an object of settings"),
+        (f"pretrained={folder}/words_for_numbers", "config.json n_layers='two' is invalid; allowed: an integer >= 1"),
+        (f"pretrained={folder}/broken_template,{fast}", "its chat template (chat_template.jinja or "
+         "tokenizer_config.json) cannot be applied: TemplateSyntaxError"),
+        ("peft=/nonexistent/adapter", "peft='/nonexistent/adapter': no such adapter folder"),
+        (f"peft={folder}/nan_weights", f"{folder}/nan_weights/adapter_config.json is missing: not a peft adapter folder"),
+        (f"peft={folder}/lora_foreign_targets", "cannot be applied to this model: Target modules {'no_such_proj'} "
+         "not found in the base model"),
+        (f"pretrained=tiny-random-mmada,peft={folder}/lora", "cannot be applied to this model: size mismatch for "),
+        ("max_new_tokens=0", "max_new_tokens=0 is invalid; allowed: an integer >= 1"),
+        ("pretrained=tiny-llada-sudokuu", "pretrained='tiny-llada-sudokuu': no such folder or short name: did you "
+         "mean tiny-llada-sudoku?"),
+        ("tokenizer=tiny-random-dreamm", "tokenizer='tiny-random-dreamm': no such folder or short name: did you mean "
+         "tiny-random-dream?"),
+        (f"tokenizer={folder}/own_template,{fast}", None),  # honoured: the run's prompts use its chat template
+    ]
+    argvs = [["--model_args", args, "--apply_chat_template", "--output_path", str(tmp_path / "out"), "--log_samples"]
+             for args, _ in rows]
+    outcomes_file = tmp_path / "outcomes.json"
+    result = subprocess.run([sys.executable, "-c", STOCK_CLI_ROWS, json.dumps(argvs), str(outcomes_file)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for (args, fragment), (status, last_line, traceback) in zip(rows, json.loads(outcomes_file.read_text()),
+                                                                strict=True):
+        if fragment is None:
+            assert status == 0, (args, last_line)
+            continue
+        assert status == USAGE_EXIT_STATUS and not traceback and last_line.startswith("mdm_infogain: "), (args, last_line)
+        assert fragment in last_line, (args, last_line)
+    sample = json.loads(next((tmp_path / "out").rglob("samples_sudoku_4x4_*.jsonl")).read_text().splitlines()[0])
+    assert sample["arguments"]["gen_args_0"]["arg_0"].startswith("OWN ")
+
+
 def test_a_decode_stats_directory_is_refused_before_the_model_loads(tmp_path, monkeypatch):
     from lm_eval_infogain import harness
 

@@ -9,7 +9,8 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.utils import simple_parse_args_string
 
-from lm_eval_infogain import harness
+import lm_eval_infogain
+from lm_eval_infogain import batch_size_search, harness, request_planning
 from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.harness import MDMInfoGainLM
 from lm_eval_infogain.sampling.config import SamplerConfig
@@ -94,7 +95,7 @@ def test_model_info_records_every_setting_and_version(lm):
     info = lm.get_model_info()
     assert info["sampler"] == dataclasses.asdict(lm.sampler)
     assert set(info["sampler"]) == {field.name for field in dataclasses.fields(SamplerConfig)}
-    assert info["lm_eval_infogain_version"] == harness.__version__
+    assert info["lm_eval_infogain_version"] == lm_eval_infogain.__version__
     assert info["model_type"] == "llada" and isinstance(info["seed"], int)
 
 
@@ -120,6 +121,26 @@ def test_max_gen_toks_caps_generation_length(lm, monkeypatch):
     monkeypatch.setattr(harness, "generate", spy)
     lm.generate_until([request("a", max_gen_toks=8), request("b", max_gen_toks=500)])
     assert sorted(lengths) == [8, 32]
+
+
+def test_the_results_record_the_generation_length_and_steps_a_cap_left():
+    """gen_length 32 in blocks of 16 with 8 steps each; max_gen_toks=4 leaves one block of 4 tokens: 4 steps."""
+    lm = make_lm("mode=original")
+    lm.generate_until([request("a", max_gen_toks=4)])
+    assert lm.get_model_info()["sampler_per_task"] == {"unit": {"gen_length": 4, "steps": 4}}
+    assert {row["nfe"] for row in lm.get_model_info()["decode_stats_per_request"]} == {4}
+    lm.generate_until([request("a", max_gen_toks=24)])  # a block of 16 (8 steps), then one of 8 (8 steps)
+    assert lm.get_model_info()["sampler_per_task"] == {"unit": {"gen_length": 24}}
+
+
+def test_steps_beyond_the_generation_are_recorded_as_the_steps_that_run(caplog):
+    with caplog.at_level(logging.WARNING):
+        lm = make_lm("mode=original,steps=1000000000")
+    assert lm.sampler.steps == 32 and lm.get_model_info()["sampler"]["steps"] == 32
+    assert "steps=1000000000 exceeds gen_length=32: a step commits at least one token, so 32 steps run and are " \
+           "recorded" in caplog.messages
+    answers = lm.generate_until([request("Solve: 1 2 3 4")])
+    assert answers == make_lm("mode=original,steps=32").generate_until([request("Solve: 1 2 3 4")])
 
 
 @pytest.mark.parametrize("gen_kwargs, length", [
@@ -242,7 +263,7 @@ def test_batch_size_auto_finds_the_largest_size_that_fits_and_keeps_it(monkeypat
     assert lm.generate_until([]) == [] and rows == []  # nothing to decode: nothing probed, nothing found
     assert lm.get_model_info()["batch_size_per_canvas"] is None
     requests = [request(context, doc_id=i) for i, context in enumerate(AUTO_CONTEXTS)]
-    with caplog.at_level(logging.INFO, logger="lm_eval_infogain.harness"):
+    with caplog.at_level(logging.INFO, logger="lm_eval_infogain.batch_size_search"):
         answers = lm.generate_until(requests)
     assert max(rows) > 20  # the probe did reach sizes that do not fit
     said = [message for message in caplog.messages if message.startswith("batch_size=auto")]
@@ -254,7 +275,7 @@ def test_batch_size_auto_finds_the_largest_size_that_fits_and_keeps_it(monkeypat
     assert info["batch_size_per_canvas"] == 4 and info["batch_size_auto"] is True
     assert answers == make_lm("mode=info_gain,candidate_number=4,batch_size=4").generate_until(requests)
     probes = []
-    monkeypatch.setattr(harness, "probe_batch", lambda *args: probes.append(args))
+    monkeypatch.setattr(batch_size_search, "probe_batch", lambda *args: probes.append(args))
     lm.generate_until(requests)
     assert probes == [] and lm.batch_size_per_canvas == 4
 
@@ -263,14 +284,14 @@ def test_batch_size_auto_is_bounded_by_max_batch_size():
     lm = make_lm(AUTO_ARGS + ",max_batch_size=3")
     lm.generate_until([request(context, doc_id=i) for i, context in enumerate(AUTO_CONTEXTS)])
     assert lm.batch_size_per_canvas == 3
-    assert make_lm(AUTO_ARGS).max_batch_size == harness.DEFAULT_MAX_BATCH_SIZE == 64
+    assert make_lm(AUTO_ARGS).max_batch_size == batch_size_search.DEFAULT_MAX_BATCH_SIZE == 64
     assert make_lm("batch_size=2").get_model_info()["batch_size_auto"] is False
 
 
 def test_batch_size_auto_probes_the_longest_request_with_the_run_sampler(monkeypatch):
     lm = make_lm(AUTO_ARGS + ",max_batch_size=2")
     probes = []
-    monkeypatch.setattr(harness, "probe_batch", lambda *args: probes.append(args))
+    monkeypatch.setattr(batch_size_search, "probe_batch", lambda *args: probes.append(args))
     requests = [request("Hi", doc_id=0), request("a much longer prompt than the others", doc_id=1, max_gen_toks=16),
                 request("a prompt of middling length", doc_id=2)]
     lm.generate_until(requests)
@@ -309,7 +330,7 @@ def test_batch_size_auto_decodes_one_per_canvas_when_nothing_fits(monkeypatch, c
 def test_batch_size_forms_other_than_auto_and_integers_are_one_line(value):
     with pytest.raises(UsageError) as error:
         make_lm(f"batch_size={value}")
-    assert str(error.value) == f"batch_size={value!r} is invalid; allowed: {harness.BATCH_SIZE_ALLOWED}"
+    assert str(error.value) == f"batch_size={value!r} is invalid; allowed: {batch_size_search.BATCH_SIZE_ALLOWED}"
 
 
 def test_seed_changes_info_gain_outputs_at_temperature_zero():
@@ -326,7 +347,7 @@ def test_lm_eval_seed_reaches_the_backend_through_torch():
 
 def test_repeats_of_one_request_get_their_own_seeds():
     instance = request("Write a story.", doc_id=3)
-    assert len({harness.request_seed(1, instance, repeat) for repeat in range(4)}) == 4
+    assert len({request_planning.request_seed(1, instance, repeat) for repeat in range(4)}) == 4
 
 
 def test_chat_template_comes_from_the_tokenizer(lm):

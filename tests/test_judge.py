@@ -31,8 +31,9 @@ class FakeJudge:
     always "A" when `biased`. Single: scores 8 with MARKER, else 4. Fails the first `fail_first` requests with
     a 500; answers 401 (echoing the presented key, as some servers do) to any key other than KEY."""
 
-    def __init__(self, fail_first=0, biased=False, delay=0.0, echo_key=False):
+    def __init__(self, fail_first=0, biased=False, delay=0.0, echo_key=False, raw=None):
         self.fail_first, self.biased, self.delay, self.echo_key = fail_first, biased, delay, echo_key
+        self.raw = raw  # (content type, body) answered to every request instead of a chat completion
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         handler = type("Handler", (Handler,), {"fake": self})
@@ -87,6 +88,8 @@ class Handler(BaseHTTPRequestHandler):
                                                "type": "invalid_request_error", "code": "invalid_api_key"}})
         if attempt <= self.fake.fail_first:
             return self.answer(500, {"error": {"message": "the judge is overloaded", "type": "server_error"}})
+        if self.fake.raw is not None:
+            return self.answer(200, *self.fake.raw)
         content = self.fake.reply(body, presented_key)
         self.answer(200, {
             "id": f"chatcmpl-{attempt}", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -95,10 +98,10 @@ class Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         })
 
-    def answer(self, status: int, payload: dict):
-        data = json.dumps(payload).encode()
+    def answer(self, status: int, payload, content_type="application/json"):
+        data = (json.dumps(payload) if isinstance(payload, dict) else payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         try:
@@ -380,3 +383,32 @@ def test_importing_the_judge_does_not_import_openai():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["False"], result.stderr[-2000:]
 
+
+
+def test_a_judge_without_any_readable_verdict_fails_in_one_line_and_keeps_the_report(tmp_path):
+    samples_a = write_samples(tmp_path / "a.jsonl", [f"A{doc} {UNREADABLE}" for doc in range(4)])
+    samples_b = write_samples(tmp_path / "b.jsonl", [f"B{doc}" for doc in range(4)])
+    output = tmp_path / "report.json"
+    with FakeJudge() as fake:
+        message = error_of(judge_args(fake.endpoint, samples_a, samples_b, output))
+    assert message == ("judge: none of the 8 replies of 'fake-judge' held a readable verdict (the first: 'Both are "
+                       f"interesting in their own way.'); every reply is in {output}")
+    assert json.loads(output.read_text())["summary"]["judgments"]["unreadable"] == 8
+
+
+@pytest.mark.parametrize("raw", [("application/json", json.dumps({"id": "x", "object": "chat.completion", "created": 0,
+                                                                   "model": "m", "choices": []})),
+                                 ("text/html", "<html><body>Welcome to the proxy</body></html>")])
+def test_an_endpoint_answering_no_chat_completion_is_one_line(samples, tmp_path, raw):
+    with FakeJudge(raw=raw) as fake:
+        message = error_of(judge_args(fake.endpoint, *samples, tmp_path / "report.json", "--retries", "0"))
+    assert message == (f"judge: the judge endpoint {fake.endpoint} answered without a chat completion for model "
+                       "'fake-judge' (no choices: a web page, or not an OpenAI-compatible API?); --endpoint is the "
+                       "API's base URL, e.g. http://host:port/v1")
+
+
+def test_an_output_that_is_a_directory_is_refused_before_any_request(samples, tmp_path):
+    with FakeJudge() as fake:
+        message = error_of(judge_args(fake.endpoint, *samples, tmp_path))
+    assert message == f"judge: --output {tmp_path} is a directory; allowed: the path of the JSON report file"
+    assert not fake.requests

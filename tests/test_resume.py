@@ -16,9 +16,10 @@ from lm_eval.api.model import CachingLM
 from lm_eval.tasks import TaskManager
 from sqlitedict import SqliteDict
 
-from lm_eval_infogain.harness import HARNESS_KEYS, OUTPUT_NEUTRAL_KEYS, SAMPLER_KEYS, MDMInfoGainLM
+from lm_eval_infogain.harness import HARNESS_KEYS, SAMPLER_KEYS, MDMInfoGainLM
+from lm_eval_infogain.run_records import OUTPUT_NEUTRAL_KEYS
 from lm_eval_infogain.lm_eval_hook import task_configs_dir
-from lm_eval_infogain.request_cache import SETTINGS_KEY, flatten
+from lm_eval_infogain.request_cache import SETTINGS_KEY, STATS_PREFIX, flatten
 
 TASK, LIMIT = "sudoku_4x4", 4
 # Small enough that the run is mostly start-up, yet each request takes a forward pass per step, so the
@@ -45,20 +46,25 @@ def samples(output: Path) -> dict[int, list]:
     return {row["doc_id"]: row["resps"] for row in rows}
 
 
-def uninterrupted_samples() -> dict[int, list]:
-    """The same evaluation in this process, without a cache (the CLI's default seeds); only the project's
-    tasks are indexed, which saves indexing lm-eval's thousands."""
+def without_seconds(rows: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
+
+
+def uninterrupted_run() -> tuple[dict[int, list], list[dict]]:
+    """(samples, decode stats per request) of the same evaluation in this process, without a cache (the
+    CLI's default seeds); only the project's tasks are indexed, which saves indexing lm-eval's thousands."""
     tasks = TaskManager(include_path=task_configs_dir(), include_defaults=False)
     results = lm_eval.simple_evaluate(model="mdm_infogain", model_args=MODEL_ARGS + ",device=cpu", tasks=[TASK],
                                       limit=LIMIT, log_samples=True, task_manager=tasks)
-    return {row["doc_id"]: row["resps"] for row in results["samples"][TASK]}
+    return ({row["doc_id"]: row["resps"] for row in results["samples"][TASK]},
+            without_seconds(results["config"]["decode_stats_per_request"]))
 
 
 def cached_answers(db: Path) -> int:
     if not db.exists():
         return 0
     with SqliteDict(str(db), flag="r") as cache:
-        return sum(1 for key in cache.keys() if key != SETTINGS_KEY)
+        return sum(1 for key in cache.keys() if key != SETTINGS_KEY and not key.startswith(STATS_PREFIX))
 
 
 def wait_for(condition, process: subprocess.Popen) -> None:
@@ -93,7 +99,12 @@ def test_killed_run_resumes_without_recomputing_and_matches_an_uninterrupted_run
     assert cached_answers(db) == LIMIT
 
     resumed_samples = samples(tmp_path / "resumed")
-    assert len(resumed_samples) == LIMIT and resumed_samples == uninterrupted_samples()
+    expected_samples, expected_stats = uninterrupted_run()
+    assert len(resumed_samples) == LIMIT and resumed_samples == expected_samples
+    # the requests answered from the cache keep the decode stats stored with their answers
+    config = json.loads(next((tmp_path / "resumed").rglob("results_*.json")).read_text())["config"]
+    assert without_seconds(config["decode_stats_per_request"]) == expected_stats
+    assert config["decode_stats_mean"][TASK]["requests"] == LIMIT
 
 
 FAST = "pretrained=tiny-random-llada,gen_length=32,steps=16,block_length=16,device=cpu"

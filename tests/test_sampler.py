@@ -548,14 +548,16 @@ def test_eos_and_pad_penalties_add_up_when_pad_is_eos(tiny, prompts):
 
 
 def test_top_k_and_top_p_filter_what_the_strategies_see(tiny, prompts):
+    """With filter_scope=all (with the default, draw, they filter the drawn tokens alone: test_filter_scope.py)."""
     adapter = tiny[0]
     plain = first_logits(adapter, prompts[0])  # [G, V]
-    top_3 = first_logits(adapter, prompts[0], top_k=3)
+    assert torch.equal(first_logits(adapter, prompts[0], top_k=3), plain)  # filter_scope=draw
+    top_3 = first_logits(adapter, prompts[0], top_k=3, filter_scope="all")
     assert ((top_3 > float("-inf")).sum(-1) == 3).all()
     kept = top_3 > float("-inf")
     torch.testing.assert_close(top_3[kept], plain[kept])
     assert torch.equal(kept, plain >= plain.topk(3).values[:, -1:])
-    nucleus = first_logits(adapter, prompts[0], top_p=0.5)
+    nucleus = first_logits(adapter, prompts[0], top_p=0.5, filter_scope="all")
     probs = plain.softmax(-1)  # [G, V]
     for position in range(16):  # the fewest most likely tokens whose probability exceeds 0.5
         ranked = probs[position].argsort(descending=True).tolist()
@@ -566,11 +568,12 @@ def test_top_k_and_top_p_filter_what_the_strategies_see(tiny, prompts):
 def test_top_k_one_makes_every_position_certain(tiny, prompts):
     # the renormalised distribution of one kept token has probability 1: fast_dllm commits a block per step
     adapter = tiny[0]
-    config = SamplerConfig(mode="fast_dllm", threshold=0.99, top_k=1, **SMALL)
-    generated, stats = generate(adapter, prompts, config, [1, 2, 3, 4])
-    assert [row["nfe"] for row in stats] == [2, 2, 2, 2]  # one forward per block of 16
-    assert all(row["cumulative_entropy"] == 0 for row in stats)
-    assert all(adapter.spec.mask_id not in row for row in generated)
+    for scope in ("all", "draw"):  # the drawn token's confidence is 1 either way; its entropy only with all
+        config = SamplerConfig(mode="fast_dllm", threshold=0.99, top_k=1, filter_scope=scope, **SMALL)
+        generated, stats = generate(adapter, prompts, config, [1, 2, 3, 4])
+        assert [row["nfe"] for row in stats] == [2, 2, 2, 2]  # one forward per block of 16
+        assert all((row["cumulative_entropy"] == 0) == (scope == "all") for row in stats)
+        assert all(adapter.spec.mask_id not in row for row in generated)
 
 
 @pytest.mark.parametrize("settings,message", [

@@ -127,3 +127,19 @@ def test_a_document_missing_from_the_samples_is_one_line(sudoku_run, tmp_path):
     with pytest.raises(SystemExit) as error:
         main(["--samples", str(sudoku_run), "--doc_id", "99", "--out", str(tmp_path / "t.png")])
     assert str(error.value.code) == f"trace: --doc_id 99 is not in {sudoku_run}"
+
+
+def test_a_task_lm_eval_does_not_know_is_one_line(tmp_path):
+    with pytest.raises(SystemExit) as error:
+        main(["--model_args", "pretrained=tiny-random-llada", "--task", "sudoku_4x44", "--doc_id", "0",
+              "--out", str(tmp_path / "t.png")])
+    assert str(error.value.code) == "trace: --task 'sudoku_4x44' is not a task lm-eval knows: did you mean sudoku_4x4?"
+
+
+def test_a_results_file_given_as_samples_is_named(tmp_path):
+    results = tmp_path / "results_2026-01-01T00-00-00.json"
+    results.write_text(json.dumps({"results": {}}, indent=2))
+    with pytest.raises(SystemExit) as error:
+        main(["--samples", str(results), "--doc_id", "0", "--out", str(tmp_path / "t.png")])
+    assert str(error.value.code) == (f"trace: --samples {results} is not an lm-eval samples file (samples_<task>_<date>"
+                                     ".jsonl of --log_samples, one JSON object a line): it holds '{'")

@@ -18,6 +18,9 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 SINGLE_SAFETENSORS = "model.safetensors"
 # Files from which transformers can build a tokenizer when tokenizer.json is absent (slow tokenizers).
 OTHER_TOKENIZER_FILES = ("vocab.json", "tokenizer.model", "vocab.txt")
+# safetensors dtypes of integer tensors (quantized weights): the models compute in floating point, and a
+# cast of int8 codes to float would run a model that only produces noise
+INTEGER_DTYPES = ("BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64")
 
 
 class CheckpointFileError(UsageError):
@@ -36,7 +39,10 @@ def check_folder(pretrained: str, path: str) -> dict[str, str]:
     if not any(folder.iterdir()):
         raise CheckpointFileError(pretrained, path, "is an empty directory; a checkpoint folder holds config.json, "
                                   "tokenizer.json and model.safetensors (or its shards)")
-    read_json(pretrained, folder, "config.json")
+    config = read_json(pretrained, folder, "config.json")
+    if not isinstance(config, dict):
+        raise CheckpointFileError(pretrained, str(folder / "config.json"), f"holds a JSON {type(config).__name__}, "
+                                  "not an object of settings; re-download or rewrite it")
     check_tokenizer(pretrained, folder)
     return weight_files(pretrained, folder)
 
@@ -88,12 +94,19 @@ def weight_files(pretrained: str, folder: Path) -> dict[str, str]:
 
 
 def safetensors_names(pretrained: str, file: Path) -> list[str]:
-    """The tensor names in a safetensors header; a missing, truncated or foreign file is one line."""
+    """The tensor names in a safetensors header; a missing, truncated or foreign file, or an integer
+    (quantized) tensor, is one line."""
     if not file.is_file():
         raise CheckpointFileError(pretrained, str(file), "is missing")
     try:
         with safe_open(str(file), framework="pt") as tensors:
-            return list(tensors.keys())
+            dtypes = {name: tensors.get_slice(name).get_dtype() for name in tensors.keys()}
     except Exception as error:  # safetensors raises SafetensorError, not a subclass of a builtin error
         raise CheckpointFileError(pretrained, str(file), f"is not a readable safetensors file ({error}): truncated "
                                   "(an interrupted download or copy) or not safetensors at all; re-download it") from None
+    integer = [name for name, dtype in dtypes.items() if dtype in INTEGER_DTYPES]
+    if integer:
+        raise CheckpointFileError(pretrained, str(file), f"holds integer weights ({integer[0]}: {dtypes[integer[0]]}); "
+                                  "allowed: floating-point weights (F32, F16, BF16): quantized checkpoints are not "
+                                  "supported")
+    return list(dtypes)

@@ -72,6 +72,8 @@ def scaled_rope(head_dim: int, theta: float, rope_scaling: dict, max_position_em
     allowed = f"null or a dict whose type is one of {', '.join(ROPE_SCALING_TYPES)}"
     rope_type = rope_scaling.get("rope_type", rope_scaling.get("type")) if isinstance(rope_scaling, dict) else None
     check(rope_type in ROPE_SCALING_TYPES, "config.json rope_scaling", rope_scaling, allowed)
+    if rope_type in ("yarn", "llama3") and max_position_embeddings is not None:  # transformers 5's default
+        rope_scaling = {"original_max_position_embeddings": max_position_embeddings} | rope_scaling
     try:  # transformers validates the fields when the config is built
         shape = PretrainedConfig(hidden_size=head_dim, num_attention_heads=1, head_dim=head_dim,
                                  max_position_embeddings=max_position_embeddings,

@@ -6,6 +6,7 @@ architectures, unless `trust_remote_code=True`: then transformers' AutoModel run
 code, without a cache (never a guess from a name substring, never a default mask id).
 """
 
+import difflib
 import json
 import logging
 import os
@@ -45,10 +46,19 @@ for model_cls in ARCHITECTURES.values():
 DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def resolve_pretrained(pretrained: str) -> str:
+def resolve_pretrained(pretrained: str, key: str = "pretrained") -> str:
     """A short name (llada, tiny-random-dream, ...) -> its hub id or bundled directory; anything else
-    is a path or hub id, as for transformers."""
-    return str(BUNDLED.get(pretrained) or HUB_IDS.get(pretrained, pretrained))
+    is a path or hub id (org/name), as for transformers. A name with no '/' that is neither a short name
+    nor a folder (a typo of a short name) is refused at once, not tried on the hub (minutes of retries)."""
+    resolved = BUNDLED.get(pretrained) or HUB_IDS.get(pretrained)
+    if resolved is not None:
+        return str(resolved)
+    if "/" not in pretrained and not Path(pretrained).exists():
+        short_names = [*BUNDLED, *HUB_IDS]
+        close = difflib.get_close_matches(pretrained, short_names, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"allowed: a folder, a hub id org/name or {', '.join(short_names)}"
+        raise UsageError(f"{key}={pretrained!r}: no such folder or short name: {hint}")
+    return pretrained
 
 
 def short_name_arch(pretrained: str) -> str | None:
@@ -101,13 +111,16 @@ def generation_config(path: str) -> dict:
         return {}
 
 
-def checkpoint_sampler_defaults(pretrained: str) -> dict:
+def checkpoint_sampler_defaults(pretrained: str | None) -> dict:
     """Sampler settings the checkpoint's generation_config.json names under "sampler_defaults" (gen_length,
     steps, block_length, use_cache), e.g. the answer length a train_tiny model learnt; model_args win.
+    None (a built model with no checkpoint folder) has none.
 
     A local generation_config.json that cannot be read or parsed is an error naming it: dropping it would
     silently run with other settings than the checkpoint's own.
     """
+    if pretrained is None:
+        return {}
     path = resolve_pretrained(pretrained)
     local_file = Path(path) / GENERATION_CONFIG_NAME
     if local_file.is_file():
@@ -173,11 +186,17 @@ def supported_cache_modes(own_model: bool, block_size: int | None) -> tuple[str,
 
 def check_config_keys(config_dict: dict, config_class, arch: str, pretrained: str) -> None:
     """The shape keys the architecture reads must be in config.json: a missing one would silently take
-    the 8B default and build a model of the wrong size (e.g. arch= naming another family)."""
+    the 8B default and build a model of the wrong size (e.g. arch= naming another family). Each is a
+    positive integer: another value would fail deep inside the model's construction."""
     missing = [key for key in config_class.shape_keys if key not in config_dict]
     if missing:
         raise UsageError(f"pretrained={pretrained!r}: config.json lacks {', '.join(missing)}, which arch={arch!r} "
                          "reads; is arch= right?")
+    for key in config_class.shape_keys:
+        value = config_dict[key]
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise UsageError(f"pretrained={pretrained!r}: config.json {key}={value!r} is invalid; allowed: an "
+                             "integer >= 1")
 
 
 # Checkpoint weights that the official code does not use either, by name pattern, with the reason.
@@ -210,13 +229,25 @@ def check_weights(info: dict, pretrained: str, weight_files: dict[str, str]) -> 
 
 
 def apply_peft(model, peft_dir: str):
-    """Load a LoRA (or other peft) adapter and merge it into the weights: no adapter cost per forward."""
+    """Load a LoRA (or other peft) adapter and merge it into the weights: no adapter cost per forward.
+    A folder that is not an adapter, or an adapter of another model, is one line naming it."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, peft_dir).merge_and_unload()
+    folder = Path(peft_dir)
+    if not folder.is_dir() and (peft_dir.count("/") != 1 or peft_dir.startswith((".", "/", "~"))):
+        raise UsageError(f"peft={peft_dir!r}: no such adapter folder; allowed: a peft adapter folder or hub id org/name")
+    if folder.is_dir() and not (folder / "adapter_config.json").is_file():
+        raise UsageError(f"peft={peft_dir!r}: {folder / 'adapter_config.json'} is missing: not a peft adapter folder "
+                         "(a model folder is pretrained=)")
+    try:
+        return PeftModel.from_pretrained(model, peft_dir).merge_and_unload()
+    except (OSError, ValueError, RuntimeError) as error:  # no such hub id; target modules or shapes not the model's
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        message = next((line for line in lines if line.startswith("size mismatch")), lines[0])  # torch's many lines
+        raise UsageError(f"peft={peft_dir!r} cannot be applied to this model: {message}") from None
 
 
-def checkpoint_or_error(read, pretrained: str):
+def checkpoint_or_error(read, pretrained: str, key: str = "pretrained"):
     """Run a transformers loading call; a missing or unreadable file, or a config value refused by the model
     class, becomes one line naming the checkpoint. Transformers' own load report is silenced: check_weights
     says what matters in one line."""
@@ -225,13 +256,35 @@ def checkpoint_or_error(read, pretrained: str):
     try:
         return read()
     except OSError as error:
-        raise UsageError(f"pretrained={pretrained!r} could not be loaded: {str(error).splitlines()[0]}") from None
+        raise UsageError(f"{key}={pretrained!r} could not be loaded: {str(error).splitlines()[0]}") from None
     except ValueError as error:  # ours are one line already; transformers' may run over several
         message = (str(error).splitlines() or [type(error).__name__])[0]
-        raise UsageError(message if message.startswith("pretrained=") else f"pretrained={pretrained!r}: {message}") \
+        raise UsageError(message if message.startswith(f"{key}=") else f"{key}={pretrained!r}: {message}") \
             from None
     finally:
         hf_logging.set_verbosity(level)
+
+
+def check_finite_logits(adapter, pretrained: str, weight_files: dict[str, str]) -> None:
+    """One forward of two masked positions, once at load: NaN or inf weights, or a config value such as
+    rope_theta NaN, give non-finite logits, and every answer would be empty. Nothing is checked while decoding.
+    On failure the weights are searched for the first non-finite one, to name the file to suspect."""
+    spec, device = adapter.spec, adapter.device
+    ids = torch.full((1, 2), spec.mask_id, dtype=torch.long, device=device)  # [1, 2]
+    with torch.inference_mode():
+        logits = adapter.forward(ids, torch.arange(2, device=device)[None], torch.ones_like(ids, dtype=torch.bool),
+                                 None, 0, spec.logits_shift)  # [1, 2 - shift, V]
+    if bool(torch.isfinite(logits).all()):
+        return
+    damaged = next((name for name, tensor in adapter.model.state_dict().items()
+                    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())), None)
+    if damaged is not None:
+        raise UsageError(f"pretrained={pretrained!r}: the first forward gives non-finite logits; "
+                         f"{weight_files.get(damaged, 'the checkpoint')} holds non-finite values in {damaged}: "
+                         "the weights are damaged; re-download or re-save them")
+    raise UsageError(f"pretrained={pretrained!r}: the first forward gives non-finite logits though every weight is "
+                     f"finite; suspect config.json (rope_theta, the norm eps, rope_scaling), or dtype {adapter.dtype} "
+                     "too narrow for the activations")
 
 
 def built_base(model):
@@ -251,6 +304,13 @@ def built_model_name(model) -> str:
     return f"<in-memory {type(base).__name__}: {getattr(base.config, '_name_or_path', '') or 'unsaved'}>"
 
 
+def built_model_folder(model) -> str | None:
+    """The checkpoint folder a model built in Python was loaded from (its config's _name_or_path), None
+    when it has none (built from a config, or loaded from the hub)."""
+    path = getattr(built_base(model).config, "_name_or_path", "") or ""
+    return path if os.path.isdir(path) else None
+
+
 def adapt_built_model(model, tokenizer, device: str):
     """(adapter, tokenizer) of a model already built in Python (HFLM's `pretrained=<PreTrainedModel>`): one
     of this package's model classes, or a peft model around one (its adapters stay live, unmerged)."""
@@ -259,16 +319,24 @@ def adapt_built_model(model, tokenizer, device: str):
         raise UsageError(f"pretrained={type(model).__name__} was given as a built model without tokenizer=; allowed: "
                          "its tokenizer object, or a path or hub id to load it from")
     if isinstance(tokenizer, str):
-        tokenizer = checkpoint_or_error(lambda: AutoTokenizer.from_pretrained(resolve_pretrained(tokenizer)),
-                                        tokenizer)
+        tokenizer = load_tokenizer(tokenizer)
     base.to(torch.device(device)).eval()
-    path = getattr(base.config, "_name_or_path", "") or ""
-    return ModelAdapter(base, model_spec(base.config, tokenizer, path if os.path.isdir(path) else "", base)), tokenizer
+    adapter = ModelAdapter(base, model_spec(base.config, tokenizer, built_model_folder(model) or "", base))
+    check_finite_logits(adapter, built_model_name(model), {})
+    return adapter, tokenizer
+
+
+def load_tokenizer(tokenizer: str, trust_remote_code: bool = False):
+    """The tokenizer of a folder, hub id or short name given as tokenizer=."""
+    return checkpoint_or_error(lambda: AutoTokenizer.from_pretrained(resolve_pretrained(tokenizer, "tokenizer"),
+                                                                     trust_remote_code=trust_remote_code),
+                               tokenizer, "tokenizer")
 
 
 def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | None = None,
-         trust_remote_code: bool = False, peft: str | None = None):
-    """Load a checkpoint in its official layout; returns (adapter, tokenizer)."""
+         trust_remote_code: bool = False, peft: str | None = None, tokenizer=None):
+    """Load a checkpoint in its official layout; returns (adapter, tokenizer). tokenizer: another tokenizer
+    than the checkpoint's (an object, or a folder, hub id or short name to load it from), as HFLM allows."""
     path = resolve_pretrained(pretrained)
     if arch is not None and arch not in ARCHITECTURES:
         raise UsageError(f"arch={arch!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")
@@ -280,8 +348,11 @@ def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | 
     arch = arch or short_name_arch(pretrained) or detect_architecture(config_dict)
     torch_device = torch.device(device)
     torch_dtype = resolve_dtype(dtype, config_dict.get("dtype") or config_dict.get("torch_dtype"), torch_device)
-    tokenizer = checkpoint_or_error(lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code),
-                                    pretrained)
+    if isinstance(tokenizer, str):
+        tokenizer = load_tokenizer(tokenizer, trust_remote_code)
+    elif tokenizer is None:
+        tokenizer = checkpoint_or_error(lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code),
+                                        pretrained)
     if arch is None:
         if not trust_remote_code:
             raise UsageError(f"pretrained={pretrained!r} has model_type={config_dict.get('model_type')!r}, which is "
@@ -293,7 +364,9 @@ def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | 
                                     pretrained)
         model = apply_peft(model, peft) if peft else model
         model.to(torch_device).eval()
-        return RemoteCodeAdapter(model, model_spec(model.config, tokenizer, path)), tokenizer
+        adapter = RemoteCodeAdapter(model, model_spec(model.config, tokenizer, path))
+        check_finite_logits(adapter, pretrained, weight_files)
+        return adapter, tokenizer
     model_cls = ARCHITECTURES[arch]
     check_config_keys(config_dict, model_cls.config_class, arch, pretrained)
     model, info = checkpoint_or_error(lambda: model_cls.from_pretrained(
@@ -301,4 +374,6 @@ def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | 
     check_weights(info, pretrained, weight_files)
     model = apply_peft(model, peft) if peft else model
     model.to(torch_device).eval()
-    return ModelAdapter(model, model_spec(model.config, tokenizer, path, model)), tokenizer
+    adapter = ModelAdapter(model, model_spec(model.config, tokenizer, path, model))
+    check_finite_logits(adapter, pretrained, weight_files)
+    return adapter, tokenizer

@@ -3,7 +3,8 @@ of the official configuration (the released values, sizes scaled down) and a sma
 with the special tokens and chat template of the family it imitates.
 
 `python -m lm_eval_infogain.models.tiny` rewrites lm_eval_infogain/assets/tiny-random-<arch> for
-llada, mmada, dream, sdar and trado; the results are committed so that `pretrained=tiny-random-<arch>`
+llada, mmada, dream, sdar and trado, bit-identically (config.json leaves out the transformers version that
+wrote it); the results are committed so that `pretrained=tiny-random-<arch>`
 works offline like any checkpoint, through the same loading code as a real one.
 """
 
@@ -145,6 +146,11 @@ def build_tiny_random(arch: str, out_dir: Path, weight_std: float = 0.1) -> Path
                 parameter.normal_(std=weight_std)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
+    # without the writer's transformers_version, so that a rebuild under another transformers is bit-identical
+    config_file = out_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config.pop("transformers_version", None)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(out_dir)
     generation_config = {"eos_token_id": tokenizer.convert_tokens_to_ids(family.stop_tokens),
                          "pad_token_id": tokenizer.pad_token_id}

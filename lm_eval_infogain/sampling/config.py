@@ -26,6 +26,10 @@ MODE_ALIASES = {
 }
 VARIANTS = ("info_gain", "lookum")
 CACHE_MODES = ("none", "prefix", "dual")
+# What top_k/top_p filter. "draw" (the Info-Gain paper's pipeline): only the drawn tokens and their
+# confidence; every entropy (C, H_next) and probability (the bypass test) comes from the model's logits.
+# "all": those too, from the filtered and renormalised distribution.
+FILTER_SCOPES = ("draw", "all")
 
 
 def canonical_mode(mode: str) -> str:
@@ -97,6 +101,7 @@ class SamplerConfig:
     pad_penalty: float = 0.0  # subtracted from the PAD logit too; both when PAD is EOS (the paper's pipeline)
     top_k: int | None = None  # keep the k most likely tokens (Dream's diffusion_generate); None keeps all
     top_p: float | None = None  # keep the nucleus of this probability (applied before top_k); None keeps all
+    filter_scope: str = "draw"  # what top_k/top_p filter: see FILTER_SCOPES
 
     def __post_init__(self):
         if str(self.mode).strip().lower() == "lookum":  # LookUM is Info-Gain's variant, also accepted as a mode
@@ -129,6 +134,7 @@ class SamplerConfig:
               "an integer >= 1, or unset for no top-k filtering")
         check(self.top_p is None or (is_number(self.top_p) and 0 < self.top_p <= 1), "top_p", self.top_p,
               "a probability in (0, 1], or unset for no nucleus filtering")
+        check(self.filter_scope in FILTER_SCOPES, "filter_scope", self.filter_scope, " | ".join(FILTER_SCOPES))
         check(isinstance(self.early_stop, bool), "early_stop", self.early_stop, "true | false")
         for key in ("gen_length", "steps", "block_length"):
             value = getattr(self, key)

@@ -280,12 +280,16 @@ class Decoder:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The logits [..., V] (fp32) the strategies see for hidden states [..., C]: the LM head, then the
-        EOS/PAD penalties and the top-k/top-p filter."""
+        EOS/PAD penalties; the top-k/top-p filter too with filter_scope=all (else step_context filters the
+        draw alone)."""
         logits = self.adapter.head(hidden)  # [..., V]
         spec, config = self.adapter.spec, self.config
         logits[..., spec.eos_id] -= config.eos_penalty
         logits[..., spec.pad_id] -= config.pad_penalty  # PAD = EOS loses both, as in the paper's pipeline
-        return filter_logits(logits, config.top_k, config.top_p, config.temperature)
+        return self.filtered(logits) if config.filter_scope == "all" else logits
+
+    def filtered(self, logits: torch.Tensor) -> torch.Tensor:
+        return filter_logits(logits, self.config.top_k, self.config.top_p, self.config.temperature)
 
     def entropies(self, hidden: torch.Tensor) -> torch.Tensor:
         """Entropy [R, W] of the logits of hidden states [R, W, C] (see entropy_in_chunks)."""
@@ -303,16 +307,19 @@ class Decoder:
         """The step's view of the block's logits [B, Lb, V], which it takes over (they serve this step only)."""
         probs = torch.softmax(logits, dim=-1)  # [B, Lb, V]
         block_entropy = entropy(logits)  # [B, Lb]
+        # filter_scope=draw: top_k/top_p filter only the draw (the tokens and their confidence)
+        draw_logits = self.filtered(logits) if self.config.filter_scope == "draw" else logits  # [B, Lb, V]
+        draw_probs = probs if draw_logits is logits else torch.softmax(draw_logits, dim=-1)  # [B, Lb, V]
         # The mask token is never a prediction: committed, it would leave its position masked for good.
         # Probabilities and entropies above keep it; the tokens' logits lose it, in place (no copy).
         mask_id = torch.tensor([self.adapter.spec.mask_id], device=logits.device)
-        token_logits = logits.index_fill_(-1, mask_id, NEG_INF)  # [B, Lb, V]
+        token_logits = draw_logits.index_fill_(-1, mask_id, NEG_INF)  # [B, Lb, V]
         tokens = sample_tokens(token_logits, self.generators, self.config.temperature)  # [B, Lb]
         masked = self.canvas.ids[:, block_start:block_end] == self.adapter.spec.mask_id  # [B, Lb]
         return StepContext(
             logits=token_logits, probs=probs, masked=masked,
             num_to_commit=torch.minimum(num_to_commit, masked.sum(-1)), tokens=tokens,
-            confidence=probs.gather(-1, tokens[..., None]).squeeze(-1), entropy=block_entropy,
+            confidence=draw_probs.gather(-1, tokens[..., None]).squeeze(-1), entropy=block_entropy,
             generators=self.generators, temperature=self.config.temperature,
         )
 

@@ -290,6 +290,17 @@ def test_folder_without_results_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_output_that_is_a_file_is_a_one_line_error(runs, tmp_path):
+    root, _, _ = runs
+    existing = tmp_path / "board.json"
+    existing.write_text("{}")
+    with pytest.raises(SystemExit) as error:
+        main([str(root), "-o", str(existing)])
+    message = str(error.value.code)
+    assert message.startswith("leaderboard: -o ") and "is a file; allowed: a folder" in message
+    assert existing.read_text() == "{}"
+
+
 def test_retired_metrics_of_older_runs_are_left_out_and_named(runs, tmp_path):
     """A run scored before acc_last_step_equals_target was replaced by acc_paper_rule."""
     root, _, _ = runs

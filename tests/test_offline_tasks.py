@@ -209,6 +209,23 @@ def test_malformed_file_is_one_clear_error_naming_file_and_line(tmp_path, lines,
     assert path in str(error.value) and "\n" not in str(error.value)
 
 
+ARC_RECORD = {"id": "a", "question": "q", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, "answerKey": "A"}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"answerKey": "C"}, r"answerKey 'C' is not among the choices' labels \['A', 'B'\]"),
+        ({"choices": {"text": ["x"], "label": ["A", "B"]}}, "choices must hold two lists of equal length"),
+    ],
+)
+def test_arc_answer_key_outside_the_labels_is_one_clear_error(tmp_path, edit, message):
+    path = write_lines(tmp_path / "arc.jsonl", [json.dumps(ARC_RECORD), json.dumps(ARC_RECORD | edit)])
+    with pytest.raises(ValueError, match="line 2: " + message) as error:
+        load_tasks(["arc_easy_local"], {"arc_easy_local_jsonl": path})
+    assert path in str(error.value) and "\n" not in str(error.value)
+
+
 def test_absent_file_and_misspelled_key_are_errors(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         load_tasks(["gsm8k_local"], {"gsm8k_local_jsonl": str(tmp_path / "absent.jsonl")})

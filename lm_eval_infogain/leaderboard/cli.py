@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.output.exists() and not args.output.is_dir():
+        sys.exit(f"leaderboard: -o {args.output} is a file; allowed: a folder (new or existing) for the board's files")
     references = args.reference
     if references is None:
         references = sorted((args.output / "reference").glob("*.json"))

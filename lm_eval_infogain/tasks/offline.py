@@ -131,7 +131,20 @@ def check_record(record, schema: dict[str, type], where: str) -> dict:
         value = record[field]
         if not isinstance(value, expected) or isinstance(value, bool):
             raise UsageError(f"{where}: field {field} is {type(value).__name__}, expected {TYPE_NAMES[expected]}")
+    if "answerKey" in schema:
+        check_answer_key(record, where)
     return {field: record[field] for field in schema}  # extra fields dropped: every row needs the same columns
+
+
+def check_answer_key(record: dict, where: str) -> None:
+    """ARC: lm-eval's doc_to_target looks answerKey up among the choices' labels, and its doc_to_choice
+    reads their texts: a key that is not a label would stop the run deep inside lm-eval."""
+    labels, texts = record["choices"].get("label"), record["choices"].get("text")
+    if not (isinstance(labels, list) and isinstance(texts, list) and len(labels) == len(texts) > 0):
+        raise UsageError(f"{where}: choices must hold two lists of equal length, label and text; "
+                         f"got {sorted(record['choices'])}")
+    if record["answerKey"] not in labels:
+        raise UsageError(f"{where}: answerKey {record['answerKey']!r} is not among the choices' labels {labels}")
 
 
 def read_jsonl(path: str, schema: dict[str, type], task: str) -> list[dict]:

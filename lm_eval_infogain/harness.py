@@ -35,6 +35,7 @@ from tqdm import tqdm
 from lm_eval_infogain import __version__, request_cache
 from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.models.base import with_attention_block
+from lm_eval_infogain.models.oracle import OracleAdapter
 from lm_eval_infogain.models.registry import (DEFAULT_PRETRAINED, adapt_built_model, built_model_name,
                                               checkpoint_sampler_defaults, load, resolve_pretrained)
 from lm_eval_infogain.sampling.config import (TEMPERATURE_ALLOWED, SamplerConfig, check, fit_to_model, is_int,
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
 HARNESS_KEYS = ("pretrained", "tokenizer", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
                 "max_batch_size", "dtype", "device", "seed", "decode_stats", "mc_num", "mc_batch_size",
-                "attention_block")
+                "attention_block", "oracle_noise")
 # model_args that never change an answer: a --use_cache file filled with other values of them still
 # answers this run. Every other model_arg is part of the settings the cache file records.
 OUTPUT_NEUTRAL_KEYS = ("batch_size", "max_batch_size", "device", "decode_stats")
@@ -169,7 +170,7 @@ class MDMInfoGainLM(LM):
                  peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
                  decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32,
-                 attention_block: str | None = None, tokenizer=None, **sampler_args):
+                 attention_block: str | None = None, tokenizer=None, oracle_noise=None, **sampler_args):
         # the harness keys as given (here, before any other name is bound, locals() holds just the parameters)
         self.model_args = {key: value for key, value in locals().items() if key in HARNESS_KEYS}
         super().__init__()
@@ -204,7 +205,8 @@ class MDMInfoGainLM(LM):
                                                              choose_device(device, self.accelerator))
         else:
             self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
-                                                arch=arch, trust_remote_code=trust_remote_code, peft=peft)
+                                                arch=arch, trust_remote_code=trust_remote_code, peft=peft,
+                                                oracle_noise=oracle_noise)
         given_block_length = self.sampler.block_length if "block_length" in sampler_args else None
         self.adapter, self.model_args["attention_block"] = with_attention_block(self.adapter, attention_block,
                                                                                 given_block_length)
@@ -448,8 +450,11 @@ class MDMInfoGainLM(LM):
             self.task_samplers.update((key["task"], config) for key in request_keys)
             prompts = [self.encode_prompt(context, gen_length) for context in contexts]
             started = time.perf_counter()
-            generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length)
+            exact = isinstance(self.adapter, OracleAdapter)  # its decode stats gain the exact diagnostics
+            generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length, trace=exact)
             seconds = (time.perf_counter() - started) / len(prompts)  # a batch's time, shared equally
+            if exact:
+                stats = list(map(self.adapter.exact_diagnostics, prompts, generated, stats))
             self.record_stats([key | row | {"seconds": seconds} for key, row in zip(request_keys, stats)])
             for context, gen_kwargs, ids in zip(contexts, all_gen_kwargs, generated):
                 answer = self.decode_answer(ids, until)

@@ -22,8 +22,10 @@ from lm_eval_infogain.models.checkpoint import check_folder
 from lm_eval_infogain.models.dream import DreamModel
 from lm_eval_infogain.models.llada import LLaDAModelLM
 from lm_eval_infogain.models.mmada import MMadaModelLM
+from lm_eval_infogain.models.oracles import ORACLE_FOLDERS, ORACLES, load_oracle
 from lm_eval_infogain.models.remote import RemoteCodeAdapter
 from lm_eval_infogain.models.sdar import SDARForCausalLM
+from lm_eval_infogain.sampling.config import check
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,9 @@ DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "f
 
 
 def resolve_pretrained(pretrained: str) -> str:
-    """A short name (llada, tiny-random-dream, ...) -> its hub id or bundled directory; anything else
+    """A short name (llada, tiny-random-dream, oracle-sudoku, ...) -> its hub id or bundled directory; anything else
     is a path or hub id, as for transformers."""
-    return str(BUNDLED.get(pretrained) or HUB_IDS.get(pretrained, pretrained))
+    return str(BUNDLED.get(pretrained) or ORACLE_FOLDERS.get(pretrained) or HUB_IDS.get(pretrained, pretrained))
 
 
 def short_name_arch(pretrained: str) -> str | None:
@@ -267,8 +269,13 @@ def adapt_built_model(model, tokenizer, device: str):
 
 
 def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | None = None,
-         trust_remote_code: bool = False, peft: str | None = None):
-    """Load a checkpoint in its official layout; returns (adapter, tokenizer)."""
+         trust_remote_code: bool = False, peft: str | None = None, oracle_noise=None):
+    """Load a checkpoint in its official layout, or an exact model (oracles.py); returns (adapter, tokenizer)."""
+    if pretrained in ORACLES:
+        for key, value in (("arch", arch), ("peft", peft), ("trust_remote_code", trust_remote_code or None)):
+            check(value is None, key, value, f"unset for the exact model {pretrained}")
+        return load_oracle(pretrained, device, 0.0 if oracle_noise is None else oracle_noise)
+    check(oracle_noise is None, "oracle_noise", oracle_noise, f"unset except for the exact models {', '.join(ORACLES)}")
     path = resolve_pretrained(pretrained)
     if arch is not None and arch not in ARCHITECTURES:
         raise UsageError(f"arch={arch!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")

@@ -160,3 +160,115 @@ def test_exact_sudoku_marginals_one_token_per_step_solve_every_puzzle_through_th
         assert (solutions == 1) == (task == "sudoku_4x4")
         assert row["exact_log_prob"] == pytest.approx(-math.log(solutions))
         assert (row["exact_map_gap"], row["exact_contradictions"], row["exact_joint_kl"]) == (0, 0, 0)
+
+
+# ---------------------------------------------------------------- oracle-hmm against brute-force enumeration
+
+
+def brute_force_joint(digits: list[int]) -> float:
+    """p(every visible digit) of a chain (0 = masked), summing over every hidden path and masked value."""
+    from lm_eval_infogain.models.oracle_hmm import EMISSION, STATES, TRANSITION
+
+    total = 0.0
+    for path in itertools.product(range(STATES), repeat=len(digits)):
+        weight = 1 / STATES
+        for position, (state, digit) in enumerate(zip(path, digits)):
+            if position:
+                weight *= TRANSITION[path[position - 1]][state]
+            weight *= 1.0 if digit == 0 else EMISSION[state][digit - 1]
+        total += weight
+    return total
+
+
+def hmm_canvas(tokenizer, mask_id, chain: list[int]) -> torch.Tensor:
+    prompt = tokenizer("Continue:\n", add_special_tokens=False)["input_ids"]
+    digit_ids = tokenizer("1234", add_special_tokens=False)["input_ids"]
+    return torch.tensor([prompt + [mask_id if d == 0 else digit_ids[d - 1] for d in chain]])
+
+
+@pytest.mark.parametrize("chain", [[2, 0, 4, 0, 0], [0, 0, 0], [1, 1, 0, 3, 0, 2]])
+def test_hmm_marginals_equal_brute_force_enumeration(chain):
+    adapter, tokenizer = load_oracle("oracle-hmm", "cpu", 0.0)
+    canvas = hmm_canvas(tokenizer, adapter.spec.mask_id, chain)
+    start = canvas.shape[1] - len(chain)
+    log_probs = adapter.forward(canvas, None, torch.ones_like(canvas, dtype=torch.bool), None, 0, start)
+    digit_ids = tokenizer("1234", add_special_tokens=False)["input_ids"]
+    evidence = brute_force_joint(chain)
+    for position in (p for p, d in enumerate(chain) if d == 0):
+        expected = [brute_force_joint(chain[:position] + [d] + chain[position + 1:]) / evidence for d in range(1, 5)]
+        assert log_probs[0, position, digit_ids].exp().tolist() == pytest.approx(expected, rel=1e-5)
+    assert float(adapter.model.log_evidence(canvas)) == pytest.approx(math.log(evidence), rel=1e-9)
+
+
+def test_hmm_continuation_table_and_task_scores_equal_enumeration():
+    from lm_eval_infogain.models.oracle_hmm import continuation_log_probs, sequence_log_prob
+
+    prefix = [3, 1]
+    table = continuation_log_probs([prefix], 3)[0]
+    for index, continuation in enumerate(itertools.product(range(1, 5), repeat=3)):
+        expected = math.log(brute_force_joint(prefix + list(continuation)) / brute_force_joint(prefix))
+        assert float(table[index]) == pytest.approx(expected, rel=1e-9)
+        assert sequence_log_prob(prefix, list(continuation)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_hmm_diagnostics_equal_enumeration():
+    """Two tokens per step on a 4-digit continuation: the output's log-probability, its gap to the MAP and
+    each step's KL(joint || product of marginals) by enumeration over every continuation."""
+    sampler = InfoGainSampler.from_pretrained("oracle-hmm", device="cpu")
+    prompt = sampler.tokenizer("Continue:\n21", add_special_tokens=False)["input_ids"]
+    out = sampler.sample(prompt, mode="original", max_new_tokens=4, steps=2, block_size=4, trace=True)
+    stats = sampler.model.exact_diagnostics(prompt, out.ids[0], dict(out.stats[0]))
+    generated, steps = [int(c) for c in out.text[0]], out.stats[0]["commit_step"]
+    prefix = [2, 1]
+    joint = {c: brute_force_joint(prefix + list(c)) / brute_force_joint(prefix)
+             for c in itertools.product(range(1, 5), repeat=4)}
+    assert stats["exact_log_prob"] == pytest.approx(math.log(joint[tuple(generated)]), rel=1e-9)
+    assert stats["exact_map_gap"] == pytest.approx(math.log(max(joint.values()) / joint[tuple(generated)]), abs=1e-9)
+    kl = 0.0
+    for step in range(max(steps) + 1):
+        fixed = {p: generated[p] for p in range(4) if steps[p] < step}
+        committed = [p for p in range(4) if steps[p] == step]
+        given = {c: w for c, w in joint.items() if all(c[p] == v for p, v in fixed.items())}
+        pairs = {}
+        for c, w in given.items():
+            pairs[tuple(c[p] for p in committed)] = pairs.get(tuple(c[p] for p in committed), 0) + w
+        total = sum(pairs.values())
+        marginals = [{v: sum(w for c, w in pairs.items() if c[i] == v) / total for v in range(1, 5)}
+                     for i in range(len(committed))]
+        kl += sum(w / total * math.log(w / total / math.prod(m[v] for m, v in zip(marginals, c)))
+                  for c, w in pairs.items())
+    assert stats["exact_joint_kl"] == pytest.approx(kl, rel=1e-6) and kl > 0
+    assert stats["exact_contradictions"] == 0
+
+
+def test_hmm_per_position_best_digits_are_mostly_not_the_best_continuation():
+    """What makes the source a test of parallel commits (the claim of models/oracle_hmm.py's docstring)."""
+    from lm_eval_infogain.models.oracle_hmm import continuation_log_probs
+    from lm_eval_infogain.tasks import oracle_hmm
+
+    docs = oracle_hmm.load_dataset(oracle_hmm_num_docs=20)["test"]
+    tables = continuation_log_probs([[int(d) for d in doc["prefix"]] for doc in docs], 8).exp().view(20, *(4,) * 8)
+    differ = 0
+    for doc, table in zip(docs, tables):
+        per_position = "".join(str(int(table.sum(dim=tuple(j for j in range(8) if j != i)).argmax()) + 1)
+                               for i in range(8))
+        differ += per_position != doc["best"]
+    assert differ > 10
+
+
+def test_oracle_hmm_task_scores_equal_the_decode_diagnostics_through_the_cli(tmp_path):
+    """The task's scores (forward algorithm on the answer text) and the oracle's replay diagnostics (on the
+    generated ids) are two computations of the same exact log-probability."""
+    command = [sys.executable, "-m", "lm_eval", "--model", "mdm_infogain", "--model_args",
+               "pretrained=oracle-hmm,mode=info_gain,steps=4,oracle_noise=1", "--tasks", "oracle_hmm",
+               "--limit", "8", "--batch_size", "8", "--output_path", str(tmp_path), "--log_samples"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
+    stats = {row["doc_id"]: row for row in results["config"]["decode_stats_per_request"]}
+    samples = [json.loads(line) for line in next(tmp_path.rglob("samples_oracle_hmm_*.jsonl")).read_text().splitlines()]
+    assert len(samples) == 8 and all(sample["valid"] == 1 for sample in samples)
+    for sample in samples:
+        assert sample["log_prob"] == pytest.approx(stats[sample["doc_id"]]["exact_log_prob"], abs=1e-6)
+        assert sample["map_gap"] == pytest.approx(stats[sample["doc_id"]]["exact_map_gap"], abs=1e-6)
+    assert any(sample["map_gap"] > 0 for sample in samples)  # noise and 2 tokens per step cost something

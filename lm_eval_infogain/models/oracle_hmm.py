@@ -1,10 +1,11 @@
 """`oracle-hmm`: a hidden Markov source over the digits 1-4, with exact posteriors by forward-backward.
 
-Four hidden states, one per digit. State k emits its own digit with probability 0.91 and each other digit
-with 0.03; it moves on to k+1 or k+2 (mod 4) with probability 0.47 each, and stays or moves to k+3 with
-0.03 each; the first state is uniform. Every sequence has positive probability, but the joint is far from
-the product of its marginals: a digit is almost always followed by one of two others, so two neighbouring
-positions, each fairly likely alone, are often jointly unlikely.
+Four hidden states with the transition and emission tables below (a draw from a Dirichlet(0.6) prior,
+rounded to two decimals, every entry at least 0.01), the first state uniform. Every sequence has positive
+probability, and the joint is far from the product of its marginals: after a prefix, the 8 per-position
+most likely digits are mostly not the most likely 8-digit continuation (tests/test_oracle.py checks it on
+the task's first documents), so tokens committed together from their marginals do worse than the joint
+allows.
 
 The chain is the canvas's tail after its last token that is neither a digit 1-4 nor the mask: the prompt
 of the `oracle_hmm` task ends with a line of observed digits, and the generation continues it. A masked
@@ -21,39 +22,52 @@ from lm_eval_infogain.models.oracle import Distribution, check_answer_prompt
 
 DIGITS = "1234"
 STATES = len(DIGITS)
-EMIT_OWN, EMIT_OTHER = 0.91, 0.03
-MOVE_ON, MOVE_ELSE = 0.47, 0.03  # to k+1 and k+2; to k and k+3
+TRANSITION = ((0.01, 0.01, 0.20, 0.78), (0.44, 0.01, 0.33, 0.22), (0.21, 0.42, 0.31, 0.06),
+              (0.66, 0.17, 0.04, 0.13))  # [from state, to state]
+EMISSION = ((0.01, 0.60, 0.31, 0.08), (0.01, 0.51, 0.10, 0.38), (0.01, 0.46, 0.37, 0.16),
+            (0.69, 0.06, 0.12, 0.13))  # [state, digit 1-4]
 MAX_ENUMERATED = 1 << 20  # continuations enumerated for the MAP (4^10)
 
 
 def parameters() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log initial [K], log transition [K, K] (from, to), log emission [K, A]), float64."""
-    emission = torch.full((STATES, STATES), EMIT_OTHER, dtype=torch.float64).fill_diagonal_(EMIT_OWN)
-    steps = (torch.arange(STATES)[None] - torch.arange(STATES)[:, None]) % STATES  # [K, K] to - from
-    transition = torch.where((steps == 1) | (steps == 2), MOVE_ON, MOVE_ELSE).double()
     initial = torch.full((STATES,), 1 / STATES, dtype=torch.float64)
-    return initial.log(), transition.log(), emission.log()
+    return initial.log(), torch.tensor(TRANSITION, dtype=torch.float64).log(), \
+        torch.tensor(EMISSION, dtype=torch.float64).log()
 
 
-def continuation_log_probs(prefix: list[int], length: int) -> torch.Tensor:
-    """log p(continuation | prefix) [4^length] for every continuation of `prefix` (digits 1-4), indexed by
-    the continuation read as a base-4 number (digit 1 = 0, the first digit most significant)."""
+def continuation_log_probs(prefixes: list[list[int]], length: int) -> torch.Tensor:
+    """log p(continuation | prefix) [D, 4^length] for every continuation of each of D prefixes of one length
+    (digits 1-4), indexed by the continuation read as a base-4 number (digit 1 = 0, the first digit most
+    significant).
+
+    Level by level in probability space (float64; no continuation is below 0.01^(2 length)): the joint of the
+    sequences so far and the state, times the transition, times each digit's emission."""
     log_initial, log_transition, log_emission = parameters()
-    alpha = log_initial[None]  # [1, K] before the first emission
-    for position, digit in enumerate(prefix):
-        if position:
-            alpha = torch.logsumexp(alpha[:, :, None] + log_transition, dim=1)
-        alpha = alpha + log_emission[:, digit - 1]
-    alpha = alpha - torch.logsumexp(alpha, dim=-1, keepdim=True)  # p(state | prefix)
+    transition, emission = log_transition.exp(), log_emission.exp()
+    digits = torch.tensor(prefixes, dtype=torch.long).view(len(prefixes), -1) - 1  # [D, P]
+    belief = log_initial.exp().expand(len(prefixes), -1)  # [D, K] p(state) before the first emission
+    for position in range(digits.shape[1]):
+        belief = (belief @ transition if position else belief) * emission[:, digits[:, position]].T
+    belief = (belief / belief.sum(-1, keepdim=True))[:, None]  # [D, 1, K] p(state at the prefix's end | prefix)
     for position in range(length):
-        if prefix or position:
-            alpha = torch.logsumexp(alpha[:, :, None] + log_transition, dim=1)  # [N, K]
-        alpha = (alpha[:, None, :] + log_emission.T[None]).flatten(0, 1)  # [N * A, K]
-    return torch.logsumexp(alpha, dim=-1)
+        moved = belief @ transition if digits.shape[1] or position else belief  # [D, N, K]
+        belief = (moved[:, :, None, :] * emission.T[None, None]).flatten(1, 2)  # [D, N * A, K]
+    return belief.sum(-1).log()
 
 
-def sequence_index(digits: list[int]) -> int:
-    return sum((digit - 1) * STATES ** power for power, digit in enumerate(reversed(digits)))
+def sequence_log_prob(prefix: list[int], continuation: list[int]) -> float:
+    """log p(continuation | prefix) of one continuation (forward algorithm)."""
+    log_initial, log_transition, log_emission = parameters()
+
+    def evidence(digits: list[int]) -> torch.Tensor:
+        alpha = log_initial
+        for position, digit in enumerate(digits):
+            moved = torch.logsumexp(alpha[:, None] + log_transition, dim=0) if position else alpha
+            alpha = moved + log_emission[:, digit - 1]
+        return torch.logsumexp(alpha, dim=0)
+
+    return float(evidence(prefix + continuation) - evidence(prefix))
 
 
 class HMMOracle(Distribution):
@@ -117,4 +131,4 @@ class HMMOracle(Distribution):
         symbols = self.symbol_of[prompt[0].cpu()]
         start = int(self.chain(prompt.cpu())[0][0])
         prefix = (symbols[start:] + 1).tolist()
-        return float(continuation_log_probs(prefix, answer_length).max())
+        return float(continuation_log_probs([prefix], answer_length).max())

@@ -272,3 +272,4 @@ def test_oracle_hmm_task_scores_equal_the_decode_diagnostics_through_the_cli(tmp
         assert sample["log_prob"] == pytest.approx(stats[sample["doc_id"]]["exact_log_prob"], abs=1e-6)
         assert sample["map_gap"] == pytest.approx(stats[sample["doc_id"]]["exact_map_gap"], abs=1e-6)
     assert any(sample["map_gap"] > 0 for sample in samples)  # noise and 2 tokens per step cost something
+

@@ -64,9 +64,10 @@ class SudokuOracle(Distribution):
         return torch.where(hits, index, -1).max(-1).values + len(self.tail)  # [R]
 
     def read(self, canvas: torch.Tensor):
-        """(answer positions [R, A] (clipped to the canvas), answer tokens [R, A] (-1 past the canvas),
-        consistent grids [R, 288])."""
-        rows, total = canvas.shape
+        """(canvas positions of the answer's tokens [R, A], which of them lie inside the canvas [R, A], which of
+        the 288 grids are consistent with the givens and the visible answer [R, 288]; none when a visible
+        answer token breaks the template)."""
+        total = canvas.shape[1]
         start = self.answer_start(canvas)  # [R]
         givens = canvas.gather(1, (start - len(self.tail))[:, None] + self.given_offsets)  # [R, 16]
         given_digits = self.digit_of[givens]  # [R, 16]

@@ -13,6 +13,7 @@ depend on batch size, request order or the number of processes.
 
 import atexit
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -451,7 +452,8 @@ class MDMInfoGainLM(LM):
             prompts = [self.encode_prompt(context, gen_length) for context in contexts]
             started = time.perf_counter()
             exact = isinstance(self.adapter, OracleAdapter)  # its decode stats gain the exact diagnostics
-            generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length, trace=exact)
+            decode = functools.partial(generate, trace=True) if exact else generate  # (replayed from the trace)
+            generated, stats = decode(self.adapter, prompts, config, list(seeds), gen_length)
             seconds = (time.perf_counter() - started) / len(prompts)  # a batch's time, shared equally
             if exact:
                 stats = list(map(self.adapter.exact_diagnostics, prompts, generated, stats))

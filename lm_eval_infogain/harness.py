@@ -13,6 +13,7 @@ depend on batch size, request order or the number of processes.
 """
 
 import dataclasses
+import functools
 import logging
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from lm_eval_infogain.batch_size_search import BatchSizeSearch, parse_batch_size
 from lm_eval_infogain.data_parallel import DataParallel, choose_device
 from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.models.base import with_attention_block
+from lm_eval_infogain.models.oracle import OracleAdapter
 from lm_eval_infogain.models.registry import (DEFAULT_PRETRAINED, adapt_built_model, built_model_folder,
                                               built_model_name, checkpoint_sampler_defaults, load)
 from lm_eval_infogain.request_planning import RequestPlanning, request_seed, steps_for_length
@@ -41,7 +43,7 @@ logger = logging.getLogger(__name__)
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
 HARNESS_KEYS = ("pretrained", "tokenizer", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
                 "max_batch_size", "dtype", "device", "seed", "decode_stats", "mc_num", "mc_batch_size",
-                "attention_block")
+                "attention_block", "oracle_noise")
 # Keys that lm-eval's CLI passes next to --model_args (from --batch_size, --max_batch_size, --device, with
 # its defaults when not given) and that our README also lists as model_args.
 CLI_KEYS = ("batch_size", "max_batch_size", "device")
@@ -93,7 +95,7 @@ class MDMInfoGainLM(RequestPlanning, BatchSizeSearch, DataParallel, RunRecords, 
                  peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
                  decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32,
-                 attention_block: str | None = None, tokenizer=None, **sampler_args):
+                 attention_block: str | None = None, tokenizer=None, oracle_noise=None, **sampler_args):
         # the harness keys as given (here, before any other name is bound, locals() holds just the parameters)
         self.model_args = {key: value for key, value in locals().items() if key in HARNESS_KEYS}
         super().__init__()
@@ -130,7 +132,7 @@ class MDMInfoGainLM(RequestPlanning, BatchSizeSearch, DataParallel, RunRecords, 
         else:
             self.adapter, self.tokenizer = load(pretrained, dtype=dtype, device=choose_device(device, self.accelerator),
                                                 arch=arch, trust_remote_code=trust_remote_code, peft=peft,
-                                                tokenizer=tokenizer)
+                                                tokenizer=tokenizer, oracle_noise=oracle_noise)
         given_block_length = self.sampler.block_length if "block_length" in sampler_args else None
         self.adapter, self.model_args["attention_block"] = with_attention_block(self.adapter, attention_block,
                                                                                 given_block_length)
@@ -223,8 +225,12 @@ class MDMInfoGainLM(RequestPlanning, BatchSizeSearch, DataParallel, RunRecords, 
             self.task_samplers.update((key["task"], ran) for key in request_keys)
             prompts = [self.encode_prompt(context, gen_length) for context in contexts]
             started = time.perf_counter()
-            generated, stats = generate(self.adapter, prompts, config, list(seeds), gen_length)
+            exact = isinstance(self.adapter, OracleAdapter)  # its decode stats gain the exact diagnostics
+            decode = functools.partial(generate, trace=True) if exact else generate  # (replayed from the trace)
+            generated, stats = decode(self.adapter, prompts, config, list(seeds), gen_length)
             seconds = (time.perf_counter() - started) / len(prompts)  # a batch's time, shared equally
+            if exact:
+                stats = list(map(self.adapter.exact_diagnostics, prompts, generated, stats))
             rows = [key | row | {"seconds": seconds} for key, row in zip(request_keys, stats)]
             self.record_stats(rows)
             for context, gen_kwargs, ids, row in zip(contexts, all_gen_kwargs, generated, rows):

@@ -23,8 +23,10 @@ from lm_eval_infogain.models.checkpoint import check_folder
 from lm_eval_infogain.models.dream import DreamModel
 from lm_eval_infogain.models.llada import LLaDAModelLM
 from lm_eval_infogain.models.mmada import MMadaModelLM
+from lm_eval_infogain.models.oracles import ORACLE_FOLDERS, ORACLES, load_oracle
 from lm_eval_infogain.models.remote import RemoteCodeAdapter
 from lm_eval_infogain.models.sdar import SDARForCausalLM
+from lm_eval_infogain.sampling.config import check
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +49,14 @@ DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "f
 
 
 def resolve_pretrained(pretrained: str, key: str = "pretrained") -> str:
-    """A short name (llada, tiny-random-dream, ...) -> its hub id or bundled directory; anything else
+    """A short name (llada, tiny-random-dream, oracle-sudoku, ...) -> its hub id or bundled directory; anything else
     is a path or hub id (org/name), as for transformers. A name with no '/' that is neither a short name
     nor a folder (a typo of a short name) is refused at once, not tried on the hub (minutes of retries)."""
-    resolved = BUNDLED.get(pretrained) or HUB_IDS.get(pretrained)
+    resolved = BUNDLED.get(pretrained) or ORACLE_FOLDERS.get(pretrained) or HUB_IDS.get(pretrained)
     if resolved is not None:
         return str(resolved)
     if "/" not in pretrained and not Path(pretrained).exists():
-        short_names = [*BUNDLED, *HUB_IDS]
+        short_names = [*BUNDLED, *ORACLE_FOLDERS, *HUB_IDS]
         close = difflib.get_close_matches(pretrained, short_names, n=1)
         hint = f"did you mean {close[0]}?" if close else f"allowed: a folder, a hub id org/name or {', '.join(short_names)}"
         raise UsageError(f"{key}={pretrained!r}: no such folder or short name: {hint}")
@@ -334,9 +336,16 @@ def load_tokenizer(tokenizer: str, trust_remote_code: bool = False):
 
 
 def load(pretrained: str, dtype: str = "auto", device: str = "cpu", arch: str | None = None,
-         trust_remote_code: bool = False, peft: str | None = None, tokenizer=None):
-    """Load a checkpoint in its official layout; returns (adapter, tokenizer). tokenizer: another tokenizer
-    than the checkpoint's (an object, or a folder, hub id or short name to load it from), as HFLM allows."""
+         trust_remote_code: bool = False, peft: str | None = None, tokenizer=None, oracle_noise=None):
+    """Load a checkpoint in its official layout, or an exact model (oracles.py); returns (adapter, tokenizer).
+    tokenizer: another tokenizer than the checkpoint's (an object, or a folder, hub id or short name to load
+    it from), as HFLM allows."""
+    if pretrained in ORACLES:
+        for key, value in (("arch", arch), ("peft", peft), ("trust_remote_code", trust_remote_code or None),
+                           ("tokenizer", tokenizer)):
+            check(value is None, key, value, f"unset for the exact model {pretrained}")
+        return load_oracle(pretrained, device, 0.0 if oracle_noise is None else oracle_noise)
+    check(oracle_noise is None, "oracle_noise", oracle_noise, f"unset except for the exact models {', '.join(ORACLES)}")
     path = resolve_pretrained(pretrained)
     if arch is not None and arch not in ARCHITECTURES:
         raise UsageError(f"arch={arch!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")

@@ -8,6 +8,12 @@ Puzzles: a random complete grid, then cells blanked one at a time in random orde
 while the puzzle still has exactly one solution, until `num_blanks` cells are blank (default 10, i.e. 6
 givens). Everything is drawn from a `random.Random(seed)`, so a seed names a data set.
 
+The many-solution variant (task `sudoku_4x4_many`) blanks random cells of a random grid without the
+uniqueness check, keeping only puzzles with at least two solutions (default 12 blanks, i.e. 4 givens: 4.1
+solutions on average): the cells' exact marginals are spread, so digits committed together can contradict
+each other (the exact model oracle-sudoku shows it). Its `Solution` is the grid it was drawn from, one of
+several right answers.
+
 Scoring is by the rules, never by comparison with `Solution` (a puzzle from a user's file might admit
 more than one solution): the answer must fill every cell with 1-4, make every row, column and 2x2 box
 a permutation of 1-4, and keep every given digit.
@@ -48,6 +54,10 @@ DISTINCT_PUZZLES = (288, 4608, 34560, 161280, 522624, 1239552, 2204928, 2958336,
 # quickly up to about half of the distinct ones and ever more slowly beyond; 100,000 (200 times the
 # paper's 500) generate in seconds on one CPU core, where 100,000,000 would take hours.
 MAX_GENERATED_PUZZLES = 100_000
+# The many-solution variant: blanks allowed (fewer than 8 rarely leave two solutions) and its default.
+MANY_SOLUTION_BLANKS = (8, CELLS)
+DEFAULT_MANY_SOLUTION_BLANKS = 12
+MAX_MANY_SOLUTION_PUZZLES = 10_000
 
 
 def units() -> list[tuple[int, ...]]:
@@ -135,19 +145,35 @@ def make_puzzle(rng: random.Random, num_blanks: int = DEFAULT_NUM_BLANKS) -> dic
             return {"Puzzle": to_text(puzzle), "Solution": to_text(solution)}
 
 
+def make_many_solution_puzzle(rng: random.Random, num_blanks: int = DEFAULT_MANY_SOLUTION_BLANKS) -> dict[str, str]:
+    """One puzzle with `num_blanks` random blanks and at least two solutions; Solution is the grid it came from."""
+    while True:
+        solution = [0] * CELLS
+        fill_randomly(solution, rng)
+        puzzle = list(solution)
+        for cell in rng.sample(range(CELLS), num_blanks):
+            puzzle[cell] = 0
+        if count_solutions(list(puzzle)) >= 2:
+            return {"Puzzle": to_text(puzzle), "Solution": to_text(solution)}
+
+
 def generate_puzzles(
     num_puzzles: int,
     seed: int | str,
     num_blanks: int = DEFAULT_NUM_BLANKS,
     exclude: frozenset[str] = frozenset(),
+    many_solutions: bool = False,
 ) -> list[dict[str, str]]:
     """`num_puzzles` distinct puzzles, none of whose Puzzle string is in `exclude`; the same for the same seed."""
-    return common.draw_distinct(lambda rng: make_puzzle(rng, num_blanks), lambda row: row["Puzzle"],
-                                num_puzzles, seed, exclude)
+    make = make_many_solution_puzzle if many_solutions else make_puzzle
+    return common.draw_distinct(lambda rng: make(rng, num_blanks), lambda row: row["Puzzle"], num_puzzles, seed,
+                                exclude)
 
 
-def generation_limit(num_blanks: int) -> int:
+def generation_limit(num_blanks: int, many_solutions: bool = False) -> int:
     """The most puzzles (test and train together) generated with `num_blanks` blanks."""
+    if many_solutions:
+        return MAX_MANY_SOLUTION_PUZZLES
     return min(MAX_GENERATED_PUZZLES, DISTINCT_PUZZLES[num_blanks] // 2)
 
 
@@ -191,13 +217,22 @@ def row_problem(row: dict[str, str]) -> str | None:
     return None
 
 
-def generator_options(metadata: dict) -> dict:
-    """make_puzzle's keyword arguments from the task metadata (sudoku_num_blanks)."""
+def generator_options(metadata: dict, many_solutions: bool = False) -> dict:
+    """make_puzzle's (make_many_solution_puzzle's) keyword arguments from the task metadata (sudoku_num_blanks)."""
+    if many_solutions:
+        low, high = MANY_SOLUTION_BLANKS
+        return {"num_blanks": common.int_option(metadata, "sudoku_num_blanks", DEFAULT_MANY_SOLUTION_BLANKS,
+                                                minimum=low, maximum=high, why="many-solution puzzles")}
     return {"num_blanks": common.int_option(metadata, "sudoku_num_blanks", DEFAULT_NUM_BLANKS, minimum=0,
                                             maximum=MAX_BLANKS)}
 
 
-def load_dataset(**metadata) -> datasets.DatasetDict:
+def load_many_solution_dataset(**metadata) -> datasets.DatasetDict:
+    """`load_dataset` for the many-solution variant (sudoku_4x4_many): the same keys, puzzles with >= 2 solutions."""
+    return load_dataset(many_solutions=True, **metadata)
+
+
+def load_dataset(many_solutions: bool = False, **metadata) -> datasets.DatasetDict:
     """lm-eval's `custom_dataset` hook: splits `test` (the puzzles to solve) and `train` (few-shot examples).
 
     lm-eval calls this with the task's metadata, which holds --metadata merged over --model_args, so keys
@@ -211,8 +246,8 @@ def load_dataset(**metadata) -> datasets.DatasetDict:
     """
     common.reject_unknown_keys(metadata, "sudoku_", METADATA_KEYS)
     seed = common.int_option(metadata, "sudoku_seed", DEFAULT_SEED, minimum=0)
-    num_blanks = generator_options(metadata)["num_blanks"]
-    limit = generation_limit(num_blanks)
+    num_blanks = generator_options(metadata, many_solutions)["num_blanks"]
+    limit = generation_limit(num_blanks, many_solutions)
     why = f"at most {limit:,} generated puzzles with {num_blanks} blanks, test and train together"
     num_train = common.int_option(metadata, "sudoku_num_train", DEFAULT_NUM_TRAIN, minimum=1, maximum=limit - 1,
                                   why=why)
@@ -222,9 +257,10 @@ def load_dataset(**metadata) -> datasets.DatasetDict:
     else:
         num_puzzles = common.int_option(metadata, "sudoku_num_puzzles", DEFAULT_NUM_PUZZLES, minimum=1,
                                         maximum=limit - num_train, why=why)
-        test = generate_puzzles(num_puzzles, seed, num_blanks)
+        test = generate_puzzles(num_puzzles, seed, num_blanks, many_solutions=many_solutions)
     test_puzzles = frozenset(row["Puzzle"] for row in test)
-    train = generate_puzzles(num_train, f"{seed}-train", num_blanks, exclude=test_puzzles)
+    train = generate_puzzles(num_train, f"{seed}-train", num_blanks, exclude=test_puzzles,
+                             many_solutions=many_solutions)
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(test), "train": datasets.Dataset.from_list(train)})
 
 

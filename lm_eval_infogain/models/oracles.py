@@ -1,0 +1,28 @@
+"""`pretrained=oracle-<name>` -> (OracleAdapter, tokenizer): the exact models of oracle.py by short name.
+
+Their folders in assets/ hold only generation_config.json (the sampler defaults: one answer, one block,
+one token per step, use_cache=none); the tokenizer is tiny-llada-sudoku's, whose vocabulary covers the
+digits and the sudoku prompt, so the models read the project's tasks unchanged.
+"""
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from lm_eval_infogain.models.oracle import OracleAdapter, check_noise, oracle_spec
+from lm_eval_infogain.models.oracle_hmm import HMMOracle
+from lm_eval_infogain.models.oracle_sudoku import SudokuOracle
+
+ORACLES = {"oracle-sudoku": SudokuOracle, "oracle-hmm": HMMOracle}
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ORACLE_FOLDERS = {name: ASSETS / name for name in ORACLES}
+TOKENIZER = ASSETS / "tiny-llada-sudoku"
+MAX_LENGTH = 1024
+
+
+def load_oracle(pretrained: str, device: str, noise) -> tuple[OracleAdapter, object]:
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    distribution = ORACLES[pretrained](tokenizer)
+    spec = oracle_spec(tokenizer, MAX_LENGTH)
+    return OracleAdapter(distribution, spec, check_noise(noise), torch.device(device)), tokenizer

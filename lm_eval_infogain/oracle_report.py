@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy
 
-from lm_eval_infogain.leaderboard import document_values, paired_statistics, samples_file
+from lm_eval_infogain.leaderboard.files import samples_file
+from lm_eval_infogain.leaderboard.pairing import document_values
+from lm_eval_infogain.leaderboard.statistics import paired_statistics
 
 # the metrics compared per oracle: (name, higher is better)
 METRICS = {"sudoku": (("acc", True),), "hmm": (("log_prob", True), ("is_map", True), ("map_gap", False))}

@@ -8,6 +8,7 @@ must reproduce them token for token, with the same forward counts.
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,111 @@ def test_gpu_attention_with_lse_is_the_fused_kernel_with_an_aligned_bias():
     bias = layers.additive_bias(split_attention_inputs(torch.float32)[3], torch.bfloat16, align=8)
     assert bias.shape == (2, 1, 5, 7) and all(stride % 8 == 0 for stride in bias.stride()[:-1])
     assert bias.isneginf().equal(~split_attention_inputs(torch.float32)[3]) and bias.eq(0).sum() > 0
+
+
+# --- lookahead_window=block: candidates forward the block only -------------------------------------------
+
+@pytest.mark.parametrize("arch", ["llada", "dream"])
+def test_block_lookahead_under_dual_is_what_dual_already_does(golden, arch):
+    """Under `dual` every within-block forward already stops at the block's end: lookahead_window=block
+    decodes exactly as `rest` (the copying lookahead's golden decodes), forward counts included."""
+    adapter, prompts = float64_model(arch)
+    for name in ("info_gain", "lookum"):
+        ids, stats = generate(adapter, prompts, SamplerConfig(**SETTINGS[name], **SMALL, use_cache="dual",
+                                                              lookahead_window="block"), SEEDS)
+        expected = golden[arch][f"{name}/dual"]
+        assert ids == expected["ids"]
+        assert [row["tokens_forwarded"] for row in stats] == [row["tokens_forwarded"] for row in expected["stats"]]
+
+
+def test_entropies_after_the_block_cannot_change_the_choice(golden, monkeypatch):
+    """Why the block lookahead is exact for the argmax under `dual`: the positions after the block enter
+    every candidate's H_next with the same entropies and the same count (each candidate commits k of the
+    block's positions), so J(a) = -C(a) - (block part(a) + S) / n moves by the same S / n for all of them.
+    Replacing those entropies by anything else leaves every decode as it was."""
+    from lm_eval_infogain.sampling.loop import Decoder
+
+    start_block = Decoder.start_block
+
+    def scrambled_after_block(self, *args):
+        logits = start_block(self, *args)
+        self.unrefreshed_entropy = torch.rand_like(self.unrefreshed_entropy) * 100
+        return logits
+
+    monkeypatch.setattr(Decoder, "start_block", scrambled_after_block)
+    adapter, prompts = float64_model("llada")
+    for name in ("info_gain", "lookum"):
+        ids, _ = generate(adapter, prompts, SamplerConfig(**SETTINGS[name], **SMALL, use_cache="dual"), SEEDS)
+        assert ids == golden["llada"][f"{name}/dual"]["ids"], name
+
+
+@pytest.fixture(scope="module")
+def sudoku_model():
+    """(adapter, 8 sudoku prompts) of tiny-llada-sudoku, float32: confident enough that most steps take the
+    bypass (one candidate) while others look ahead, so batches mix the two."""
+    from lm_eval_infogain.models.registry import load
+    from lm_eval_infogain.tasks import sudoku
+
+    adapter, tokenizer = load("tiny-llada-sudoku", dtype="float32", device="cpu")
+    return adapter, [tokenizer(sudoku.doc_to_text(doc), add_special_tokens=False)["input_ids"]
+                     for doc in sudoku.load_dataset()["test"].select(range(8))]
+
+
+SUDOKU_BLOCKS = dict(mode="info_gain", gen_length=24, steps=24, block_length=8, use_cache="prefix")
+
+
+def test_block_lookahead_under_prefix_forwards_the_block_and_keeps_the_prompt_independent_of_its_batch(
+        sudoku_model, monkeypatch):
+    """Under `prefix` a lookahead's candidates forward the block only, a step with one candidate the rest of
+    the canvas as before (writing its keys for the lookaheads after it, also from a batch where other rows
+    look ahead: cache.RowsCache): the same number of forwards, fewer tokens forwarded, and each prompt
+    decodes as it does alone."""
+    from lm_eval_infogain.sampling import cache as cache_module
+
+    written_rows = []
+    write = cache_module.RowsCache.write
+    monkeypatch.setattr(cache_module.RowsCache, "write",
+                        lambda self, *args: written_rows.append(len(self.rows)) or write(self, *args))
+    adapter, prompts = sudoku_model
+    seeds = list(range(len(prompts)))
+    rest, rest_stats = generate(adapter, prompts, SamplerConfig(**SUDOKU_BLOCKS), seeds)
+    assert not written_rows
+    block, block_stats = generate(adapter, prompts, SamplerConfig(**SUDOKU_BLOCKS, lookahead_window="block"), seeds)
+    assert written_rows, "no batch mixed one-candidate rows with lookahead rows"
+    assert [row["nfe"] for row in block_stats] == [row["nfe"] for row in rest_stats]
+    assert sum(row["tokens_forwarded"] for row in block_stats) < sum(row["tokens_forwarded"] for row in rest_stats)
+    assert all(adapter.spec.mask_id not in row for row in block)
+    config = SamplerConfig(**SUDOKU_BLOCKS, lookahead_window="block")
+    alone = [generate(adapter, [prompt], config, [seed]) for prompt, seed in zip(prompts, seeds)]
+    assert [ids[0] for ids, _ in alone] == block
+    counts = lambda rows: [(row["nfe"], row["tokens_forwarded"]) for row in rows]  # noqa: E731
+    assert counts(stats[0] for _, stats in alone) == counts(block_stats)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(lookahead_window="window"), "lookahead_window='window' is invalid; allowed: rest | block"),
+    (dict(mode="original", lookahead_window="block"),
+     "lookahead_window='block' is invalid; allowed: rest for mode=original"),
+    (dict(use_cache="none", lookahead_window="block"),
+     "lookahead_window='block' is invalid; allowed: rest with use_cache=none"),
+])
+def test_bad_lookahead_window_is_one_clear_line(settings, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        SamplerConfig(**settings)
+
+
+def test_the_readme_quotes_what_the_paired_comparison_prints():
+    """The block lookahead's price on tiny-llada-sudoku, as README.md and results/runs-lookahead state it,
+    is what `bench/paired_runs.py` prints for the stored runs."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    runs = "results/runs-lookahead/tiny-llada-sudoku/sudoku_4x4"
+    printed = subprocess.run([sys.executable, "bench/paired_runs.py", f"{runs}/rest", f"{runs}/block"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout
+    assert printed.strip() in (root / "results" / "runs-lookahead" / "README.md").read_text()
+    numbers = re.findall(r"[-+]?\d+\.\d+", printed)
+    readme_row = next(line for line in (root / "README.md").read_text().splitlines()
+                      if line.startswith("| `lookahead_window`"))
+    assert numbers and all(number in readme_row for number in numbers if number not in ("0.0063", "0.344")), numbers

@@ -10,9 +10,11 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
 3. Every valid candidate whose next state still has masks in the block is forwarded in ONE batched
    call over the window of the cache mode: the whole canvas (`none`), block start to the end
    (`prefix`) or the block alone (`dual`). The candidates of a prompt share its cache (read once per
-   prompt, never copied: cache.SharedCache). A lookahead strategy picks its winner from their H_next,
-   whose entropies are computed a chunk of positions at a time from the hidden states; the others have
-   one candidate. The winner is committed (then early stop fills EOS after its first EOS) and its
+   prompt, never copied: cache.SharedCache); with lookahead_window=block a prompt's several candidates
+   forward the block alone (two calls then, each row in one: still one forward per step), its one
+   candidate the cache mode's window. A lookahead strategy picks its winner from their H_next, whose
+   entropies are computed a chunk of positions at a time from the hidden states; the others have one
+   candidate. The winner is committed (then early stop fills EOS after its first EOS) and its
    block's logits, the only ones kept, are the next step's: one forward per step, and none for a
    prompt whose block is complete.
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
@@ -230,17 +232,24 @@ class Decoder:
         total, start = self.canvas.ids.shape[1], block_start - self.adapter.spec.logits_shift
         return {"none": (0, total), "prefix": (start, total), "dual": (start, block_end)}[self.config.use_cache]
 
+    def lookahead_window(self, block_start: int, block_end: int) -> tuple[int, int]:
+        """[start, end) of the canvas a lookahead's candidates recompute: the step window (`rest`, the
+        paper's), or with lookahead_window=block the block alone, which attends to the positions after it
+        through the cache (`dual`'s window: under `dual`, and for block-causal models, the two agree)."""
+        start, end = self.step_window(block_start, block_end)
+        return (start, min(end, block_end)) if self.config.lookahead_window == "block" else (start, end)
+
     def logits_end(self, block_start: int, block_end: int) -> int:
         """Logits are needed for the block only, except by a lookahead, which also scores the masked
-        positions after it (as far as the cache mode's window reaches)."""
-        return self.step_window(block_start, block_end)[1] if self.strategy.needs_lookahead else block_end
+        positions after it (as far as its window reaches)."""
+        return self.lookahead_window(block_start, block_end)[1] if self.strategy.needs_lookahead else block_end
 
     def forward(self, ids, rows, window, logits_range, share_cache: bool, counted=None):
         """Forward canvas rows `rows` (ids [R, T]) over `window`; the hidden states [R, logits_end -
         logits_start, C] that `logits` (or `entropies`) turns into logits.
 
-        share_cache: `rows` are the batch's rows in order, so the forward may write into the cache
-        itself; otherwise (lookahead candidates, non-decreasing rows) they share their prompts' cache
+        share_cache: `rows` are distinct (increasing), so the forward writes its window into their cache
+        rows; otherwise (lookahead candidates, non-decreasing rows) they share their prompts' cache
         without writing into it (cache.SharedCache).
         On out-of-memory the rows are retried in halves, down to one at a time, with a warning (unless
         retry_out_of_memory is False).
@@ -251,7 +260,7 @@ class Decoder:
         while True:
             try:
                 pieces = [self.forward_chunk(ids[i:i + chunk], rows[i:i + chunk], window, logits_range,
-                                             self.chunk_cache(rows[i:i + chunk], i, share_cache))
+                                             self.chunk_cache(rows[i:i + chunk], share_cache))
                           for i in range(0, len(rows), chunk)]
                 break
             except torch.OutOfMemoryError:
@@ -264,11 +273,11 @@ class Decoder:
         self.count(rows, window, counted)
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
-    def chunk_cache(self, rows, first: int, share_cache: bool):
+    def chunk_cache(self, rows, share_cache: bool):
         if self.cache is None:
             return None
         if share_cache:
-            return self.cache.rows_view(first, first + len(rows))
+            return self.cache.writable_rows(rows)
         return SharedCache.for_rows(self.cache, rows)
 
     def forward_chunk(self, ids, rows, window, logits_range, cache):
@@ -368,13 +377,13 @@ class Decoder:
         if flat.numel() == 0:  # every row's block is complete
             return winner, logits
         one_per_row = flat.numel() == batch and bool((rows == torch.arange(batch, device=rows.device)).all())
-        hidden = self.forward(ids, rows, self.step_window(block_start, block_end),
-                              (block_start, self.logits_end(block_start, block_end)), share_cache=one_per_row)
-        width = block_end - block_start
-        new_logits = self.logits(hidden[:, :width])  # [R, Lb, V]
+        if self.lookahead_window(block_start, block_end) == self.step_window(block_start, block_end):
+            new_logits, mean_entropy = self.forward_states(ids, rows, self.step_window(block_start, block_end),
+                                                           block_start, block_end, share_cache=one_per_row)
+        else:
+            new_logits, mean_entropy = self.forward_split(ids, rows, ~decided[rows], block_start, block_end)
         if not self.strategy.needs_lookahead:
             return winner, new_logits if one_per_row else replace_rows(logits, rows, new_logits)
-        mean_entropy = self.next_entropy_mean(ids, rows, new_logits, hidden[:, width:], block_start)  # [R]
         next_entropy = torch.zeros(batch * num_candidates, device=flat.device).index_put_((flat,), mean_entropy)
         winner = self.strategy.choose(ctx, proposal, next_entropy.view(batch, num_candidates))  # [B]
         slot = torch.full((batch * num_candidates,), -1, dtype=torch.long, device=flat.device)
@@ -382,6 +391,39 @@ class Decoder:
         winner_slot = slot.view(batch, num_candidates).gather(1, winner[:, None]).squeeze(1)  # [B], -1: none
         evaluated = winner_slot >= 0
         return winner, replace_rows(logits, evaluated, new_logits[winner_slot[evaluated]])
+
+    def forward_states(self, ids, rows, window, block_start, block_end, share_cache: bool, scored: bool = True):
+        """Logits [R, Lb, V] of the block in states ids [R, T] of canvas rows `rows`, forwarded over `window`,
+        and (a lookahead strategy's, when `scored`) their H_next [R], else None."""
+        scored = scored and self.strategy.needs_lookahead
+        logits_end = self.logits_end(block_start, block_end) if scored else block_end
+        hidden = self.forward(ids, rows, window, (block_start, logits_end), share_cache)
+        width = block_end - block_start
+        new_logits = self.logits(hidden[:, :width])  # [R, Lb, V]
+        if not scored:
+            return new_logits, None
+        return new_logits, self.next_entropy_mean(ids, rows, new_logits, hidden[:, width:], block_start)
+
+    def forward_split(self, ids, rows, looks_ahead, block_start, block_end):
+        """forward_states where the lookahead window is not the step window (lookahead_window=block under
+        `prefix`): states of rows with one candidate (looks_ahead [R] False) are forwarded over the step
+        window, as a plain step's, and write their keys/values into the cache (so a later lookahead of the
+        block attends to the positions after it as the latest such forward computed them); lookahead
+        candidates over the block only. Returns (logits [R, Lb, V], H_next [R], 0 where not scored)."""
+        new_logits, mean_entropy = None, torch.zeros(len(rows), device=rows.device)
+        parts = ((~looks_ahead, self.step_window(block_start, block_end), True),
+                 (looks_ahead, self.lookahead_window(block_start, block_end), False))
+        for part, window, single in parts:
+            if not part.any():
+                continue
+            part_logits, part_entropy = self.forward_states(ids[part], rows[part], window, block_start, block_end,
+                                                            share_cache=single, scored=not single)
+            if new_logits is None:
+                new_logits = part_logits.new_empty(len(rows), *part_logits.shape[1:])  # [R, Lb, V]
+            new_logits[part] = part_logits
+            if part_entropy is not None:
+                mean_entropy[part] = part_entropy
+        return new_logits, mean_entropy
 
     def commit(self, ctx, proposal, winner, block_start, block_end):
         pick = lambda t: t[torch.arange(t.shape[0], device=t.device), winner]  # noqa: E731  [B, Lb]

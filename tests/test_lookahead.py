@@ -295,3 +295,60 @@ def test_the_readme_quotes_what_the_paired_comparison_prints():
     readme_row = next(line for line in (root / "README.md").read_text().splitlines()
                       if line.startswith("| `lookahead_window`"))
     assert numbers and all(number in readme_row for number in numbers if number not in ("0.0063", "0.344")), numbers
+
+
+# --- H_next at the masked positions of lookahead rows only, the block's logits for the winner only ---------
+
+@pytest.mark.parametrize("arch", ["llada", "dream", "sdar"])
+@torch.no_grad()
+def test_h_next_at_masked_positions_only_equals_the_whole_window_computation(arch):
+    """H_next from the entropies of the still-masked positions alone (Decoder.next_entropy_mean) against the
+    computation it replaced: fp32 logits of every position of the window, their entropies, the masked mean.
+    Same hidden states, same fp32 entropy; only the head's matrix product runs over fewer rows, which may
+    round differently: equal within 1e-6, in every cache mode and both lookahead windows."""
+    from lm_eval_infogain.models.registry import load
+    from lm_eval_infogain.sampling.info_gain import entropy
+    from lm_eval_infogain.sampling.loop import Decoder, block_ranges, build_canvas
+
+    adapter, tokenizer = load(f"tiny-random-{arch}", dtype="float32", device="cpu")
+    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in TEXTS[:2]]
+    windows = ("rest", "block")
+    for cache, window in [(cache, window) for cache in adapter.spec.cache_modes for window in windows
+                          if cache != "none" or window == "rest"]:
+        given = dict(mode="info_gain", use_cache=cache, lookahead_window=window, **SMALL)
+        config = fit_to_model(SamplerConfig(**given), set(given), adapter.spec)
+        canvas = build_canvas(prompts, config.gen_length, adapter.spec, "cpu")
+        decoder = Decoder(adapter, config, canvas, [torch.Generator().manual_seed(0) for _ in prompts])
+        block_start, block_end = block_ranges(canvas.prompt_length, config.gen_length, config.block_length,
+                                              adapter.spec.attention_block_size)[0]
+        decoder.start_block(block_start, block_end, torch.tensor([True, True]))
+        rows = torch.tensor([0, 0, 0, 1, 1])
+        ids = canvas.ids[rows].clone()  # [R, T]: each candidate commits two positions of the block
+        for candidate, offsets in enumerate([(0, 1), (2, 5), (1, 7), (0, 3), (4, 6)]):
+            ids[candidate, [block_start + offset for offset in offsets]] = 10 + candidate
+        hidden = decoder.forward(ids, rows, decoder.lookahead_window(block_start, block_end),
+                                 (block_start, decoder.logits_end(block_start, block_end)), share_cache=False)
+        got = decoder.next_entropy_mean(ids, rows, hidden, block_start, torch.ones(len(rows), dtype=torch.bool))
+        entropies = torch.cat([entropy(decoder.logits(hidden)), decoder.unrefreshed_entropy[rows]], dim=1)
+        still_masked = ids[:, block_start:block_start + entropies.shape[1]] == adapter.spec.mask_id
+        expected = (entropies * still_masked).sum(-1) / still_masked.sum(-1)
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, msg=f"{cache} {window}")
+        assert expected.unique().numel() > 1  # the candidates' states differ
+
+
+def test_steps_without_a_lookahead_compute_no_h_next(monkeypatch):
+    """threshold=0: every step takes the bypass (one candidate per prompt), so no H_next is computed at all,
+    in any cache mode; the decode is the same as with the lookahead impossible (position_temperature=0)."""
+    from lm_eval_infogain.sampling.loop import Decoder
+
+    calls = []
+    next_entropy_mean = Decoder.next_entropy_mean
+    monkeypatch.setattr(Decoder, "next_entropy_mean", lambda self, *args: calls.append(1)
+                        or next_entropy_mean(self, *args))
+    adapter, prompts = float64_model("llada")
+    for cache in ("none", "prefix", "dual"):
+        bypass, _ = generate(adapter, prompts, SamplerConfig(threshold=0.0, use_cache=cache, **SMALL), SEEDS)
+        assert not calls, cache
+        no_lookahead, _ = generate(adapter, prompts, SamplerConfig(position_temperature=0, threshold=1.0,
+                                                                   use_cache=cache, **SMALL), SEEDS)
+        assert not calls and bypass == no_lookahead, cache

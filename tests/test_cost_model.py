@@ -267,3 +267,10 @@ def test_cpu_bench_records_the_block_lookahead_beside_original(tmp_path):
     block, original = report["info_gain_prefix_lookahead_block"], report["modes_prefix"]["original"]
     assert report["infogain_block_over_original"] == block["seconds"] / original["seconds"]
     assert block["nfe"] == report["modes_prefix"]["info_gain"]["nfe"] == 8  # one forward per step either way
+
+
+def test_bench_readme_quotes_the_block_lookahead_counts():
+    """bench/README.md's block-lookahead table and ratios are what `--print` gives for the committed file."""
+    printed = subprocess.run([sys.executable, "bench/cost_model.py", "--print", "results/cost-8b-block.json"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "block: 1." in printed and printed.strip() in (ROOT / "bench" / "README.md").read_text()

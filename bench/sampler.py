@@ -210,9 +210,14 @@ def main():
     parser.add_argument("--steps", type=int, default=256, help="denoising steps (the paper's: one per token)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=None, help="3 by default, 1 with --shape")
+    parser.add_argument("--lookahead-only", action="store_true",
+                        help="time original and info_gain (lookahead_window rest and block) only")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results/bench-cpu.json by default, results/bench-gpu.json with --shape on a GPU")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.shape is not None:
         if args.output is None and not args.device.startswith("cuda"):
             parser.error(f"--device={args.device!r} with --shape needs --output: results/bench-gpu.json holds GPU "
@@ -241,6 +246,9 @@ def main():
         adapter, prompts[:batch], SamplerConfig(mode=mode, use_cache=cache, **MODES[mode], **base, **extra),
         args.repeats)
 
+    if args.lookahead_only:
+        write(args.output, lookahead_ratios(run, args))
+        return
     caches = {cache: run("original", cache) for cache in ("none", "prefix", "dual")}
     print("caches", json.dumps(caches), flush=True)
     modes = {mode: (caches["prefix"] if mode == "original" else run(mode)) for mode in MODES}
@@ -262,6 +270,18 @@ def main():
     }
     write(args.output, report)
     print(json.dumps({k: round(v, 2) for k, v in report.items() if isinstance(v, float)}, indent=2))
+
+
+def lookahead_ratios(run, args) -> dict:
+    """Only Info-Gain's cost over original (prefix cache, batch 1), with lookahead_window rest and block: the
+    part of the full run that a busy machine can time in a few minutes."""
+    original, info_gain, block = run("original"), run("info_gain"), run("info_gain", lookahead_window="block")
+    report = {"infogain_over_original": info_gain["seconds"] / original["seconds"],
+              "infogain_block_over_original": block["seconds"] / original["seconds"]}
+    print(json.dumps({key: round(value, 2) for key, value in report.items()}), flush=True)
+    return report | {"modes_prefix": {"original": original, "info_gain": info_gain},
+                     "info_gain_prefix_lookahead_block": block, "settings": settings(args),
+                     "machine": machine(args.device), "date": time.strftime("%Y-%m-%d")}
 
 
 def settings(args) -> dict:

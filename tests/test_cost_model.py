@@ -256,13 +256,15 @@ def test_bench_runs_where_only_torch_and_transformers_are_installed():
     assert result.returncode == 0 and "imported" in result.stdout, result.stderr[-2000:]
 
 
-def test_cpu_bench_records_the_block_lookahead_beside_original(tmp_path):
-    """`python bench/sampler.py` (the CPU ratios) on a very small model: Info-Gain with lookahead_window=block
-    is timed in the same run as original, and its ratio is the two medians' (results/bench-cpu.json's key)."""
+@pytest.mark.parametrize("only", [[], ["--lookahead-only", "--threads", "1"]])
+def test_cpu_bench_records_the_block_lookahead_beside_original(tmp_path, only):
+    """`python bench/sampler.py` (the CPU ratios) on a very small model, whole or --lookahead-only: Info-Gain
+    with lookahead_window=block is timed in the same run as original, and its ratio is the two medians'."""
     output = tmp_path / "bench.json"
     subprocess.run([sys.executable, "bench/sampler.py", "--layers", "1", "--hidden", "32", "--heads", "2",
                     "--vocab", "64", "--prompt", "8", "--gen", "8", "--block", "4", "--steps", "8", "--batch", "2",
-                    "--repeats", "1", "--output", str(output)], cwd=ROOT, check=True, capture_output=True, text=True)
+                    "--repeats", "1", "--output", str(output), *only], cwd=ROOT, check=True, capture_output=True,
+                   text=True)
     report = json.loads(output.read_text())
     block, original = report["info_gain_prefix_lookahead_block"], report["modes_prefix"]["original"]
     assert report["infogain_block_over_original"] == block["seconds"] / original["seconds"]

@@ -48,7 +48,7 @@ from lm_eval_infogain.models.layers import Rotary
 from lm_eval_infogain.models.llada import LLaDAConfig, LLaDAModelLM
 from lm_eval_infogain.models.registry import supported_cache_modes
 from lm_eval_infogain.models.sdar import SDARConfig, SDARForCausalLM
-from lm_eval_infogain.sampling.config import SamplerConfig, check
+from lm_eval_infogain.sampling.config import LOOKAHEAD_WINDOWS, SamplerConfig, check
 from lm_eval_infogain.sampling.loop import Decoder, block_ranges, build_canvas
 
 aten = torch.ops.aten
@@ -542,19 +542,31 @@ def summarise(steps: list[tuple[int, int, int]], peak: int, forwards: int, batch
 
 
 def rows_by_cell(rows: list[dict]) -> dict[tuple, dict]:
-    """Output rows by their grid cell (model, mode, use_cache, batch, candidates)."""
-    return {(r["model"], r["mode"], r["use_cache"], r["batch"], r["candidates"]): r for r in rows}
+    """Output rows by their grid cell (model, mode, use_cache, batch, candidates, lookahead_window); rows
+    written before lookahead_window existed are `rest`."""
+    return {(r["model"], r["mode"], r["use_cache"], r["batch"], r["candidates"], r.get("lookahead_window", "rest")): r
+            for r in rows}
 
 
-def grid(modes, caches, batches, candidates) -> list[tuple[str, str, int, int]]:
-    """(mode, use_cache, batch, candidates) cells: candidates other than 1 only for info_gain."""
-    return [(mode, cache, batch, number) for mode in modes for cache in caches for batch in batches
-            for number in (candidates if mode == "info_gain" else [1])]
+def grid(modes, caches, batches, candidates, windows=("rest",)) -> list[tuple[str, str, int, int, str]]:
+    """(mode, use_cache, batch, candidates, lookahead_window) cells: candidates other than 1 only for info_gain,
+    lookahead_window=block only for info_gain with the prefix cache (under dual its windows are rest's; a
+    block-causal model's windows end with the block either way: see `same_windows`)."""
+    return [(mode, cache, batch, number, window) for mode in modes for cache in caches for batch in batches
+            for number in (candidates if mode == "info_gain" else [1])
+            for window in (windows if mode == "info_gain" and cache == "prefix" else ["rest"])]
 
 
-def sampler_config(mode: str, cache: str, candidates: int, args) -> SamplerConfig:
+def same_windows(spec: ModelSpec, window: str) -> bool:
+    """True where lookahead_window=block forwards what rest does: a block-causal model's every window ends
+    with the block."""
+    return window == "block" and spec.attention_block_size is not None
+
+
+def sampler_config(mode: str, cache: str, candidates: int, args, window: str = "rest") -> SamplerConfig:
     return SamplerConfig(mode=mode, use_cache=cache, candidate_number=candidates, gen_length=args.gen,
-                         steps=args.steps, block_length=args.block, early_stop=False, **MODE_SETTINGS[mode])
+                         steps=args.steps, block_length=args.block, early_stop=False, lookahead_window=window,
+                         **MODE_SETTINGS[mode])
 
 
 def parse_list(text: str, allowed, key: str, convert=str) -> list:
@@ -576,18 +588,26 @@ def main():
     parser.add_argument("--caches", default="none,prefix,dual")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--candidates", default="1,8", help="info_gain's candidate numbers")
+    parser.add_argument("--windows", default="rest,block", help="info_gain's lookahead_window values (prefix cache)")
     parser.add_argument("--prompt", type=int, default=512)
     parser.add_argument("--gen", type=int, default=256)
     parser.add_argument("--block", type=int, default=32)
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--output", type=Path, default=Path("results/cost-8b.json"))
+    parser.add_argument("--print", dest="print_only", type=Path, default=None,
+                        help="print the table and ratios of this earlier output, computing nothing")
     args = parser.parse_args()
+    if args.print_only is not None:
+        rows = json.loads(args.print_only.read_text())["rows"]
+        print(markdown_table(rows), *ratio_lines(rows), sep="\n")
+        return
     try:
         shapes = parse_list(args.shapes, SHAPES, "--shapes")
         modes = parse_list(args.modes, MODE_SETTINGS, "--modes")
         caches = parse_list(args.caches, ("none", "prefix", "dual"), "--caches")
         batches = parse_list(args.batches, range(1, 1025), "--batches", int)
         candidates = parse_list(args.candidates, range(1, 65), "--candidates", int)
+        windows = parse_list(args.windows, LOOKAHEAD_WINDOWS, "--windows")
         check(args.prompt >= 1, "--prompt", args.prompt, "an integer >= 1")
         sampler_config("original", "none", 1, args)  # gen, block and steps checked once, up front
     except ValueError as error:
@@ -598,17 +618,18 @@ def main():
     for shape in shapes:
         model, spec = build_model(SHAPES[shape][0], shape_config(shape), "meta", torch.bfloat16)
         forward_counts = ForwardCounts(shape, attention)
-        for mode, cache, batch, number in grid(modes, caches, batches, candidates):
-            if cache not in spec.cache_modes:
+        for mode, cache, batch, number, window in grid(modes, caches, batches, candidates, windows):
+            if cache not in spec.cache_modes or same_windows(spec, window):
                 continue  # dual caches positions after the block, which block-causal attention never reads
-            config = sampler_config(mode, cache, number, args)
-            row = {"model": shape, "mode": mode, "use_cache": cache, "batch": batch, "candidates": number}
+            config = sampler_config(mode, cache, number, args, window)
+            row = {"model": shape, "mode": mode, "use_cache": cache, "batch": batch, "candidates": number,
+                   "lookahead_window": window}
             row |= measure_cell(shape, model, spec, config, batch, args.prompt, forward_counts)
             rows.append(row)
             print(json.dumps(row), flush=True)
             write_report(args, rows, shapes, started, complete=False)  # a long run keeps what it has
     write_report(args, rows, shapes, started, complete=True)
-    print(markdown_table(rows))
+    print(markdown_table(rows), *ratio_lines(rows), sep="\n")
 
 
 def write_report(args, rows: list[dict], shapes: list[str], started: float, complete: bool) -> None:
@@ -628,10 +649,29 @@ def write_report(args, rows: list[dict], shapes: list[str], started: float, comp
     args.output.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def per_step(row: dict, key: str) -> float:
+    return row[key] / row["steps"]
+
+
+def ratio_lines(rows: list[dict]) -> list[str]:
+    """Each info_gain row's FLOPs and bytes per step over original's in the same model, cache and batch."""
+    originals = {(r["model"], r["use_cache"], r["batch"]): r for r in rows if r["mode"] == "original"}
+    lines = []
+    for row in rows:
+        original = originals.get((row["model"], row["use_cache"], row["batch"]))
+        if row["mode"] == "info_gain" and original is not None:
+            flops, traffic = (per_step(row, key) / per_step(original, key) for key in ("flops", "bytes"))
+            lines.append(f"{row['model']} info_gain {row['use_cache']} batch {row['batch']} N {row['candidates']} "
+                         f"{row.get('lookahead_window', 'rest')}: {flops:.2f}x original's FLOPs/step, "
+                         f"{traffic:.2f}x its bytes/step")
+    return lines
+
+
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| model | mode | cache | batch | N | GFLOPs/step | GB/step | peak GB | ms/step H100 | ms/step H200 "
-              "| tok/s H100 | tok/s H200 |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    header = ("| model | mode | cache | batch | N | lookahead | GFLOPs/step | GB/step | peak GB | ms/step H100 "
+              "| ms/step H200 | tok/s H100 | tok/s H200 |\n|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     lines = [f"| {r['model']} | {r['mode']} | {r['use_cache']} | {r['batch']} | {r['candidates']} | "
+             f"{r.get('lookahead_window', 'rest') if r['mode'] == 'info_gain' else '-'} | "
              f"{r['gflops_per_step']} | {r['gb_per_step']} | {r['peak_gb']} | {r['ms_per_step']['h100']} | "
              f"{r['ms_per_step']['h200']} | {r['tok_per_s']['h100']} | {r['tok_per_s']['h200']} |" for r in rows]
     return "\n".join([header, *lines])

@@ -66,7 +66,7 @@ def step_mix(run: dict, widths: dict) -> dict:
 
 def cost_cell(cells: dict[tuple, dict], model: str, mode: str, cache: str, batch: int, candidates: int) -> dict:
     """The cost model's row of one cell (cells: cost_model.rows_by_cell of its output)."""
-    cell = cells.get((model, mode, cache, batch, candidates))
+    cell = cells.get((model, mode, cache, batch, candidates, "rest"))
     if cell is None:
         raise SystemExit(f"results cost file has no cell {model} {mode} use_cache={cache} batch={batch} N={candidates}")
     return cell
@@ -104,6 +104,7 @@ def main():
     widths = canvas_widths(runs)
     gen_tokens = cost["settings"]["gen_length"]
     print(f"{args.model}, use_cache={args.cache}, batch {args.batch}, {gen_tokens} tokens; step mix from {args.runs}")
+    print("scenario, not a measurement: roofline step times x the tiny model's steps (bench/README.md)")
     print("| sampler | documents | forwards/token | rows/forward | ms/step H100 | ms/step H200 | tok/s H100 | tok/s H200 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, run in runs.items():

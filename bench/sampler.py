@@ -150,10 +150,11 @@ def time_shape_grid(args) -> dict:
     adapter = ModelAdapter(model, spec)
     predicted, device_name = predictions(args.prediction), machine(args.device).get("gpu", "cpu")
     rows = []
-    for mode, cache, batch, number in cost_model.grid(args.modes, args.caches, args.batches, args.candidates):
-        if cache not in spec.cache_modes:
+    for mode, cache, batch, number, window in cost_model.grid(args.modes, args.caches, args.batches, args.candidates,
+                                                              args.windows):
+        if cache not in spec.cache_modes or cost_model.same_windows(spec, window):
             continue
-        config = cost_model.sampler_config(mode, cache, number, args)
+        config = cost_model.sampler_config(mode, cache, number, args, window)
         prompts = cost_model.random_prompts(spec, batch, args.prompt)
         timed_decode(adapter, prompts, dataclasses.replace(config, gen_length=args.block, steps=config.steps_per_block))
         if adapter.device.type == "cuda":
@@ -161,11 +162,11 @@ def time_shape_grid(args) -> dict:
         runs = [timed_decode(adapter, prompts, config) for _ in range(args.repeats)]
         seconds, steps = statistics.median(s for s, _ in runs), runs[0][1]
         row = {"model": args.shape, "mode": mode, "use_cache": cache, "batch": batch, "candidates": number,
-               "steps": steps, "seconds": seconds, "ms_per_step": round(seconds / steps * 1e3, 3),
+               "lookahead_window": window, "steps": steps, "seconds": seconds, "ms_per_step": round(seconds / steps * 1e3, 3),
                "tok_per_s": round(batch * args.gen / seconds, 1)}
         if adapter.device.type == "cuda":
             row["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
-        row["predicted"] = prediction_of(predicted.get((args.shape, mode, cache, batch, number)), device_name)
+        row["predicted"] = prediction_of(predicted.get((args.shape, mode, cache, batch, number, window)), device_name)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return {"rows": rows, "device": device_name, "prediction_file": str(args.prediction),
@@ -195,6 +196,7 @@ def main():
     parser.add_argument("--caches", default="none,prefix,dual", help="with --shape")
     parser.add_argument("--batches", default="1,8", help="with --shape")
     parser.add_argument("--candidates", default="1,8", help="with --shape: info_gain's candidate numbers")
+    parser.add_argument("--windows", default="rest,block", help="with --shape: info_gain's lookahead_window values")
     parser.add_argument("--prediction", type=Path, default=Path("results/cost-8b.json"),
                         help="with --shape: the cost model's output to set beside the measurements")
     parser.add_argument("--layers", type=int, default=4)
@@ -208,9 +210,14 @@ def main():
     parser.add_argument("--steps", type=int, default=256, help="denoising steps (the paper's: one per token)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=None, help="3 by default, 1 with --shape")
+    parser.add_argument("--lookahead-only", action="store_true",
+                        help="time original and info_gain (lookahead_window rest and block) only")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results/bench-cpu.json by default, results/bench-gpu.json with --shape on a GPU")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.shape is not None:
         if args.output is None and not args.device.startswith("cuda"):
             parser.error(f"--device={args.device!r} with --shape needs --output: results/bench-gpu.json holds GPU "
@@ -220,6 +227,7 @@ def main():
             args.caches = cost_model.parse_list(args.caches, ("none", "prefix", "dual"), "--caches")
             args.batches = cost_model.parse_list(args.batches, range(1, 1025), "--batches", int)
             args.candidates = cost_model.parse_list(args.candidates, range(1, 65), "--candidates", int)
+            args.windows = cost_model.parse_list(args.windows, cost_model.LOOKAHEAD_WINDOWS, "--windows")
         except ValueError as error:
             parser.error(str(error))
         args.dtype, args.repeats = args.dtype or "bfloat16", args.repeats or 1
@@ -234,26 +242,46 @@ def main():
     prompts = [torch.randint(0, args.vocab - 2, (args.prompt,), generator=generator).tolist()
                for _ in range(args.batch)]
     base = dict(gen_length=args.gen, steps=args.steps, block_length=args.block)
-    run = lambda mode, cache="prefix", batch=1: measure(  # noqa: E731
-        adapter, prompts[:batch], SamplerConfig(mode=mode, use_cache=cache, **MODES[mode], **base), args.repeats)
+    run = lambda mode, cache="prefix", batch=1, **extra: measure(  # noqa: E731
+        adapter, prompts[:batch], SamplerConfig(mode=mode, use_cache=cache, **MODES[mode], **base, **extra),
+        args.repeats)
 
+    if args.lookahead_only:
+        write(args.output, lookahead_ratios(run, args))
+        return
     caches = {cache: run("original", cache) for cache in ("none", "prefix", "dual")}
     print("caches", json.dumps(caches), flush=True)
     modes = {mode: (caches["prefix"] if mode == "original" else run(mode)) for mode in MODES}
     print("modes", json.dumps(modes), flush=True)
+    info_gain_block = run("info_gain", lookahead_window="block")
+    print("info_gain lookahead_window=block", json.dumps(info_gain_block), flush=True)
     batched = run("original", "prefix", args.batch)
     print("batched", json.dumps(batched), flush=True)
     report = {
         "prefix_speedup": caches["none"]["seconds"] / caches["prefix"]["seconds"],
         "dual_speedup": caches["none"]["seconds"] / caches["dual"]["seconds"],
         "infogain_over_original": modes["info_gain"]["seconds"] / modes["original"]["seconds"],
+        "infogain_block_over_original": info_gain_block["seconds"] / modes["original"]["seconds"],
         "batch8_throughput_gain": (args.batch / batched["seconds"]) / (1 / caches["prefix"]["seconds"]),
-        "caches_original": caches, "modes_prefix": modes, f"original_prefix_batch{args.batch}": batched,
+        "caches_original": caches, "modes_prefix": modes, "info_gain_prefix_lookahead_block": info_gain_block,
+        f"original_prefix_batch{args.batch}": batched,
         "settings": settings(args), "machine": machine(args.device),
         "date": time.strftime("%Y-%m-%d"),
     }
     write(args.output, report)
     print(json.dumps({k: round(v, 2) for k, v in report.items() if isinstance(v, float)}, indent=2))
+
+
+def lookahead_ratios(run, args) -> dict:
+    """Only Info-Gain's cost over original (prefix cache, batch 1), with lookahead_window rest and block: the
+    part of the full run that a busy machine can time in a few minutes."""
+    original, info_gain, block = run("original"), run("info_gain"), run("info_gain", lookahead_window="block")
+    report = {"infogain_over_original": info_gain["seconds"] / original["seconds"],
+              "infogain_block_over_original": block["seconds"] / original["seconds"]}
+    print(json.dumps({key: round(value, 2) for key, value in report.items()}), flush=True)
+    return report | {"modes_prefix": {"original": original, "info_gain": info_gain},
+                     "info_gain_prefix_lookahead_block": block, "settings": settings(args),
+                     "machine": machine(args.device), "date": time.strftime("%Y-%m-%d")}
 
 
 def settings(args) -> dict:

@@ -122,9 +122,10 @@ def run_cost_model(tmp_path, *options) -> dict:
 def test_cost_model_on_a_tiny_grid(tmp_path):
     report = run_cost_model(tmp_path, "--modes", "original,info_gain", "--caches", "none,prefix", "--batches", "1,2",
                             "--candidates", "1,4")
-    rows = {(r["mode"], r["use_cache"], r["batch"], r["candidates"]): r for r in report["rows"]}
-    assert len(rows) == 4 + 8  # original: 2 caches x 2 batches; info_gain also x 2 candidate numbers
-    original = rows["original", "none", 1, 1]
+    rows = {(r["mode"], r["use_cache"], r["batch"], r["candidates"], r["lookahead_window"]): r for r in report["rows"]}
+    # original: 2 caches x 2 batches; info_gain also x 2 candidate numbers, and with prefix x 2 lookahead windows
+    assert len(rows) == 4 + 8 + 4
+    original = rows["original", "none", 1, 1, "rest"]
     # 2 blocks of 4 steps: a block-start forward, then one forward after every step but the last;
     # without a cache every forward is the whole canvas (24 positions) with the block's 4 logits.
     assert original["steps"] == 8 and original["forwards"] == 8
@@ -135,9 +136,11 @@ def test_cost_model_on_a_tiny_grid(tmp_path):
         assert row["bytes"] > row["forwards"] * (HAND_WEIGHT_BYTES - BF16 * V * C)  # every weight but the embedding
         assert row["ms_per_step"]["h200"] <= row["ms_per_step"]["h100"]
     # a cache shortens the window; Info-Gain's lookahead forwards N candidates and copies their cache
-    assert rows["original", "prefix", 1, 1]["flops"] < original["flops"]
-    assert rows["info_gain", "prefix", 1, 4]["bytes"] > rows["info_gain", "prefix", 1, 1]["bytes"]
-    assert rows["original", "prefix", 2, 1]["flops"] == 2 * rows["original", "prefix", 1, 1]["flops"]
+    assert rows["original", "prefix", 1, 1, "rest"]["flops"] < original["flops"]
+    assert rows["info_gain", "prefix", 1, 4, "rest"]["bytes"] > rows["info_gain", "prefix", 1, 1, "rest"]["bytes"]
+    assert rows["original", "prefix", 2, 1, "rest"]["flops"] == 2 * rows["original", "prefix", 1, 1, "rest"]["flops"]
+    # the block lookahead forwards the candidates' block only: fewer FLOPs than the rest of the canvas
+    assert rows["info_gain", "prefix", 1, 4, "block"]["flops"] < rows["info_gain", "prefix", 1, 4, "rest"]["flops"]
 
 
 def test_cost_model_rejects_an_unknown_shape(tmp_path):
@@ -161,12 +164,13 @@ def test_gpu_bench_command_runs_the_same_grid_on_a_tiny_shape(tmp_path):
     check = report["fused_attention_check"]  # the split attention checked on the device before timing
     assert check["dtype"] == "bfloat16" and len(check["max_abs_error"]) == 4
     assert 0 < max(check["max_abs_error"].values()) <= check["tolerance"]
-    assert [(r["mode"], r["candidates"]) for r in report["rows"]] == [("original", 1), ("info_gain", 2)]
-    predicted = {r["mode"]: r for r in json.loads(prediction.read_text())["rows"]}
+    assert [(r["mode"], r["candidates"], r["lookahead_window"]) for r in report["rows"]] == [
+        ("original", 1, "rest"), ("info_gain", 2, "rest"), ("info_gain", 2, "block")]
+    predicted = {(r["mode"], r["lookahead_window"]): r for r in json.loads(prediction.read_text())["rows"]}
     for row in report["rows"]:
         assert row["steps"] == 8 and row["ms_per_step"] > 0 and row["tok_per_s"] == round(2 * 8 / row["seconds"], 1)
         # not a device the cost model knows: its prediction on each of them
-        assert row["predicted"]["ms_per_step"] == predicted[row["mode"]]["ms_per_step"]
+        assert row["predicted"]["ms_per_step"] == predicted[row["mode"], row["lookahead_window"]]["ms_per_step"]
 
 
 def test_gpu_bench_command_on_cpu_needs_an_output(tmp_path):
@@ -226,7 +230,7 @@ def test_bench_readme_quotes_the_committed_cost_model_and_dynamic_steps_output()
     for task, runs in (("sudoku_4x4", "tiny-llada-sudoku/sudoku_4x4"), ("countdown", "tiny-llada-countdown/countdown")):
         printed = subprocess.run([sys.executable, "bench/dynamic_steps.py", f"results/runs-parallel/{runs}"], cwd=ROOT,
                                  capture_output=True, text=True, check=True).stdout
-        for line in printed.splitlines()[3:]:
+        for line in printed.splitlines()[4:]:
             sampler, _, per_token, rows_per_forward, _, _, h100, h200 = line.strip("| ").split(" | ")
             quoted = f"{per_token} | {rows_per_forward} | {h100} | {h200} |"
             assert any(row.startswith(f"| {task} | {sampler.split('_parallel')[0]}") and row.endswith(quoted)
@@ -250,3 +254,25 @@ def test_bench_runs_where_only_torch_and_transformers_are_installed():
     """A GPU machine may have torch and transformers but not lm-eval: bench/ must not need it."""
     result = subprocess.run([sys.executable, "-c", BLOCK_LM_EVAL], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "imported" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("only", [[], ["--lookahead-only", "--threads", "1"]])
+def test_cpu_bench_records_the_block_lookahead_beside_original(tmp_path, only):
+    """`python bench/sampler.py` (the CPU ratios) on a very small model, whole or --lookahead-only: Info-Gain
+    with lookahead_window=block is timed in the same run as original, and its ratio is the two medians'."""
+    output = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "bench/sampler.py", "--layers", "1", "--hidden", "32", "--heads", "2",
+                    "--vocab", "64", "--prompt", "8", "--gen", "8", "--block", "4", "--steps", "8", "--batch", "2",
+                    "--repeats", "1", "--output", str(output), *only], cwd=ROOT, check=True, capture_output=True,
+                   text=True)
+    report = json.loads(output.read_text())
+    block, original = report["info_gain_prefix_lookahead_block"], report["modes_prefix"]["original"]
+    assert report["infogain_block_over_original"] == block["seconds"] / original["seconds"]
+    assert block["nfe"] == report["modes_prefix"]["info_gain"]["nfe"] == 8  # one forward per step either way
+
+
+def test_bench_readme_quotes_the_block_lookahead_counts():
+    """bench/README.md's block-lookahead table and ratios are what `--print` gives for the committed file."""
+    printed = subprocess.run([sys.executable, "bench/cost_model.py", "--print", "results/cost-8b-block.json"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "block: 1." in printed and printed.strip() in (ROOT / "bench" / "README.md").read_text()

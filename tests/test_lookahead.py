@@ -8,6 +8,7 @@ must reproduce them token for token, with the same forward counts.
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,168 @@ def test_gpu_attention_with_lse_is_the_fused_kernel_with_an_aligned_bias():
     bias = layers.additive_bias(split_attention_inputs(torch.float32)[3], torch.bfloat16, align=8)
     assert bias.shape == (2, 1, 5, 7) and all(stride % 8 == 0 for stride in bias.stride()[:-1])
     assert bias.isneginf().equal(~split_attention_inputs(torch.float32)[3]) and bias.eq(0).sum() > 0
+
+
+# --- lookahead_window=block: candidates forward the block only -------------------------------------------
+
+@pytest.mark.parametrize("arch", ["llada", "dream"])
+def test_block_lookahead_under_dual_is_what_dual_already_does(golden, arch):
+    """Under `dual` every within-block forward already stops at the block's end: lookahead_window=block
+    decodes exactly as `rest` (the copying lookahead's golden decodes), forward counts included."""
+    adapter, prompts = float64_model(arch)
+    for name in ("info_gain", "lookum"):
+        ids, stats = generate(adapter, prompts, SamplerConfig(**SETTINGS[name], **SMALL, use_cache="dual",
+                                                              lookahead_window="block"), SEEDS)
+        expected = golden[arch][f"{name}/dual"]
+        assert ids == expected["ids"]
+        assert [row["tokens_forwarded"] for row in stats] == [row["tokens_forwarded"] for row in expected["stats"]]
+
+
+def test_entropies_after_the_block_cannot_change_the_choice(golden, monkeypatch):
+    """Why the block lookahead is exact for the argmax under `dual`: the positions after the block enter
+    every candidate's H_next with the same entropies and the same count (each candidate commits k of the
+    block's positions), so J(a) = -C(a) - (block part(a) + S) / n moves by the same S / n for all of them.
+    Replacing those entropies by anything else leaves every decode as it was."""
+    from lm_eval_infogain.sampling.loop import Decoder
+
+    start_block = Decoder.start_block
+
+    def scrambled_after_block(self, *args):
+        logits = start_block(self, *args)
+        self.unrefreshed_entropy = torch.rand_like(self.unrefreshed_entropy) * 100
+        return logits
+
+    monkeypatch.setattr(Decoder, "start_block", scrambled_after_block)
+    adapter, prompts = float64_model("llada")
+    for name in ("info_gain", "lookum"):
+        ids, _ = generate(adapter, prompts, SamplerConfig(**SETTINGS[name], **SMALL, use_cache="dual"), SEEDS)
+        assert ids == golden["llada"][f"{name}/dual"]["ids"], name
+
+
+@pytest.fixture(scope="module")
+def sudoku_model():
+    """(adapter, 8 sudoku prompts) of tiny-llada-sudoku, float32: confident enough that most steps take the
+    bypass (one candidate) while others look ahead, so batches mix the two."""
+    from lm_eval_infogain.models.registry import load
+    from lm_eval_infogain.tasks import sudoku
+
+    adapter, tokenizer = load("tiny-llada-sudoku", dtype="float32", device="cpu")
+    return adapter, [tokenizer(sudoku.doc_to_text(doc), add_special_tokens=False)["input_ids"]
+                     for doc in sudoku.load_dataset()["test"].select(range(8))]
+
+
+SUDOKU_BLOCKS = dict(mode="info_gain", gen_length=24, steps=24, block_length=8, use_cache="prefix")
+
+
+def test_block_lookahead_under_prefix_forwards_the_block_and_keeps_the_prompt_independent_of_its_batch(
+        sudoku_model, monkeypatch):
+    """Under `prefix` a lookahead's candidates forward the block only, a step with one candidate the rest of
+    the canvas as before (writing its keys for the lookaheads after it, also from a batch where other rows
+    look ahead: cache.RowsCache): the same number of forwards, fewer tokens forwarded, and each prompt
+    decodes as it does alone."""
+    from lm_eval_infogain.sampling import cache as cache_module
+
+    written_rows = []
+    write = cache_module.RowsCache.write
+    monkeypatch.setattr(cache_module.RowsCache, "write",
+                        lambda self, *args: written_rows.append(len(self.rows)) or write(self, *args))
+    adapter, prompts = sudoku_model
+    seeds = list(range(len(prompts)))
+    rest, rest_stats = generate(adapter, prompts, SamplerConfig(**SUDOKU_BLOCKS), seeds)
+    assert not written_rows
+    block, block_stats = generate(adapter, prompts, SamplerConfig(**SUDOKU_BLOCKS, lookahead_window="block"), seeds)
+    assert written_rows, "no batch mixed one-candidate rows with lookahead rows"
+    assert [row["nfe"] for row in block_stats] == [row["nfe"] for row in rest_stats]
+    assert sum(row["tokens_forwarded"] for row in block_stats) < sum(row["tokens_forwarded"] for row in rest_stats)
+    assert all(adapter.spec.mask_id not in row for row in block)
+    config = SamplerConfig(**SUDOKU_BLOCKS, lookahead_window="block")
+    alone = [generate(adapter, [prompt], config, [seed]) for prompt, seed in zip(prompts, seeds)]
+    assert [ids[0] for ids, _ in alone] == block
+    counts = lambda rows: [(row["nfe"], row["tokens_forwarded"]) for row in rows]  # noqa: E731
+    assert counts(stats[0] for _, stats in alone) == counts(block_stats)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(lookahead_window="window"), "lookahead_window='window' is invalid; allowed: rest | block"),
+    (dict(mode="original", lookahead_window="block"),
+     "lookahead_window='block' is invalid; allowed: rest for mode=original"),
+    (dict(use_cache="none", lookahead_window="block"),
+     "lookahead_window='block' is invalid; allowed: rest with use_cache=none"),
+])
+def test_bad_lookahead_window_is_one_clear_line(settings, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        SamplerConfig(**settings)
+
+
+def test_the_readme_quotes_what_the_paired_comparison_prints():
+    """The block lookahead's price on tiny-llada-sudoku, as README.md and results/runs-lookahead state it,
+    is what `bench/paired_runs.py` prints for the stored runs."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    runs = "results/runs-lookahead/tiny-llada-sudoku/sudoku_4x4"
+    printed = subprocess.run([sys.executable, "bench/paired_runs.py", f"{runs}/rest", f"{runs}/block"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout
+    assert printed.strip() in (root / "results" / "runs-lookahead" / "README.md").read_text()
+    numbers = re.findall(r"[-+]?\d+\.\d+", printed)
+    readme_row = next(line for line in (root / "README.md").read_text().splitlines()
+                      if line.startswith("| `lookahead_window`"))
+    assert numbers and all(number in readme_row for number in numbers if number not in ("0.0063", "0.344")), numbers
+
+
+# --- H_next at the masked positions of lookahead rows only, the block's logits for the winner only ---------
+
+@pytest.mark.parametrize("arch", ["llada", "dream", "sdar"])
+@torch.no_grad()
+def test_h_next_at_masked_positions_only_equals_the_whole_window_computation(arch):
+    """H_next from the entropies of the still-masked positions alone (Decoder.next_entropy_mean) against the
+    computation it replaced: fp32 logits of every position of the window, their entropies, the masked mean.
+    Same hidden states, same fp32 entropy; only the head's matrix product runs over fewer rows, which may
+    round differently: equal within 1e-6, in every cache mode and both lookahead windows."""
+    from lm_eval_infogain.models.registry import load
+    from lm_eval_infogain.sampling.info_gain import entropy
+    from lm_eval_infogain.sampling.loop import Decoder, block_ranges, build_canvas
+
+    adapter, tokenizer = load(f"tiny-random-{arch}", dtype="float32", device="cpu")
+    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in TEXTS[:2]]
+    windows = ("rest", "block")
+    for cache, window in [(cache, window) for cache in adapter.spec.cache_modes for window in windows
+                          if cache != "none" or window == "rest"]:
+        given = dict(mode="info_gain", use_cache=cache, lookahead_window=window, **SMALL)
+        config = fit_to_model(SamplerConfig(**given), set(given), adapter.spec)
+        canvas = build_canvas(prompts, config.gen_length, adapter.spec, "cpu")
+        decoder = Decoder(adapter, config, canvas, [torch.Generator().manual_seed(0) for _ in prompts])
+        block_start, block_end = block_ranges(canvas.prompt_length, config.gen_length, config.block_length,
+                                              adapter.spec.attention_block_size)[0]
+        decoder.start_block(block_start, block_end, torch.tensor([True, True]))
+        rows = torch.tensor([0, 0, 0, 1, 1])
+        ids = canvas.ids[rows].clone()  # [R, T]: each candidate commits two positions of the block
+        for candidate, offsets in enumerate([(0, 1), (2, 5), (1, 7), (0, 3), (4, 6)]):
+            ids[candidate, [block_start + offset for offset in offsets]] = 10 + candidate
+        hidden = decoder.forward(ids, rows, decoder.lookahead_window(block_start, block_end),
+                                 (block_start, decoder.logits_end(block_start, block_end)), share_cache=False)
+        got = decoder.next_entropy_mean(ids, rows, hidden, block_start, torch.ones(len(rows), dtype=torch.bool))
+        entropies = torch.cat([entropy(decoder.logits(hidden)), decoder.unrefreshed_entropy[rows]], dim=1)
+        still_masked = ids[:, block_start:block_start + entropies.shape[1]] == adapter.spec.mask_id
+        expected = (entropies * still_masked).sum(-1) / still_masked.sum(-1)
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, msg=f"{cache} {window}")
+        assert expected.unique().numel() > 1  # the candidates' states differ
+
+
+def test_steps_without_a_lookahead_compute_no_h_next(monkeypatch):
+    """threshold=0: every step takes the bypass (one candidate per prompt), so no H_next is computed at all,
+    in any cache mode; the decode is the same as with the lookahead impossible (position_temperature=0)."""
+    from lm_eval_infogain.sampling.loop import Decoder
+
+    calls = []
+    next_entropy_mean = Decoder.next_entropy_mean
+    monkeypatch.setattr(Decoder, "next_entropy_mean", lambda self, *args: calls.append(1)
+                        or next_entropy_mean(self, *args))
+    adapter, prompts = float64_model("llada")
+    for cache in ("none", "prefix", "dual"):
+        bypass, _ = generate(adapter, prompts, SamplerConfig(threshold=0.0, use_cache=cache, **SMALL), SEEDS)
+        assert not calls, cache
+        no_lookahead, _ = generate(adapter, prompts, SamplerConfig(position_temperature=0, threshold=1.0,
+                                                                   use_cache=cache, **SMALL), SEEDS)
+        assert not calls and bypass == no_lookahead, cache

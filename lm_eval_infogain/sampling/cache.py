@@ -38,6 +38,27 @@ class KVCache:
         """Batch rows [start, end) as views: writes through them land in this cache."""
         return KVCache([k[start:end] for k in self.keys], [v[start:end] for v in self.values])
 
+    def writable_rows(self, rows: torch.Tensor) -> "KVCache | RowsCache":
+        """Rows `rows` [R] (increasing) for a forward that writes its window into them: a view when they are
+        consecutive, else a RowsCache."""
+        first, last = int(rows[0]), int(rows[-1])  # host syncs: two per forward
+        return self.rows_view(first, last + 1) if last - first + 1 == len(rows) else RowsCache(self, rows)
+
+
+@dataclass
+class RowsCache:
+    """Rows `rows` [R] of a cache that are not consecutive, written in place. Rows picked by index are
+    no view, so each layer's rows are gathered (one layer at a time) for the attention that follows a write."""
+
+    cache: KVCache
+    rows: torch.Tensor  # [R] long
+
+    def write(self, layer: int, start: int, keys, values):
+        """As KVCache.write: store [R, H_kv, W, D] at [start, start+W) of the rows; return their buffers."""
+        end = start + keys.shape[2]
+        self.cache.keys[layer][self.rows, :, start:end] = keys
+        self.cache.values[layer][self.rows, :, start:end] = values
+        return self.cache.keys[layer][self.rows], self.cache.values[layer][self.rows]  # [R, H_kv, T, D]
 
 
 @dataclass

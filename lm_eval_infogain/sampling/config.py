@@ -30,6 +30,8 @@ CACHE_MODES = ("none", "prefix", "dual")
 # confidence; every entropy (C, H_next) and probability (the bypass test) comes from the model's logits.
 # "all": those too, from the filtered and renormalised distribution.
 FILTER_SCOPES = ("draw", "all")
+# what a lookahead candidate recomputes: the cache mode's window ("rest": the paper's) or the block alone
+LOOKAHEAD_WINDOWS = ("rest", "block")
 
 
 def canonical_mode(mode: str) -> str:
@@ -87,6 +89,9 @@ class SamplerConfig:
     # at once, no lookahead; the lookahead runs only on steps where none reaches it (dynamic steps)
     parallel_threshold: float | None = None
     use_cache: str = "prefix"
+    # info_gain/lookum (ours, not the paper's): "block" forwards a lookahead's candidates over the block only,
+    # attending to the positions after it through cached keys/values (loop.Decoder.lookahead_window)
+    lookahead_window: str = "rest"
     temperature: float = 0.0
     gen_length: int = 256
     steps: int = 256
@@ -121,6 +126,13 @@ class SamplerConfig:
         check(self.parallel_threshold is None or self.mode == "info_gain", "parallel_threshold",
               self.parallel_threshold, f"unset for mode={self.mode} (it is an option of info_gain and lookum)")
         check(self.use_cache in CACHE_MODES, "use_cache", self.use_cache, " | ".join(CACHE_MODES))
+        check(self.lookahead_window in LOOKAHEAD_WINDOWS, "lookahead_window", self.lookahead_window,
+              " | ".join(LOOKAHEAD_WINDOWS))
+        check(self.lookahead_window == "rest" or self.mode == "info_gain", "lookahead_window", self.lookahead_window,
+              f"rest for mode={self.mode} (block is an option of info_gain and lookum)")
+        check(self.lookahead_window == "rest" or self.use_cache != "none", "lookahead_window", self.lookahead_window,
+              "rest with use_cache=none (block reads the positions after the block from the cache: use_cache="
+              "prefix or dual)")
         check(is_temperature(self.temperature), "temperature", self.temperature, TEMPERATURE_ALLOWED)
         check(self.factor is None or (is_number(self.factor) and 0 < self.factor <= MAX_SCALE), "factor", self.factor,
               f"a number in (0, {MAX_SCALE:g}], or unset for fast_dllm's threshold rule")

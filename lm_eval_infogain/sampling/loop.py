@@ -10,11 +10,14 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
 3. Every valid candidate whose next state still has masks in the block is forwarded in ONE batched
    call over the window of the cache mode: the whole canvas (`none`), block start to the end
    (`prefix`) or the block alone (`dual`). The candidates of a prompt share its cache (read once per
-   prompt, never copied: cache.SharedCache). A lookahead strategy picks its winner from their H_next,
-   whose entropies are computed a chunk of positions at a time from the hidden states; the others have
-   one candidate. The winner is committed (then early stop fills EOS after its first EOS) and its
-   block's logits, the only ones kept, are the next step's: one forward per step, and none for a
-   prompt whose block is complete.
+   prompt, never copied: cache.SharedCache); with lookahead_window=block a prompt's several candidates
+   forward the block alone (two calls then, each row in one: still one forward per step), its one
+   candidate the cache mode's window. A lookahead strategy picks its winner from their H_next, whose
+   entropies are computed from the hidden states at the positions still masked, for prompts with
+   several candidates only, a chunk of positions at a time; the others have one candidate. The winner
+   is committed (then early stop fills EOS after its first EOS) and its block's logits, the only ones
+   computed from the candidates' hidden states, are the next step's: one forward per step, and none for
+   a prompt whose block is complete.
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
 prompt's output does not depend on its batch.
 Out of memory: a forward retries its rows in smaller chunks; a batch that still does not fit is split
@@ -230,17 +233,24 @@ class Decoder:
         total, start = self.canvas.ids.shape[1], block_start - self.adapter.spec.logits_shift
         return {"none": (0, total), "prefix": (start, total), "dual": (start, block_end)}[self.config.use_cache]
 
+    def lookahead_window(self, block_start: int, block_end: int) -> tuple[int, int]:
+        """[start, end) of the canvas a lookahead's candidates recompute: the step window (`rest`, the
+        paper's), or with lookahead_window=block the block alone, which attends to the positions after it
+        through the cache (`dual`'s window: under `dual`, and for block-causal models, the two agree)."""
+        start, end = self.step_window(block_start, block_end)
+        return (start, min(end, block_end)) if self.config.lookahead_window == "block" else (start, end)
+
     def logits_end(self, block_start: int, block_end: int) -> int:
         """Logits are needed for the block only, except by a lookahead, which also scores the masked
-        positions after it (as far as the cache mode's window reaches)."""
-        return self.step_window(block_start, block_end)[1] if self.strategy.needs_lookahead else block_end
+        positions after it (as far as its window reaches)."""
+        return self.lookahead_window(block_start, block_end)[1] if self.strategy.needs_lookahead else block_end
 
     def forward(self, ids, rows, window, logits_range, share_cache: bool, counted=None):
         """Forward canvas rows `rows` (ids [R, T]) over `window`; the hidden states [R, logits_end -
         logits_start, C] that `logits` (or `entropies`) turns into logits.
 
-        share_cache: `rows` are the batch's rows in order, so the forward may write into the cache
-        itself; otherwise (lookahead candidates, non-decreasing rows) they share their prompts' cache
+        share_cache: `rows` are distinct (increasing), so the forward writes its window into their cache
+        rows; otherwise (lookahead candidates, non-decreasing rows) they share their prompts' cache
         without writing into it (cache.SharedCache).
         On out-of-memory the rows are retried in halves, down to one at a time, with a warning (unless
         retry_out_of_memory is False).
@@ -251,7 +261,7 @@ class Decoder:
         while True:
             try:
                 pieces = [self.forward_chunk(ids[i:i + chunk], rows[i:i + chunk], window, logits_range,
-                                             self.chunk_cache(rows[i:i + chunk], i, share_cache))
+                                             self.chunk_cache(rows[i:i + chunk], share_cache))
                           for i in range(0, len(rows), chunk)]
                 break
             except torch.OutOfMemoryError:
@@ -264,11 +274,11 @@ class Decoder:
         self.count(rows, window, counted)
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
-    def chunk_cache(self, rows, first: int, share_cache: bool):
+    def chunk_cache(self, rows, share_cache: bool):
         if self.cache is None:
             return None
         if share_cache:
-            return self.cache.rows_view(first, first + len(rows))
+            return self.cache.writable_rows(rows)
         return SharedCache.for_rows(self.cache, rows)
 
     def forward_chunk(self, ids, rows, window, logits_range, cache):
@@ -345,16 +355,21 @@ class Decoder:
         self.fill_after_eos(ids, chosen)
         return ids
 
-    def next_entropy_mean(self, ids, rows, block_logits, after_block, block_start) -> torch.Tensor:
-        """H_next [R] of each forwarded state ids [R, T]: the mean entropy over every position of the
-        generation still masked in it. block_logits [R, Lb, V] are the block's, after_block [R, A, C] the
-        hidden states of the A positions after it that the forward computed; the positions after those
-        that the block-start forward reached (`dual`: those after the block) enter with their entropy
-        at that forward, the same for every candidate of a prompt, and count in the divisor."""
-        block_entropy = entropy_in_chunks(block_logits, lambda logits: logits, self.adapter.spec.vocab_size)
-        entropies = torch.cat([block_entropy, self.entropies(after_block),
-                               self.unrefreshed_entropy[rows]], dim=1)  # [R, Lb + A + S]
-        still_masked = ids[:, block_start:block_start + entropies.shape[1]] == self.adapter.spec.mask_id  # [R, W + S]
+    def next_entropy_mean(self, ids, rows, hidden, block_start, scored) -> torch.Tensor:
+        """H_next [R] of each forwarded state ids [R, T] where scored [R] (0 elsewhere): the mean entropy over
+        every position of the generation still masked in it. hidden [R, W, C] are the hidden states of the
+        W positions from the block's start that the forward computed; the positions after those that the
+        block-start forward reached (`dual`, lookahead_window=block: those after the block) enter with
+        their entropy at that forward, the same for every candidate of a prompt, and count in the divisor.
+        Entropies are computed at the still-masked positions of scored rows only (a committed position adds
+        0 to the sum; a row with one candidate needs no H_next)."""
+        width = hidden.shape[1]
+        still_masked = ids[:, block_start:block_start + width + self.unrefreshed_entropy.shape[1]] \
+            == self.adapter.spec.mask_id  # [R, W + S]
+        computed = still_masked[:, :width] & scored[:, None]  # [R, W]
+        entropies = torch.zeros(computed.shape, device=hidden.device)  # [R, W] fp32
+        entropies[computed] = self.entropies(hidden[computed][None])[0]  # [M] (host sync: M)
+        entropies = torch.cat([entropies, self.unrefreshed_entropy[rows]], dim=1)  # [R, W + S]
         return (entropies * still_masked).sum(-1) / still_masked.sum(-1).clamp(min=1)
 
     def evaluate(self, ctx, proposal, logits, block_start, block_end):
@@ -375,20 +390,54 @@ class Decoder:
         if flat.numel() == 0:  # every row's block is complete
             return winner, logits
         one_per_row = flat.numel() == batch and bool((rows == torch.arange(batch, device=rows.device)).all())
-        hidden = self.forward(ids, rows, self.step_window(block_start, block_end),
-                              (block_start, self.logits_end(block_start, block_end)), share_cache=one_per_row)
-        width = block_end - block_start
-        new_logits = self.logits(hidden[:, :width])  # [R, Lb, V]
-        if not self.strategy.needs_lookahead:
+        looks_ahead = ~decided[rows]  # [R]
+        if self.lookahead_window(block_start, block_end) == self.step_window(block_start, block_end):
+            block_hidden, mean_entropy = self.forward_states(ids, rows, self.step_window(block_start, block_end),
+                                                             block_start, block_end, one_per_row, looks_ahead)
+        else:
+            block_hidden, mean_entropy = self.forward_split(ids, rows, looks_ahead, block_start, block_end)
+        if mean_entropy is None:  # no row looks ahead: every forwarded state is its row's winner
+            new_logits = self.logits(block_hidden)  # [R, Lb, V]
             return winner, new_logits if one_per_row else replace_rows(logits, rows, new_logits)
-        mean_entropy = self.next_entropy_mean(ids, rows, new_logits, hidden[:, width:], block_start)  # [R]
         next_entropy = torch.zeros(batch * num_candidates, device=flat.device).index_put_((flat,), mean_entropy)
         winner = self.strategy.choose(ctx, proposal, next_entropy.view(batch, num_candidates))  # [B]
         slot = torch.full((batch * num_candidates,), -1, dtype=torch.long, device=flat.device)
         slot[flat] = torch.arange(flat.numel(), device=flat.device)
         winner_slot = slot.view(batch, num_candidates).gather(1, winner[:, None]).squeeze(1)  # [B], -1: none
         evaluated = winner_slot >= 0
-        return winner, replace_rows(logits, evaluated, new_logits[winner_slot[evaluated]])
+        return winner, replace_rows(logits, evaluated, self.logits(block_hidden[winner_slot[evaluated]]))
+
+    def forward_states(self, ids, rows, window, block_start, block_end, share_cache: bool, scored):
+        """Hidden states [R, Lb, C] of the block in states ids [R, T] of canvas rows `rows`, forwarded over
+        `window`, and a lookahead strategy's H_next [R] of the rows where scored [R] (else None). The block's
+        logits are left to the caller: a lookahead needs the winner's only."""
+        scored = scored if self.strategy.needs_lookahead and scored.any() else None
+        logits_end = block_end if scored is None else self.logits_end(block_start, block_end)
+        hidden = self.forward(ids, rows, window, (block_start, logits_end), share_cache)
+        if scored is None:
+            return hidden[:, :block_end - block_start], None
+        return hidden[:, :block_end - block_start], self.next_entropy_mean(ids, rows, hidden, block_start, scored)
+
+    def forward_split(self, ids, rows, looks_ahead, block_start, block_end):
+        """forward_states where the lookahead window is not the step window (lookahead_window=block under
+        `prefix`): states of rows with one candidate (looks_ahead [R] False) are forwarded over the step
+        window, as a plain step's, and write their keys/values into the cache (so a later lookahead of the
+        block attends to the positions after it as the latest such forward computed them); lookahead
+        candidates over the block only. Returns (hidden states [R, Lb, C], H_next [R], 0 where not scored)."""
+        block_hidden, mean_entropy = None, torch.zeros(len(rows), device=rows.device)
+        parts = ((~looks_ahead, self.step_window(block_start, block_end), True),
+                 (looks_ahead, self.lookahead_window(block_start, block_end), False))
+        for part, window, single in parts:
+            if not part.any():
+                continue
+            part_hidden, part_entropy = self.forward_states(ids[part], rows[part], window, block_start, block_end,
+                                                            share_cache=single, scored=looks_ahead[part])
+            if block_hidden is None:
+                block_hidden = part_hidden.new_empty(len(rows), *part_hidden.shape[1:])  # [R, Lb, C]
+            block_hidden[part] = part_hidden
+            if part_entropy is not None:
+                mean_entropy[part] = part_entropy
+        return block_hidden, mean_entropy
 
     def commit(self, ctx, proposal, winner, block_start, block_end):
         pick = lambda t: t[torch.arange(t.shape[0], device=t.device), winner]  # noqa: E731  [B, Lb]

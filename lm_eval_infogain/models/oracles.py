@@ -5,16 +5,18 @@ one token per step, use_cache=none); the tokenizer is tiny-llada-sudoku's, whose
 digits and the sudoku prompt, so the models read the project's tasks unchanged.
 """
 
+import importlib
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
 from lm_eval_infogain.models.oracle import OracleAdapter, check_noise, oracle_spec
-from lm_eval_infogain.models.oracle_hmm import HMMOracle
-from lm_eval_infogain.models.oracle_sudoku import SudokuOracle
 
-ORACLES = {"oracle-sudoku": SudokuOracle, "oracle-hmm": HMMOracle}
+# name -> (module, class), imported when the model is loaded: the sudoku oracle reads the sudoku task's
+# helpers, which need lm-eval's datasets, and the registry must import where only torch and transformers
+# are installed (bench/ on a bare GPU machine)
+ORACLES = {"oracle-sudoku": ("oracle_sudoku", "SudokuOracle"), "oracle-hmm": ("oracle_hmm", "HMMOracle")}
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ORACLE_FOLDERS = {name: ASSETS / name for name in ORACLES}
 TOKENIZER = ASSETS / "tiny-llada-sudoku"
@@ -23,6 +25,7 @@ MAX_LENGTH = 1024
 
 def load_oracle(pretrained: str, device: str, noise) -> tuple[OracleAdapter, object]:
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    distribution = ORACLES[pretrained](tokenizer)
+    module, name = ORACLES[pretrained]
+    distribution = getattr(importlib.import_module(f"lm_eval_infogain.models.{module}"), name)(tokenizer)
     spec = oracle_spec(tokenizer, MAX_LENGTH)
     return OracleAdapter(distribution, spec, check_noise(noise), torch.device(device)), tokenizer

@@ -15,28 +15,31 @@ from pathlib import Path
 
 import numpy
 
-from lm_eval_infogain import leaderboard
+from lm_eval_infogain.leaderboard.files import find_results
+from lm_eval_infogain.leaderboard.pairing import document_values
+from lm_eval_infogain.leaderboard.runs import rows_of_run
+from lm_eval_infogain.leaderboard.statistics import paired_statistics
 
 
 def run_rows(folder: Path) -> dict:
     """{(task, metric, filter): the leaderboard's row} of the one run in `folder`."""
-    found = leaderboard.find_results([folder])
+    found = find_results([folder])
     if len(found) != 1:
         raise SystemExit(f"{folder} holds {len(found)} results files; expected one run")
-    return {(row["task"], row["metric"], row["filter"]): row for row in leaderboard.rows_of_run(*found[0])}
+    return {(row["task"], row["metric"], row["filter"]): row for row in rows_of_run(*found[0])}
 
 
 def compare(first: Path, second: Path) -> list[dict]:
     firsts, seconds = run_rows(first), run_rows(second)
     comparisons = []
     for key in sorted(firsts.keys() & seconds.keys(), key=str):
-        documents = [leaderboard.document_values(folder / rows[key]["samples_file"], key[1], key[2])
+        documents = [document_values(folder / rows[key]["samples_file"], key[1], key[2])
                      for folder, rows in ((first, firsts), (second, seconds))]
         shared = sorted(documents[0].keys() & documents[1].keys(), key=str)
         values = [numpy.array([docs[doc] for doc in shared]) for docs in documents]  # 2 x [n]
         if len(shared) < 2:
             raise SystemExit(f"{key[0]} {key[1]}: {len(shared)} document(s) in both runs; a paired interval needs 2")
-        statistics = leaderboard.paired_statistics(values[1], values[0], [doc[0] for doc in shared])
+        statistics = paired_statistics(values[1], values[0], [doc[0] for doc in shared])
         half_width = 1.96 * statistics["difference_stderr"]
         comparisons.append({"task": key[0], "metric": key[1], "n": len(shared), "runs": [firsts[key], seconds[key]],
                             **statistics, "interval95": [statistics["difference"] - half_width,

@@ -29,7 +29,6 @@ from lm_eval_infogain.batch_size_search import BatchSizeSearch, parse_batch_size
 from lm_eval_infogain.data_parallel import DataParallel, choose_device
 from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.models.base import with_attention_block
-from lm_eval_infogain.models.oracle import OracleAdapter
 from lm_eval_infogain.models.registry import (DEFAULT_PRETRAINED, adapt_built_model, built_model_folder,
                                               built_model_name, checkpoint_sampler_defaults, load)
 from lm_eval_infogain.request_planning import RequestPlanning, request_seed, steps_for_length
@@ -225,12 +224,12 @@ class MDMInfoGainLM(RequestPlanning, BatchSizeSearch, DataParallel, RunRecords, 
             self.task_samplers.update((key["task"], ran) for key in request_keys)
             prompts = [self.encode_prompt(context, gen_length) for context in contexts]
             started = time.perf_counter()
-            exact = isinstance(self.adapter, OracleAdapter)  # its decode stats gain the exact diagnostics
-            decode = functools.partial(generate, trace=True) if exact else generate  # (replayed from the trace)
+            diagnose = getattr(self.adapter, "exact_diagnostics", None)  # an exact model's, from the commit trace
+            decode = generate if diagnose is None else functools.partial(generate, trace=True)
             generated, stats = decode(self.adapter, prompts, config, list(seeds), gen_length)
             seconds = (time.perf_counter() - started) / len(prompts)  # a batch's time, shared equally
-            if exact:
-                stats = list(map(self.adapter.exact_diagnostics, prompts, generated, stats))
+            if diagnose is not None:
+                stats = diagnose(prompts, generated, stats)
             rows = [key | row | {"seconds": seconds} for key, row in zip(request_keys, stats)]
             self.record_stats(rows)
             for context, gen_kwargs, ids, row in zip(contexts, all_gen_kwargs, generated, rows):

@@ -61,9 +61,15 @@ class Adapter(Protocol):
 
     def new_cache(self, batch: int, length: int) -> KVCache: ...
 
+    # Optional: an exact model's (models/oracle.py) diagnostics of a batch of decodes,
+    # (prompts, generated ids, decode stats rows with the commit trace) -> rows. None (or absent): none.
+    exact_diagnostics = None
+
 
 class ModelAdapter:
     """The sampler's view of one of the project's own model classes."""
+
+    exact_diagnostics = None  # a trained model's decodes have no exact diagnostics (see Adapter)
 
     def __init__(self, model, spec: ModelSpec):
         self.model = model

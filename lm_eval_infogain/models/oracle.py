@@ -11,8 +11,8 @@ Each distribution provides
   have probability 0: a canvas with no consistent completion),
 - `log_evidence(canvas [R, T]) -> [R]`: the log-probability of every visible token (up to a constant), -inf
   if impossible; log p(answer | prompt) is its difference between the canvas and the prompt alone,
-- `best_log_prob(prompt [1, P], answer_length)`: log p(the most likely answer | prompt) (MAP; None when
-  there are too many answers to enumerate),
+- `best_log_probs(prompts [R, P], answer_length) -> [R]`: log p(the most likely answer | prompt) (MAP; None
+  when there are too many answers to enumerate),
 - `alphabet`: the token ids an answer position can take with positive probability (where noise applies).
 
 `oracle_noise=σ` makes the model imperfect in a controlled way: at every masked position, Gaussian noise of
@@ -85,11 +85,14 @@ class OracleAdapter:
         noisy[..., alphabet] = log_probs[..., alphabet] + self.noise * noise * masked  # [R, T, A]
         return torch.log_softmax(noisy, dim=-1)  # -inf stays -inf
 
-    def exact_diagnostics(self, prompt: list[int], generated: list[int], row: dict) -> dict:
-        """The decode stats `row` (with the commit trace, which this drops) plus the exact diagnostics."""
-        steps = row.pop("commit_step")
-        row.pop("commit_entropy")
-        return row | replay_diagnostics(self.model, self.spec.mask_id, prompt, generated, steps)
+    def exact_diagnostics(self, prompts: list[list[int]], generated: list[list[int]], rows: list[dict]) -> list[dict]:
+        """The decode stats `rows` of a batch (with the commit traces, which this drops) plus the exact
+        diagnostics (see base.ModelAdapter.exact_diagnostics)."""
+        steps = [row["commit_step"] for row in rows]
+        diagnostics = replay_diagnostics(self.model, self.spec.mask_id, prompts, generated, steps)
+        kept = [{key: value for key, value in row.items() if key not in ("commit_step", "commit_entropy")}
+                for row in rows]
+        return [row | extra for row, extra in zip(kept, diagnostics)]
 
 
 def canvas_generator(row: torch.Tensor) -> torch.Generator:
@@ -126,52 +129,88 @@ class Distribution(nn.Module):
 # ---------------------------------------------------------------- diagnostics
 
 
-def replay_diagnostics(distribution, mask_id: int, prompt: list[int], generated: list[int],
-                       commit_step: list[int]) -> dict:
-    """Exact diagnostics of one decode, from its commit trace (see the module docstring)."""
-    prompt_t = torch.tensor(prompt, dtype=torch.long)
-    generated_t = torch.tensor(generated, dtype=torch.long)
-    steps_t = torch.tensor(commit_step, dtype=torch.long)
-    num_steps = int(steps_t.max()) + 1 if len(commit_step) else 0
-    gen = torch.where(steps_t[None] < torch.arange(num_steps + 1)[:, None], generated_t, mask_id)  # [S + 1, G]
-    canvases = torch.cat([prompt_t.expand(num_steps + 1, -1), gen], dim=1)  # [S + 1, T]; row s: before step s
-    evidence = distribution.log_evidence(canvases).double()  # [S + 1]
-    log_probs = evidence - distribution.log_evidence(prompt_t[None]).double()  # [S + 1] log p(visible | prompt)
-    output_log_prob = float(log_probs[-1])
-    best = distribution.best_log_prob(prompt_t[None], len(generated))
-    contradictions = int(((log_probs[:-1] > -math.inf) & (log_probs[1:] == -math.inf)).sum())
-    kl, skipped = joint_product_kl(distribution, canvases, steps_t, len(prompt), evidence)
-    finite = math.isfinite(output_log_prob)
-    return {"exact_log_prob": output_log_prob if finite else None,
-            "exact_map_gap": best - output_log_prob + 0.0 if finite and best is not None else None,
-            "exact_contradictions": contradictions,
-            "exact_joint_kl": kl, "exact_joint_kl_steps_skipped": skipped}
+def replay_diagnostics(distribution, mask_id: int, prompts: list[list[int]], generated: list[list[int]],
+                       commit_steps: list[list[int]]) -> list[dict]:
+    """Exact diagnostics of a batch of decodes, from their commit traces (see the module docstring); the
+    decodes whose prompts and generations have one length are replayed together (one batched call of the
+    distribution per quantity: a call per document and step would cost more than the decode)."""
+    found = [None] * len(prompts)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, (prompt, ids) in enumerate(zip(prompts, generated)):
+        groups.setdefault((len(prompt), len(ids)), []).append(index)
+    for indices in groups.values():
+        rows = replay_group(distribution, mask_id, [prompts[i] for i in indices], [generated[i] for i in indices],
+                            [commit_steps[i] for i in indices])
+        for index, row in zip(indices, rows):
+            found[index] = row
+    return found
 
 
-def joint_product_kl(distribution, canvases, commit_step, prompt_length, evidence) -> tuple[float, int]:
-    """Sum over steps of KL(joint of the committed positions || product of their marginals), given the canvas
-    before the step; (sum, steps left out: from a canvas of probability 0, or too many combinations)."""
-    marginals = distribution.log_marginals(canvases[:-1], prompt_length).double()  # [S, G, V]
-    total, skipped = 0.0, 0
-    for step in range(canvases.shape[0] - 1):
-        positions = (commit_step == step).nonzero().squeeze(1).tolist()  # generation indices
-        supports = [(marginals[step, p] > -math.inf).nonzero().squeeze(1).tolist() for p in positions]
-        random_positions = [(p, s) for p, s in zip(positions, supports) if len(s) > 1]
-        if len(random_positions) < 2:
-            continue  # one uncertain position: joint = product
-        combinations = math.prod(len(s) for _, s in random_positions)
-        if evidence[step] == -math.inf or combinations > MAX_JOINT_COMBINATIONS:
-            skipped += 1
-            continue
-        values = torch.tensor(list(itertools.product(*(s for _, s in random_positions))))  # [C, k]
-        where = torch.tensor([p for p, _ in random_positions])  # [k] generation indices
-        filled = canvases[step].expand(len(values), -1).clone()  # [C, T]
-        filled[:, where + prompt_length] = values
-        joint = distribution.log_evidence(filled).double() - evidence[step]  # [C] log p(values | canvas)
-        product = marginals[step, where, values].sum(-1)  # [C]
-        kept = joint > -math.inf
-        total += float((joint[kept].exp() * (joint[kept] - product[kept])).sum())
-    return total, skipped
+def replay_group(distribution, mask_id, prompts, generated, commit_steps) -> list[dict]:
+    """replay_diagnostics of D decodes whose prompts (P tokens) and generations (G) have one length each."""
+    prompt_t = torch.tensor(prompts, dtype=torch.long)  # [D, P]
+    steps_t = torch.tensor(commit_steps, dtype=torch.long).view(len(prompts), -1)  # [D, G]
+    canvases = [replay_canvases(prompt_t[d], torch.tensor(generated[d], dtype=torch.long), steps_t[d], mask_id)
+                for d in range(len(prompts))]  # each [S_d + 1, T]; row s: the canvas before step s
+    evidence = distribution.log_evidence(torch.cat(canvases)).double().split([len(c) for c in canvases])
+    prompt_evidence = distribution.log_evidence(prompt_t).double()  # [D]
+    best = distribution.best_log_probs(prompt_t, steps_t.shape[1])  # [D] floats or Nones
+    kls = joint_product_kl(distribution, canvases, steps_t, prompt_t.shape[1], evidence)
+    found = []
+    for d, (kl, skipped) in enumerate(kls):
+        log_probs = evidence[d] - prompt_evidence[d]  # [S + 1] log p(visible | prompt)
+        output_log_prob = float(log_probs[-1])
+        finite = math.isfinite(output_log_prob)
+        found.append({
+            "exact_log_prob": output_log_prob if finite else None,
+            "exact_map_gap": best[d] - output_log_prob + 0.0 if finite and best[d] is not None else None,
+            "exact_contradictions": int(((log_probs[:-1] > -math.inf) & (log_probs[1:] == -math.inf)).sum()),
+            "exact_joint_kl": kl, "exact_joint_kl_steps_skipped": skipped})
+    return found
+
+
+def replay_canvases(prompt, generated, commit_step, mask_id) -> torch.Tensor:
+    """[S + 1, T] the canvas before each of a decode's S steps, and after the last (prompt [P], generated and
+    commit_step [G])."""
+    num_steps = int(commit_step.max()) + 1 if len(commit_step) else 0
+    gen = torch.where(commit_step[None] < torch.arange(num_steps + 1)[:, None], generated, mask_id)  # [S + 1, G]
+    return torch.cat([prompt.expand(num_steps + 1, -1), gen], dim=1)
+
+
+def joint_product_kl(distribution, canvases, commit_steps, prompt_length, evidence) -> list[tuple[float, int]]:
+    """Per decode, the sum over its steps of KL(joint of the committed positions || product of their marginals),
+    given the canvas before the step; (sum, steps left out: from a canvas of probability 0, or too many
+    combinations). canvases and evidence: per decode, as in replay_group; commit_steps [D, G]."""
+    before = torch.cat([c[:-1] for c in canvases])  # every canvas before a step
+    marginals = distribution.log_marginals(before, prompt_length).split([len(c) - 1 for c in canvases])
+    terms, fills = [], []  # per (decode, step) with a joint to enumerate: (decode, values' log-marginal sums)
+    skipped = [0] * len(canvases)
+    for d, (canvas, steps) in enumerate(zip(canvases, commit_steps)):
+        for step in range(canvas.shape[0] - 1):
+            positions = (steps == step).nonzero().squeeze(1).tolist()  # generation indices
+            supports = [(marginals[d][step, p] > -math.inf).nonzero().squeeze(1).tolist() for p in positions]
+            random_positions = [(p, s) for p, s in zip(positions, supports) if len(s) > 1]
+            if len(random_positions) < 2:
+                continue  # one uncertain position: joint = product
+            combinations = math.prod(len(s) for _, s in random_positions)
+            if evidence[d][step] == -math.inf or combinations > MAX_JOINT_COMBINATIONS:
+                skipped[d] += 1
+                continue
+            values = torch.tensor(list(itertools.product(*(s for _, s in random_positions))))  # [C, k]
+            where = torch.tensor([p for p, _ in random_positions])  # [k] generation indices
+            filled = canvas[step].expand(len(values), -1).clone()  # [C, T]
+            filled[:, where + prompt_length] = values
+            fills.append(filled)
+            product = marginals[d][step, where, values].double().sum(-1)  # [C]
+            terms.append((d, step, product))
+    totals = [0.0] * len(canvases)
+    if fills:
+        joints = distribution.log_evidence(torch.cat(fills)).double().split([len(f) for f in fills])
+        for (d, step, product), joint_evidence in zip(terms, joints):
+            joint = joint_evidence - evidence[d][step]  # [C] log p(values | canvas)
+            kept = joint > -math.inf
+            totals[d] += float((joint[kept].exp() * (joint[kept] - product[kept])).sum())
+    return list(zip(totals, skipped))
 
 
 def check_answer_prompt(found: torch.Tensor, what: str) -> None:

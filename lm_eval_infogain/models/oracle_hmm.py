@@ -27,6 +27,7 @@ TRANSITION = ((0.01, 0.01, 0.20, 0.78), (0.44, 0.01, 0.33, 0.22), (0.21, 0.42, 0
 EMISSION = ((0.01, 0.60, 0.31, 0.08), (0.01, 0.51, 0.10, 0.38), (0.01, 0.46, 0.37, 0.16),
             (0.69, 0.06, 0.12, 0.13))  # [state, digit 1-4]
 MAX_ENUMERATED = 1 << 20  # continuations enumerated for the MAP (4^10)
+ENUMERATION_CHUNK = 25  # prefixes enumerated together (25 x 4^8 x 4 float64: 52 MB)
 
 
 def parameters() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,16 +96,25 @@ class HMMOracle(Distribution):
     def forward_backward(self, canvas: torch.Tensor):
         """(log alpha, log beta) [R, T, K] over each row's chain (zeros before its start)."""
         start, emission = self.chain(canvas.cpu())
-        rows, total, _ = emission.shape
-        alpha, beta = torch.zeros(rows, total, STATES, dtype=torch.float64), torch.zeros_like(emission)
         first = int(start.min())
+        return self.forward_messages(start, emission, first), self.backward_messages(emission, first)
+
+    def forward_messages(self, start: torch.Tensor, emission: torch.Tensor, first: int) -> torch.Tensor:
+        """log alpha [R, T, K] of chains from start [R] with emission log-likelihoods [R, T, K]."""
+        rows, total, _ = emission.shape
+        alpha = torch.zeros(rows, total, STATES, dtype=torch.float64)
         for t in range(first, total):
             moved = torch.logsumexp(alpha[:, t - 1, :, None] + self.log_transition, dim=1) if t else 0.0  # [R, K]
             here = torch.where((start == t)[:, None], self.log_initial, moved) + emission[:, t]
             alpha[:, t] = torch.where((t >= start)[:, None], here, 0.0)
-        for t in range(total - 2, first - 1, -1):
+        return alpha
+
+    def backward_messages(self, emission: torch.Tensor, first: int) -> torch.Tensor:
+        """log beta [R, T, K] (zeros before `first`)."""
+        beta = torch.zeros_like(emission)
+        for t in range(emission.shape[1] - 2, first - 1, -1):
             beta[:, t] = torch.logsumexp(self.log_transition + (emission[:, t + 1] + beta[:, t + 1])[:, None], dim=2)
-        return alpha, beta
+        return beta
 
     def log_marginals(self, canvas: torch.Tensor, start: int = 0) -> torch.Tensor:
         canvas = canvas.cpu()
@@ -122,13 +132,30 @@ class HMMOracle(Distribution):
 
     def log_evidence(self, canvas: torch.Tensor) -> torch.Tensor:
         """[R] log p(every visible digit of the chain)."""
-        alpha, _ = self.forward_backward(canvas)
-        return torch.logsumexp(alpha[:, -1], dim=-1)
+        start, emission = self.chain(canvas.cpu())  # no backward messages needed
+        return torch.logsumexp(self.forward_messages(start, emission, int(start.min()))[:, -1], dim=-1)
 
-    def best_log_prob(self, prompt: torch.Tensor, answer_length: int) -> float | None:
+    def best_log_probs(self, prompts: torch.Tensor, answer_length: int) -> list[float | None]:
+        """Per prompt [R, P], the largest log p(continuation | its chain), by enumeration (None past
+        MAX_ENUMERATED continuations)."""
         if STATES ** answer_length > MAX_ENUMERATED:
-            return None
-        symbols = self.symbol_of[prompt[0].cpu()]
-        start = int(self.chain(prompt.cpu())[0][0])
-        prefix = (symbols[start:] + 1).tolist()
-        return float(continuation_log_probs([prefix], answer_length).max())
+            return [None] * len(prompts)
+        prompts = prompts.cpu()
+        starts, symbols = self.chain(prompts)[0].tolist(), self.symbol_of[prompts]
+        return best_continuation_log_probs([tuple((row[start:] + 1).tolist()) for row, start in zip(symbols, starts)],
+                                           answer_length)
+
+
+BEST_FOUND: dict[tuple[tuple[int, ...], int], float] = {}  # (prefix, length) -> MAP log-probability
+
+
+def best_continuation_log_probs(prefixes: list[tuple[int, ...]], length: int) -> list[float]:
+    """max over continuations of log p(continuation | prefix), per prefix: an enumeration of 4^length
+    continuations (ENUMERATION_CHUNK prefixes at a time), done once per prefix and process (a grid decodes
+    the same documents in every cell)."""
+    missing = sorted({prefix for prefix in prefixes if (prefix, length) not in BEST_FOUND})
+    for begin in range(0, len(missing), ENUMERATION_CHUNK):
+        chunk = missing[begin:begin + ENUMERATION_CHUNK]
+        for prefix, table in zip(chunk, continuation_log_probs([list(p) for p in chunk], length)):
+            BEST_FOUND[prefix, length] = float(table.max())
+    return [BEST_FOUND[prefix, length] for prefix in prefixes]

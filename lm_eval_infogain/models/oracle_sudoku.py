@@ -128,6 +128,6 @@ class SudokuOracle(Distribution):
         probability of the visible tokens, up to a constant); -inf when none is."""
         return self.read(canvas.cpu())[2].sum(-1).double().log()
 
-    def best_log_prob(self, prompt: torch.Tensor, answer_length: int) -> float:
-        """Every completion of the puzzle is equally likely: -log(their number)."""
-        return -float(self.log_evidence(prompt[:1]))
+    def best_log_probs(self, prompts: torch.Tensor, answer_length: int) -> list[float]:
+        """Every completion of a puzzle is equally likely: -log(their number), per prompt [R, P]."""
+        return (-self.log_evidence(prompts)).tolist()

@@ -9,7 +9,7 @@ import importlib
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
+from transformers import PreTrainedTokenizerFast
 
 from lm_eval_infogain.models.oracle import OracleAdapter, check_noise, oracle_spec
 
@@ -24,7 +24,9 @@ MAX_LENGTH = 1024
 
 
 def load_oracle(pretrained: str, device: str, noise) -> tuple[OracleAdapter, object]:
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    # the class tokenizer_config.json names, read directly: AutoTokenizer would first read the folder's model
+    # config (a `llada` model, which transformers does not know until the registry registers it) and warn
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(TOKENIZER)
     module, name = ORACLES[pretrained]
     distribution = getattr(importlib.import_module(f"lm_eval_infogain.models.{module}"), name)(tokenizer)
     spec = oracle_spec(tokenizer, MAX_LENGTH)

@@ -12,13 +12,14 @@ continuation); `entropy`, the distribution's own entropy (the expected -log_prob
 a reference, the same for every sampler); `valid`.
 """
 
+import functools
 import random
 import re
 
 import datasets
 
 from lm_eval_infogain.models.oracle_hmm import (
-    DIGITS, EMISSION, STATES, TRANSITION, continuation_log_probs, sequence_log_prob,
+    DIGITS, EMISSION, ENUMERATION_CHUNK, STATES, TRANSITION, continuation_log_probs, sequence_log_prob,
 )
 from lm_eval_infogain.tasks import common
 
@@ -28,7 +29,6 @@ DEFAULT_NUM_DOCS = 500
 DEFAULT_SEED = 1234
 METADATA_KEYS = ("oracle_hmm_num_docs", "oracle_hmm_seed")
 MAX_DOCS = STATES ** PREFIX_LENGTH // 2  # distinct prefixes drawn at most (half of them)
-ENUMERATION_CHUNK = 25  # documents enumerated together (25 x 4^8 x 4 float64: 52 MB)
 ANSWER = re.compile(rf"[{DIGITS}]{{{ANSWER_LENGTH}}}")
 
 
@@ -53,8 +53,14 @@ def with_references(docs: list[dict]) -> list[dict]:
             best = int(table.argmax())
             best_digits = "".join(DIGITS[best // STATES ** power % STATES] for power in reversed(range(ANSWER_LENGTH)))
             done.append(doc | {"best": best_digits, "best_log_prob": float(table[best]),
-                               "worst_log_prob": float(table.min()), "entropy": float(-(table.exp() * table).sum())})
+                               "worst_log_prob": float(table.min()), "entropy": entropy(table)})
     return done
+
+
+def entropy(log_probs) -> float:
+    """-sum p log p of a distribution given as log-probabilities [N], summed by numpy (pairwise, one
+    thread): torch's sum of 4^8 terms rounds differently with the number of threads."""
+    return float(-(log_probs.exp() * log_probs).numpy().sum())
 
 
 def load_dataset(**metadata) -> datasets.DatasetDict:
@@ -63,8 +69,14 @@ def load_dataset(**metadata) -> datasets.DatasetDict:
     num_docs = common.int_option(metadata, "oracle_hmm_num_docs", DEFAULT_NUM_DOCS, minimum=1, maximum=MAX_DOCS,
                                  why=f"half the {STATES ** PREFIX_LENGTH} distinct prefixes")
     seed = common.int_option(metadata, "oracle_hmm_seed", DEFAULT_SEED, minimum=0)
-    docs = common.draw_distinct(sample_prefix, lambda doc: doc["prefix"], num_docs, seed)
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(with_references(docs))})
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(list(reference_docs(num_docs, seed)))})
+
+
+@functools.lru_cache(maxsize=4)
+def reference_docs(num_docs: int, seed: int) -> tuple[dict, ...]:
+    """The documents with their references (an enumeration per document: once per process, which a grid
+    of runs in one process, lm_eval_infogain.oracle_grid, shares)."""
+    return tuple(with_references(common.draw_distinct(sample_prefix, lambda doc: doc["prefix"], num_docs, seed)))
 
 
 def doc_to_text(doc: dict) -> str:

@@ -63,13 +63,14 @@ cells() {  # oracle: its cells, in order
 }
 
 pc_baseline() {  # oracle: build its pc_sampler table when missing
-    local table="$RUNS/pc-baseline/$1.json" corpus
+    local table="$RUNS/pc-baseline/$1.json" folder
     [ -f "$table" ] && return
     mkdir -p "$RUNS/pc-baseline"
-    corpus=$(mktemp)
-    "$PYTHON" -m lm_eval_infogain.oracle_grid --corpus "${TASK[$1]}" > "$corpus"
-    "$PYTHON" -m lm_eval_infogain.pc_baseline --tokenizer tiny-llada-sudoku --input "$corpus" --output "$table"
-    rm -f "$corpus"
+    folder=$(mktemp -d)  # the corpus file's name is the table's "source": the task's
+    "$PYTHON" -m lm_eval_infogain.oracle_grid --corpus "${TASK[$1]}" > "$folder/${TASK[$1]}.txt"
+    "$PYTHON" -m lm_eval_infogain.pc_baseline --tokenizer tiny-llada-sudoku --input "$folder/${TASK[$1]}.txt" \
+        --output "$table"
+    rm -r "$folder"
 }
 
 if [ -n "${DRY_RUN:-}" ]; then

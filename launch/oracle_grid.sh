@@ -41,7 +41,9 @@ cell() {  # oracle sampler tokens_per_step noise: the cell's lm_eval arguments, 
     local oracle=$1 sampler=$2 tokens=$3 noise=$4
     local out="$RUNS/$oracle/$sampler/t$tokens-noise$noise" steps=""
     [ "$tokens" != 0 ] && steps=",steps=$((LENGTH[$oracle] / tokens))"
-    local args="pretrained=oracle-$oracle,$(mode_args "$oracle" "$sampler")$steps,oracle_noise=$noise"
+    local mode args
+    mode=$(mode_args "$oracle" "$sampler")
+    args="pretrained=oracle-$oracle,$mode$steps,oracle_noise=$noise"
     local arguments="--model mdm_infogain --model_args $args --tasks ${TASK[$oracle]} --limit $LIMIT"
     arguments+=" --batch_size $BATCH --output_path $out --log_samples"
     if [ -n "$(find "$out" -name 'results_*.json' 2>/dev/null)" ]; then

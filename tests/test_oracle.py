@@ -282,3 +282,66 @@ def test_loading_an_exact_model_prints_no_warning():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == ""
+
+
+# ---------------------------------------------------------------- the grid's fast paths against the plain ones
+
+
+@pytest.mark.parametrize("name, mode, steps, noise", [("oracle-sudoku", "original", 12, 0.0),
+                                                      ("oracle-hmm", "info_gain", 4, 1.0)])
+def test_a_batch_of_diagnostics_equals_one_document_at_a_time(name, mode, steps, noise):
+    """exact_diagnostics replays a batch in a few batched calls of the distribution: each row must be what
+    the same replay of its document alone gives (prompts of two lengths: two groups)."""
+    from lm_eval_infogain.tasks import oracle_hmm
+
+    defaults = InfoGainSampler.from_pretrained(name, device="cpu").defaults
+    sampler = InfoGainSampler(*load_oracle(name, "cpu", noise), **defaults)
+    if name == "oracle-sudoku":
+        docs = sudoku.load_many_solution_dataset(sudoku_num_puzzles=6)["test"]
+        texts = [sudoku.doc_to_text(doc) for doc in docs]
+        texts[0] = "Solve.\n" + texts[0]  # a longer prompt
+    else:
+        texts = [oracle_hmm.doc_to_text(doc) for doc in oracle_hmm.load_dataset(oracle_hmm_num_docs=6)["test"]]
+        texts[0] = "Go. " + texts[0]
+    prompts = [sampler.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    assert len({len(prompt) for prompt in prompts}) == 2
+    out = sampler.sample(prompts, mode=mode, steps=steps, trace=True, seed=list(range(len(prompts))))
+    batched = sampler.model.exact_diagnostics(prompts, out.ids, [dict(row) for row in out.stats])
+    alone = [sampler.model.exact_diagnostics([prompt], [ids], [dict(row)])[0]
+             for prompt, ids, row in zip(prompts, out.ids, out.stats)]
+    assert batched == alone
+    assert all("commit_step" not in row and "exact_joint_kl" in row for row in batched)
+    assert any(row["exact_joint_kl"] > 0 for row in batched)  # steps with joint terms were replayed
+
+
+def test_the_grid_process_writes_what_the_stock_cli_writes(tmp_path):
+    """python -m lm_eval_infogain.oracle_grid runs stock lm_eval arguments in one process: its results and
+    samples files hold what `lm_eval` with the same arguments writes (times, dates and the addresses of
+    functions aside), for a cell that comes second in the process (after the task index and environment
+    report were made for the first)."""
+    first = ("--model mdm_infogain --model_args pretrained=oracle-hmm,mode=original,steps=4 --tasks oracle_hmm "
+             "--limit 4 --batch_size 4 --output_path first --log_samples")
+    cell = ("--model mdm_infogain --model_args pretrained=oracle-sudoku,mode=info_gain,steps=12,oracle_noise=0.5 "
+            "--tasks sudoku_4x4_many --limit 6 --batch_size 4 --output_path {} --log_samples")
+    grid = subprocess.run([sys.executable, "-m", "lm_eval_infogain.oracle_grid"], cwd=tmp_path, text=True,
+                          input=f"{first}\n{cell.format('grid')}\n", capture_output=True, timeout=600)
+    assert grid.returncode == 0, grid.stderr[-3000:]
+    stock = subprocess.run([sys.executable, "-m", "lm_eval", *cell.format("stock").split()], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert stock.returncode == 0, stock.stderr[-3000:]
+    assert run_files(tmp_path / "grid") == run_files(tmp_path / "stock")
+
+
+def run_files(folder: Path) -> dict:
+    """What a run's results and samples files hold, less what differs between two runs of one command."""
+    results = json.loads(next(folder.rglob("results_*.json")).read_text())
+    for key in ("date", "total_evaluation_time_seconds"):
+        results.pop(key)
+    config = results["config"]
+    for row in [*config["decode_stats_per_request"], *config["decode_stats_mean"].values()]:
+        row.pop("seconds")
+    results = json.loads(re.sub(r" at 0x[0-9a-f]+", "", json.dumps(results)))  # '<function f at 0x7f...>'
+    samples = [json.loads(line) for path in sorted(folder.rglob("samples_*.jsonl"))
+               for line in path.read_text().splitlines()]
+    assert results["results"] and len(samples) == 6
+    return {"results": results, "samples": samples}

@@ -120,8 +120,9 @@ def chart(runs: list[dict], path: Path) -> None:
     from matplotlib import pyplot
 
     oracles = sorted({run["oracle"] for run in runs}, reverse=True)
-    figure, axes = pyplot.subplots(1, len(oracles), figsize=(6 * len(oracles), 4), squeeze=False)
-    for axis, oracle in zip(axes[0], oracles):
+    # one row per oracle, wide enough for a group of bars per (noise, tokens per step) and their labels
+    figure, axes = pyplot.subplots(len(oracles), 1, figsize=(16, 4.5 * len(oracles)), squeeze=False)
+    for axis, oracle in zip(axes[:, 0], oracles):
         metric = CHART_METRIC[oracle]
         of_oracle = [run for run in runs if run["oracle"] == oracle]
         groups = sorted({(run["noise"], run["tokens"]) for run in of_oracle}, key=lambda g: (g[0], g[1] or 99))
@@ -136,7 +137,7 @@ def chart(runs: list[dict], path: Path) -> None:
                         [f"noise {noise:g}\n{tokens_label(tokens)} tok/step" for noise, tokens in groups])
         axis.set_ylabel(metric)
         axis.set_title(f"oracle-{oracle} ({of_oracle[0]['task']})")
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, not over them
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 

@@ -20,8 +20,9 @@ standard deviation σ is added to the log-marginals of the alphabet tokens, whic
 token of probability 0 stays impossible). The noise is a function of the canvas (seeded by its tokens), so
 the same canvas always gets the same logits, as from a trained model; the diagnostics use the exact truth.
 
-`exact_diagnostics` replays a decode from its commit trace (the canvas before step s is the prompt plus every
-token committed before s) and gives, per request: the output's exact log-probability and its gap to the MAP,
+`exact_diagnostics` replays each decode of a batch from its commit trace (the canvas before step s is the
+prompt plus every token committed before s; the whole batch in a few batched calls of the distribution) and
+gives, per request: the output's exact log-probability and its gap to the MAP,
 the number of steps whose committed tokens contradict each other or the canvas (joint probability 0 given a
 consistent canvas), and the summed KL divergence between the joint of each step's committed positions and
 the product of their marginals (0 when one token is committed per step).

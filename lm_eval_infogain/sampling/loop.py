@@ -309,6 +309,8 @@ class Decoder:
         position), else (no output head, or filter_scope=all with top_k/top_p, whose filter needs each
         position's whole distribution) from the logits a chunk of positions at a time (entropy_in_chunks)."""
         head = self.adapter.output_head()
+        if hidden.shape[:-1].numel() == 0:  # nothing to score (a window that ends where the logits do)
+            return hidden.new_zeros(hidden.shape[:-1], dtype=torch.float32)
         if head is None or self.filters_entropies():
             return entropy_in_chunks(hidden, self.logits, self.adapter.spec.vocab_size)
         spec, config = self.adapter.spec, self.config

@@ -812,13 +812,15 @@ def ratio_lines(rows: list[dict]) -> list[str]:
     for row in rows:
         original = originals.get((row["model"], row["use_cache"], row["batch"]))
         if row["mode"] == "info_gain" and original is not None:
-            flops, traffic, floor = (per_step(row, key) / per_step(original, key)
-                                     for key in ("flops", "bytes", "floor_bytes"))
-            lines.append(f"{row['model']} info_gain {row['use_cache']} batch {row['batch']} N {row['candidates']} "
-                         f"{row.get('lookahead_window', 'rest')}: {flops:.2f}x original's FLOPs/step, "
-                         f"{traffic:.2f}x its eager bytes/step, {floor:.2f}x its fused-floor bytes/step; "
-                         f"{row['floor_ms_per_step']['h100']} ms/step on an H100 at the fused floor "
+            flops, traffic = (per_step(row, key) / per_step(original, key) for key in ("flops", "bytes"))
+            line = (f"{row['model']} info_gain {row['use_cache']} batch {row['batch']} N {row['candidates']} "
+                    f"{row.get('lookahead_window', 'rest')}: {flops:.2f}x original's FLOPs/step, "
+                    f"{traffic:.2f}x its eager bytes/step")
+            if "floor_bytes" in row:  # outputs from before the fused floor have none
+                line += (f", {per_step(row, 'floor_bytes') / per_step(original, 'floor_bytes'):.2f}x its fused-floor "
+                         f"bytes/step; {row['floor_ms_per_step']['h100']} ms/step on an H100 at the fused floor "
                          f"({row['ms_per_step']['h100']} eager)")
+            lines.append(line)
     return lines
 
 
@@ -827,11 +829,12 @@ def markdown_table(rows: list[dict]) -> str:
     header = ("| model | mode | cache | batch | N | lookahead | GFLOPs/step | eager GB/step | floor GB/step | peak GB "
               "| ms/step H100 eager | ms/step H100 floor | ms/step H200 eager | ms/step H200 floor |\n"
               "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    floor_ms = lambda row, device: row.get("floor_ms_per_step", {}).get(device, "-")  # noqa: E731
     lines = [f"| {r['model']} | {r['mode']} | {r['use_cache']} | {r['batch']} | {r['candidates']} | "
              f"{r.get('lookahead_window', 'rest') if r['mode'] == 'info_gain' else '-'} | "
-             f"{r['gflops_per_step']} | {r['gb_per_step']} | {r['floor_gb_per_step']} | {r['peak_gb']} | "
-             f"{r['ms_per_step']['h100']} | {r['floor_ms_per_step']['h100']} | {r['ms_per_step']['h200']} | "
-             f"{r['floor_ms_per_step']['h200']} |" for r in rows]
+             f"{r['gflops_per_step']} | {r['gb_per_step']} | {r.get('floor_gb_per_step', '-')} | {r['peak_gb']} | "
+             f"{r['ms_per_step']['h100']} | {floor_ms(r, 'h100')} | {r['ms_per_step']['h200']} | "
+             f"{floor_ms(r, 'h200')} |" for r in rows]  # rows of an output from before the fused floor: "-"
     return "\n".join([header, *lines])
 
 

@@ -332,13 +332,15 @@ def test_the_calibration_line_prices_fast_dllm_on_the_published_device(tmp_path)
 
 
 def test_bench_readme_quotes_the_committed_cost_model_and_dynamic_steps_output():
-    """The numbers bench/README.md gives are those its commands print from the committed files."""
+    """The numbers bench/README.md gives are those its commands print from the committed files (the dynamic-steps
+    scenario priced with the rerun cells of cost-8b-block.json)."""
     readme = (ROOT / "bench" / "README.md").read_text()
     rows = json.loads((ROOT / "results" / "cost-8b.json").read_text())["rows"]
     assert cost_model.markdown_table(rows) in readme
     for task, runs in (("sudoku_4x4", "tiny-llada-sudoku/sudoku_4x4"), ("countdown", "tiny-llada-countdown/countdown")):
-        printed = subprocess.run([sys.executable, "bench/dynamic_steps.py", f"results/runs-parallel/{runs}"], cwd=ROOT,
-                                 capture_output=True, text=True, check=True).stdout
+        printed = subprocess.run([sys.executable, "bench/dynamic_steps.py", f"results/runs-parallel/{runs}", "--cost",
+                                  "results/cost-8b-block.json"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout
         for line in printed.splitlines()[4:]:
             if line.startswith("calibration"):
                 assert line in readme

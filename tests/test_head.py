@@ -193,3 +193,21 @@ def test_a_filter_over_the_whole_distribution_keeps_the_logits_path():
         assert torch.equal(decoder.entropies(hidden), filtered)
         assert (filtered <= torch.log(torch.tensor(3.0)) + 1e-6).all()
         break
+
+
+def test_cpu_bench_times_streamed_over_chunked_in_one_run(tmp_path):
+    """`python bench/head.py` on a small head (a vocabulary of two slices): both paths timed in one run, the
+    ratio the two medians'."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    output = tmp_path / "head.json"
+    subprocess.run([sys.executable, "bench/head.py", "--vocab", "20000", "--hidden", "16", "--positions", "8",
+                    "--repeats", "1", "--output", str(output)], cwd=Path(__file__).resolve().parent.parent,
+                   check=True, capture_output=True, text=True)
+    report = json.loads(output.read_text())
+    medians = report["median_seconds"]
+    assert report["streamed_over_chunked"] == round(medians["streamed"] / medians["chunked"], 3)
+    assert report["settings"]["vocab"] > report["settings"]["vocab_chunk"]  # the streamed path, not one slice

@@ -211,3 +211,12 @@ def test_cpu_bench_times_streamed_over_chunked_in_one_run(tmp_path):
     medians = report["median_seconds"]
     assert report["streamed_over_chunked"] == round(medians["streamed"] / medians["chunked"], 3)
     assert report["settings"]["vocab"] > report["settings"]["vocab_chunk"]  # the streamed path, not one slice
+
+
+def test_bench_readme_quotes_the_committed_head_bench():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    ratio = json.loads((root / "results" / "bench-head-cpu.json").read_text())["streamed_over_chunked"]
+    assert f"{ratio}x the chunked logits' time" in " ".join((root / "bench" / "README.md").read_text().split())

@@ -48,6 +48,7 @@ from lm_eval_infogain.models.layers import Rotary
 from lm_eval_infogain.models.llada import LLaDAConfig, LLaDAModelLM
 from lm_eval_infogain.models.registry import supported_cache_modes
 from lm_eval_infogain.models.sdar import SDARConfig, SDARForCausalLM
+from lm_eval_infogain.sampling.cache import SharedCache
 from lm_eval_infogain.sampling.config import LOOKAHEAD_WINDOWS, SamplerConfig, check
 from lm_eval_infogain.sampling.loop import Decoder, block_ranges, build_canvas
 
@@ -79,6 +80,9 @@ RECORDING_CONFIGS = {
 MODE_SETTINGS = {"original": {}, "fast_dllm": {"threshold": 0.9}, "info_gain": {"threshold": 0.8}}
 # Peak dense BF16 tensor throughput (no sparsity) and HBM bandwidth.
 DEVICES = {
+    "a100": {"name": "NVIDIA A100 SXM 80GB", "bf16_flops_per_s": 312e12, "hbm_bytes_per_s": 2.039e12,
+             "source": "NVIDIA A100 Tensor Core GPU datasheet: A100 80GB SXM, BF16 Tensor Core 312 TFLOPS "
+                       "(624 with sparsity), GPU memory bandwidth 2,039 GB/s"},
     "h100": {"name": "NVIDIA H100 SXM", "bf16_flops_per_s": 989e12, "hbm_bytes_per_s": 3.35e12,
              "source": "NVIDIA H100 Tensor Core GPU datasheet: H100 SXM, BF16 Tensor Core 1,979 TFLOPS with "
                        "sparsity (989 dense), GPU memory bandwidth 3.35 TB/s"},
@@ -89,24 +93,31 @@ DEVICES = {
 COUNTED = (
     "Per step (the work between two commits of the loop; a block's first forward goes to its first step), "
     "everything the loop does on tensors: model forwards (FLOPs from FlopCounterMode: matrix products and "
-    "attention), cache allocation, writes and copies, the step's logits work (softmax, entropy, sampling, "
-    "candidate proposal, lookahead scoring, logit copies). Bytes are each op's reads plus writes, an upper "
-    "bound on HBM traffic: every tensor argument is read whole (a broadcast dimension once, a gather "
+    "attention), cache allocation, writes and copies, the step's logits work (LM head, softmax, entropy, "
+    "sampling, candidate proposal, the lookahead's entropies streamed over the vocabulary, logit copies). Two byte "
+    "columns. Eager (bytes, gb_per_step): each op's reads plus writes, as eager PyTorch runs them with no reuse "
+    "between kernels: every tensor argument is read whole (a broadcast dimension once, a gather "
     "(embedding, index, index_select, gather) reads what it writes), every output is written, an indexed "
-    "write (copy_, index_put_, index_add_, scatter_) writes its source's size; views move nothing; attention "
-    "is one fused kernel (q, k, v, mask read, output written; the lookahead's split attention also writes its "
-    "log-sum-exp). forward_gb_per_step is the model forwards' share of gb_per_step, loop_gb_per_step the "
-    "rest (the step's logits work: LM head and entropies of the lookahead, softmax, sampling, commits). Peak memory is the largest sum of live tensor "
-    "storages, bf16 weights included.")
+    "write (copy_, index_put_, index_add_, scatter_) writes its source's size; views move nothing, and a cast or "
+    "reshape that copies is a copy (under inference_mode they reach the counter declared as aliases: the "
+    "storages decide); attention is one fused kernel (q, k, v, mask read, output written; the lookahead's split "
+    "attention also writes its log-sum-exp). Fused floor (floor_bytes, floor_gb_per_step): what each model "
+    "forward, and the step's work outside its forwards, moves at least if it runs as one fused kernel: every "
+    "region of a tensor it did not create that it reads, once (weights once, the KV cache once, its inputs), "
+    "every region of such a tensor it writes, once (new keys/values), every tensor it creates that outlives it, "
+    "once (its outputs); intermediates cost nothing. The two bracket HBM traffic; the roofline is computed with "
+    "each (ms_per_step, floor_ms_per_step). forward_gb_per_step is the model forwards' share of gb_per_step, "
+    "loop_gb_per_step the rest. Peak memory is the largest sum of live tensor storages, bf16 weights included.")
 NOT_COUNTED = (
     "Elementwise FLOPs (softmax, entropy, norms: their cost shows in bytes); kernel launch and host-device "
-    "sync latency (a few per step, larger than the roofline time for small steps); caching between kernels "
-    "(L2); allocator fragmentation and CUDA context (peak is live tensors only); the tokenizer and "
-    "lm-eval. The loop's data-dependent choices are those of a random-weight small model (recorded with a "
-    "64-token prompt, the same schedule otherwise): its confidence "
-    "rarely reaches info_gain's bypass or fast_dllm's threshold, so info_gain looks ahead on nearly every "
-    "step and fast_dllm commits about one token per step (the most expensive path of both); a trained 8B "
-    "model commits more per step in fast_dllm. early_stop is off: every block of the generation is decoded.")
+    "sync latency (a few per step, larger than the roofline time for small steps: eager PyTorch launches about "
+    "2,000 kernels per 8B forward); caching between kernels (L2) beyond what the fused floor assumes; allocator "
+    "fragmentation and CUDA context (peak is live tensors only); the tokenizer and lm-eval. The loop's "
+    "data-dependent choices are those of a small model whose output head is zero (recorded with a 64-token "
+    "prompt, the same schedule otherwise; see recording_adapter): no confidence reaches info_gain's bypass or "
+    "fast_dllm's threshold, so info_gain looks ahead on every step and fast_dllm commits one token per step (the "
+    "most expensive path of both); a trained 8B model commits more per step in fast_dllm and takes info_gain's "
+    "bypass on some steps. early_stop is off: every block of the generation is decoded.")
 
 
 def tensors_in(tree) -> list[torch.Tensor]:
@@ -134,9 +145,19 @@ INDEXED_WRITE_OPS = {aten.copy_.default, aten.index_put_.default, aten.index_add
 NO_TRAFFIC_OPS = {aten.empty.memory_format, aten.empty_strided.default, aten.empty_like.default}
 
 
+def aliases(func, args, kwargs, outputs) -> bool:
+    """True for an op whose outputs are views of its inputs. Under torch.inference_mode a cast (`aten.to`) or
+    a reshape reaches the counter undecomposed and declared as a possible alias even where it copies: the
+    storages, not the declaration, say which it did."""
+    if not getattr(func, "is_view", False):
+        return False
+    inputs = {t.untyped_storage()._cdata for t in tensors_in((args, kwargs))}
+    return all(t.untyped_storage()._cdata in inputs for t in tensors_in(outputs))
+
+
 def op_bytes(func, args, kwargs, outputs) -> int:
     """Bytes an op reads plus writes, by the rules of COUNTED."""
-    if func in NO_TRAFFIC_OPS or getattr(func, "is_view", False):
+    if func in NO_TRAFFIC_OPS or aliases(func, args, kwargs, outputs):
         return 0
     inputs = tensors_in((args, kwargs))
     written = sum(addressed_bytes(t) for t in tensors_in(outputs))
@@ -150,8 +171,99 @@ def op_bytes(func, args, kwargs, outputs) -> int:
     return read + written
 
 
+def region(tensor: torch.Tensor) -> tuple:
+    """What a tensor addresses of its storage: (storage, first element, bytes addressed); a transposed or
+    otherwise permuted view of the same elements is the same region."""
+    return tensor.untyped_storage()._cdata, tensor.storage_offset(), addressed_bytes(tensor)
+
+
+def span(tensor: torch.Tensor) -> tuple[int, int] | None:
+    """[start, end) bytes of its storage that a tensor covers without gaps, or None where it has gaps (a
+    strided window of the cache) or repeats (a broadcast)."""
+    last = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()) if size > 0)
+    start = tensor.storage_offset() * tensor.element_size()
+    end = start + (last + 1) * tensor.element_size()
+    return (start, end) if tensor.numel() and end - start == addressed_bytes(tensor) else None
+
+
+def union_bytes(intervals) -> int:
+    """Bytes covered by [start, end) intervals, overlaps once."""
+    total, reach = 0, None
+    for start, end in sorted(intervals):
+        if reach is None or start >= reach:
+            total, reach = total + end - start, end
+        elif end > reach:
+            total, reach = total + end - reach, end
+    return total
+
+
+class FusedFloor:
+    """Bytes a scope of work (one model forward, or one step's work outside its forwards) moves at least if all
+    of it runs as one fused kernel: every distinct region of a storage it did not create that it reads, once
+    (the weights once, the cache once, its inputs); every distinct region of such a storage it writes (the
+    cache's new keys/values), once; every storage it creates that outlives it (its outputs), once. Whatever it
+    creates and frees inside costs nothing. A lower bound on HBM traffic, where op_bytes is an upper one."""
+
+    def __init__(self):
+        self.born = weakref.WeakSet()  # storages created in the scope (by object: a freed one's address is reused)
+        self.regions = {}  # region -> bytes, read or written
+        self.spans = {}  # storage -> gapless [start, end) byte spans read
+
+    def note(self, func, args, kwargs, outputs) -> None:
+        if aliases(func, args, kwargs, outputs):
+            return
+        if func in NO_TRAFFIC_OPS:
+            self.note_born(outputs)
+            return
+        inputs, written = tensors_in((args, kwargs)), tensors_in(outputs)
+        reads = inputs[1:] if func in INDEXED_WRITE_OPS else inputs
+        gathered = sum(addressed_bytes(t) for t in written)
+        for tensor in reads:
+            self.note_region(tensor, min(addressed_bytes(tensor), gathered) if func in GATHER_OPS
+                             else addressed_bytes(tensor))
+        for tensor in written:
+            if self.is_born(tensor):
+                continue
+            if tensor.untyped_storage()._cdata in {t.untyped_storage()._cdata for t in inputs}:  # in place
+                source = [t for t in inputs[1:] if t.dtype not in (torch.long, torch.bool)]
+                size = sum(addressed_bytes(t) for t in source) if func in INDEXED_WRITE_OPS else addressed_bytes(tensor)
+                self.regions[("written",) + region(tensor)] = size
+            else:
+                self.note_born([tensor])
+
+    def note_fused(self, inputs, output) -> None:
+        """A fused kernel (attention): its inputs read, its output created."""
+        for tensor in inputs:
+            self.note_region(tensor, addressed_bytes(tensor))
+        self.note_born([output])
+
+    def note_region(self, tensor, size: int) -> None:
+        """A read of `size` bytes of a tensor the scope did not create: a gapless one by its byte span (slices of
+        a weight and the whole weight are the weight once), any other by its region."""
+        if self.is_born(tensor):
+            return
+        covered = span(tensor) if size == addressed_bytes(tensor) else None
+        if covered is not None:
+            self.spans.setdefault(tensor.untyped_storage()._cdata, set()).add(covered)
+        else:
+            self.regions[region(tensor)] = max(size, self.regions.get(region(tensor), 0))
+
+    def note_born(self, outputs) -> None:
+        for tensor in tensors_in(outputs):
+            self.born.add(tensor.untyped_storage())
+
+    def is_born(self, tensor) -> bool:
+        return tensor.untyped_storage() in self.born
+
+    def total(self) -> int:
+        """The floor of the scope: its regions, plus what it created that is still alive."""
+        return (sum(self.regions.values()) + sum(union_bytes(spans) for spans in self.spans.values())
+                + sum(storage.nbytes() for storage in self.born))
+
+
 class CostMode(TorchDispatchMode):
-    """Sums each op's bytes (op_bytes) and tracks live tensor storages and their peak.
+    """Sums each op's bytes (op_bytes), each scope's fused floor (FusedFloor) and tracks live tensor storages
+    and their peak.
 
     A storage counts from the op that creates it until Python frees it (weakref on the storage, which
     views share). `fused()` suspends both, for a kernel whose inside should not count (attention).
@@ -164,12 +276,19 @@ class CostMode(TorchDispatchMode):
         self.peak = baseline_bytes
         self.seen = weakref.WeakSet()
         self.suspended = False
+        self.floor = FusedFloor()
+
+    def close_floor(self) -> int:
+        """The fused floor of the work since the last call (or the start); a new scope begins."""
+        total, self.floor = self.floor.total(), FusedFloor()
+        return total
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         outputs = func(*args, **kwargs)
         if not self.suspended:
             self.bytes += op_bytes(func, args, kwargs, outputs)
+            self.floor.note(func, args, kwargs, outputs)
             self.track(outputs)
         return outputs
 
@@ -221,6 +340,7 @@ class FusedAttention(TorchFunctionMode):
             output = func(*args, **kwargs)
         inputs = [t for t in tensors_in((args, kwargs))]
         self.cost.bytes += sum(addressed_bytes(t) for t in inputs) + addressed_bytes(output)
+        self.cost.floor.note_fused(inputs, output)
         self.cost.track(output)
         return output
 
@@ -374,6 +494,7 @@ class Counts:
     flops: int
     bytes: int
     peak: int  # of live bytes allocated during the forward
+    floor: int = 0  # fused floor (FusedFloor) of the forward
 
     def toward(self, other: "Counts", times: int) -> "Counts":
         """self + times * (other - self): a count linear in rows or layers, from its values at 1 and 2."""
@@ -398,6 +519,9 @@ class ForwardCounts:
     2-layer models of the same shape on 1 and 2 rows: FLOPs and bytes are linear in R for a given L and
     in L for a given R (the layers are identical and rows never interact), so bilinear extrapolation is
     exact; the peak is linear in R and the same for any L >= 2.
+    Lookahead candidates that share their prompts' cache (cache.SharedCache) do interact: a prompt's
+    candidates are grouped into one attention over its cache, so their counts depend on how many prompts
+    and slots they fill, not linearly on R; such a forward runs at its own R (still 1 and 2 layers).
     Runs are remembered by the forward's shape; each one runs with the loop's counters set aside."""
 
     def __init__(self, shape: str, attention: "FusedAttention"):
@@ -413,10 +537,13 @@ class ForwardCounts:
         input_ids, positions, _, cache, *window = args
         rows = input_ids.shape[0]
         key = (method, tuple(input_ids.shape[1:]), tuple(positions.shape[1:]), type(cache).__name__, *window)
-        at = {(r, layers): self.run(key, args, r, layers) for r in {1, min(rows, 2)} for layers in (1, 2)}
-        one_row, two_rows = (self.all_layers(at[r, 1][0], at[r, 2][0]) for r in (1, min(rows, 2)))
-        logits_shape, dtype = at[1, 1][1:]
-        return one_row.toward(two_rows, rows - 1), (rows, *logits_shape[1:]), dtype
+        measured = (1, min(rows, 2))
+        if isinstance(cache, SharedCache):
+            key, measured = key + (cache.cache.batch_size, cache.slots, rows), (rows, rows)
+        at = {(r, layers): self.run(key, args, r, layers) for r in set(measured) for layers in (1, 2)}
+        first, second = (self.all_layers(at[r, 1][0], at[r, 2][0]) for r in measured)
+        logits_shape, dtype = at[measured[0], 1][1:]
+        return first.toward(second, rows - measured[0]), (rows, *logits_shape[1:]), dtype
 
     def all_layers(self, one: Counts, two: Counts) -> Counts:
         """FLOPs and bytes grow by one layer's each layer; the peak does not (a layer's activations are
@@ -437,7 +564,7 @@ def count_forward(adapter, args, attention: "FusedAttention", method: str = "for
     cost, flops = CostMode(), FlopCounterMode(display=False)
     with _disable_current_modes(), flops, cost, attention.counting_into(cost):
         logits = getattr(adapter, method)(*args)
-    return Counts(flops.get_total_flops(), cost.bytes, cost.peak), tuple(logits.shape), logits.dtype
+    return Counts(flops.get_total_flops(), cost.bytes, cost.peak, cost.close_floor()), tuple(logits.shape), logits.dtype
 
 
 class MeasuredAdapter:
@@ -449,6 +576,7 @@ class MeasuredAdapter:
         self.device, self.dtype = model.device, model.dtype
         self.forward_flops = 0  # the loop's own ops go through the loop's flop counter; forwards add here
         self.forward_bytes = 0  # of cost.bytes, the forwards' share (the rest is the loop's own work)
+        self.forward_floor = 0  # the forwards' fused floors (the loop's own work has its own: cost.close_floor)
         self.forwards = 0
 
     def new_cache(self, batch, length):
@@ -461,15 +589,21 @@ class MeasuredAdapter:
         return self.measured("forward_hidden", args)
 
     def head(self, hidden):
-        """The LM head on the hidden states the lookahead keeps: on the meta model, so the loop's own
-        counters count it (the head's weight read once per call, as the chunked lookahead reads it)."""
+        """The LM head on the hidden states the step keeps: on the meta model, so the loop's own counters
+        count it (the head's weight read once per call)."""
         return self.model.head_logits(hidden)
+
+    def output_head(self):
+        """The meta model's head, which the loop streams its entropies over (sampling/head.py): counted by
+        the loop's own counters too."""
+        return self.model.output_head()
 
     def measured(self, method: str, args: tuple):
         self.forwards += 1
         counts, logits_shape, dtype = self.forward_counts(args, method)
         self.forward_flops += counts.flops
         self.forward_bytes += counts.bytes
+        self.forward_floor += counts.floor
         self.cost.bytes += counts.bytes
         self.cost.peak = max(self.cost.peak, self.cost.live + counts.peak)
         with self.cost.fused():  # an allocation, not traffic: the counted bytes include the logits' write
@@ -480,9 +614,17 @@ class MeasuredAdapter:
 
 @functools.lru_cache(maxsize=None)
 def recording_adapter(model_cls) -> ModelAdapter:
+    """The recording model, its output head zero: every logit is 0, so that no choice of the loop depends on
+    floating-point rounding (which differs between machines, and so did the recorded path): tokens are
+    argmax ties (the lowest id), confidences 1/V below every threshold (Info-Gain looks ahead on every step,
+    fast_dllm commits one token per step: the most expensive path of both), every candidate's H_next is the
+    same (the first wins), and which positions the candidates pick comes from the seeded Gumbel draws."""
     torch.manual_seed(0)
     config = model_cls.config_class(**RECORDING_CONFIGS[model_cls])
-    return ModelAdapter(*build_model(model_cls, config, "cpu", torch.float32))
+    model, spec = build_model(model_cls, config, "cpu", torch.float32)
+    with torch.no_grad():
+        model.output_head().weight.zero_()
+    return ModelAdapter(model, spec)
 
 
 def record(shape: str, batch: int, prompt_length: int, config: SamplerConfig) -> Recording:
@@ -508,12 +650,13 @@ def measure_cell(shape: str, model, spec, config: SamplerConfig, batch: int, pro
     cost = CostMode(baseline_bytes=weight_bytes(model))
     flop_counter = FlopCounterMode(display=False)
     adapter = MeasuredAdapter(model, spec, cost, forward_counts)
-    marks = {"flops": 0, "bytes": 0, "forward_bytes": 0}
+    marks = {"flops": 0, "bytes": 0, "forward_bytes": 0, "forward_floor": 0}
 
     def end_step():
         now = {"flops": flop_counter.get_total_flops() + adapter.forward_flops, "bytes": cost.bytes,
-               "forward_bytes": adapter.forward_bytes}
-        steps.append(tuple(now[key] - marks[key] for key in marks))
+               "forward_bytes": adapter.forward_bytes, "forward_floor": adapter.forward_floor}
+        flops, traffic, forward_traffic, forward_floor = (now[key] - marks[key] for key in marks)
+        steps.append((flops, traffic, forward_traffic, forward_floor + cost.close_floor()))
         marks.update(now)
 
     with torch.inference_mode(), Replayer(recording), flop_counter, cost, forward_counts.attention.counting_into(cost):
@@ -521,23 +664,32 @@ def measure_cell(shape: str, model, spec, config: SamplerConfig, batch: int, pro
     return summarise(steps, cost.peak, adapter.forwards, batch, config.gen_length, weight_bytes(model))
 
 
-def summarise(steps: list[tuple[int, int, int]], peak: int, forwards: int, batch: int, gen_length: int,
+def roofline_seconds(steps: list[tuple[int, int]], device: dict) -> float:
+    """The sum over steps (FLOPs, bytes) of max(FLOPs / peak FLOP/s, bytes / bandwidth)."""
+    return sum(max(flops / device["bf16_flops_per_s"], traffic / device["hbm_bytes_per_s"]) for flops, traffic in steps)
+
+
+def summarise(steps: list[tuple[int, int, int, int]], peak: int, forwards: int, batch: int, gen_length: int,
               weights: int) -> dict:
-    """Per-step means and the roofline time on each device of DEVICES. steps: (FLOPs, bytes, the
-    forwards' share of those bytes) of each step."""
+    """Per-step means and the roofline time on each device of DEVICES, with the eager bytes and with the
+    fused floor. steps: (FLOPs, bytes, the forwards' share of those bytes, fused floor) of each step."""
     count = len(steps)
-    flops, traffic, forward_traffic = (sum(column) for column in zip(*steps))
-    seconds = {device: sum(max(f / spec["bf16_flops_per_s"], b / spec["hbm_bytes_per_s"]) for f, b, _ in steps)
-               for device, spec in DEVICES.items()}
+    flops, traffic, forward_traffic, floor = (sum(column) for column in zip(*steps))
+    seconds = {device: roofline_seconds([(f, b) for f, b, _, _ in steps], spec) for device, spec in DEVICES.items()}
+    floor_seconds = {device: roofline_seconds([(f, b) for f, _, _, b in steps], spec)
+                     for device, spec in DEVICES.items()}
     return {
-        "steps": count, "forwards": forwards, "flops": flops, "bytes": traffic,
+        "steps": count, "forwards": forwards, "flops": flops, "bytes": traffic, "floor_bytes": floor,
         "gflops_per_step": round(flops / count / 1e9, 2), "gb_per_step": round(traffic / count / 1e9, 3),
+        "floor_gb_per_step": round(floor / count / 1e9, 3),
         "forward_gb_per_step": round(forward_traffic / count / 1e9, 3),
         "loop_gb_per_step": round((traffic - forward_traffic) / count / 1e9, 3),
         "peak_gb": round(peak / 1e9, 2), "weights_gb": round(weights / 1e9, 2), "peak_bytes": peak,
         "weight_bytes": weights,
         "ms_per_step": {device: round(s / count * 1e3, 3) for device, s in seconds.items()},
         "tok_per_s": {device: round(batch * gen_length / s, 1) for device, s in seconds.items()},
+        "floor_ms_per_step": {device: round(s / count * 1e3, 3) for device, s in floor_seconds.items()},
+        "floor_tok_per_s": {device: round(batch * gen_length / s, 1) for device, s in floor_seconds.items()},
     }
 
 
@@ -661,19 +813,28 @@ def ratio_lines(rows: list[dict]) -> list[str]:
         original = originals.get((row["model"], row["use_cache"], row["batch"]))
         if row["mode"] == "info_gain" and original is not None:
             flops, traffic = (per_step(row, key) / per_step(original, key) for key in ("flops", "bytes"))
-            lines.append(f"{row['model']} info_gain {row['use_cache']} batch {row['batch']} N {row['candidates']} "
-                         f"{row.get('lookahead_window', 'rest')}: {flops:.2f}x original's FLOPs/step, "
-                         f"{traffic:.2f}x its bytes/step")
+            line = (f"{row['model']} info_gain {row['use_cache']} batch {row['batch']} N {row['candidates']} "
+                    f"{row.get('lookahead_window', 'rest')}: {flops:.2f}x original's FLOPs/step, "
+                    f"{traffic:.2f}x its eager bytes/step")
+            if "floor_bytes" in row:  # outputs from before the fused floor have none
+                line += (f", {per_step(row, 'floor_bytes') / per_step(original, 'floor_bytes'):.2f}x its fused-floor "
+                         f"bytes/step; {row['floor_ms_per_step']['h100']} ms/step on an H100 at the fused floor "
+                         f"({row['ms_per_step']['h100']} eager)")
+            lines.append(line)
     return lines
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| model | mode | cache | batch | N | lookahead | GFLOPs/step | GB/step | peak GB | ms/step H100 "
-              "| ms/step H200 | tok/s H100 | tok/s H200 |\n|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    """Per step: FLOPs, eager and fused-floor bytes, peak; roofline ms/step with each (H100, H200)."""
+    header = ("| model | mode | cache | batch | N | lookahead | GFLOPs/step | eager GB/step | floor GB/step | peak GB "
+              "| ms/step H100 eager | ms/step H100 floor | ms/step H200 eager | ms/step H200 floor |\n"
+              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    floor_ms = lambda row, device: row.get("floor_ms_per_step", {}).get(device, "-")  # noqa: E731
     lines = [f"| {r['model']} | {r['mode']} | {r['use_cache']} | {r['batch']} | {r['candidates']} | "
              f"{r.get('lookahead_window', 'rest') if r['mode'] == 'info_gain' else '-'} | "
-             f"{r['gflops_per_step']} | {r['gb_per_step']} | {r['peak_gb']} | {r['ms_per_step']['h100']} | "
-             f"{r['ms_per_step']['h200']} | {r['tok_per_s']['h100']} | {r['tok_per_s']['h200']} |" for r in rows]
+             f"{r['gflops_per_step']} | {r['gb_per_step']} | {r.get('floor_gb_per_step', '-')} | {r['peak_gb']} | "
+             f"{r['ms_per_step']['h100']} | {floor_ms(r, 'h100')} | {r['ms_per_step']['h200']} | "
+             f"{floor_ms(r, 'h200')} |" for r in rows]  # rows of an output from before the fused floor: "-"
     return "\n".join([header, *lines])
 
 

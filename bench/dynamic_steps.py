@@ -14,7 +14,10 @@ runs on the same documents and batches):
 An 8B step with r rows is priced between the cost model's 1-row step (original) and its N-row
 lookahead step (info_gain, N candidates) in proportion to r - 1 (a forward's FLOPs and bytes are linear
 in its rows); a 256-token decode takes 256 x forwards-per-token such steps. This assumes the 8B model
-commits as fast as the tiny one on its task: a scenario, not a measurement.
+commits as fast as the tiny one on its task: a scenario, not a measurement. Beside it, the same scenario
+with the lookahead on every step (an Info-Gain run's forwards all carrying N rows, what the cost table's
+info_gain rows price), and a calibration line: the scenario's price of fast_dllm on an A100 beside the
+throughput Fast-dLLM published for its own A100 run (PUBLISHED_FAST_DLLM).
 """
 
 import argparse
@@ -26,6 +29,10 @@ from pathlib import Path
 import cost_model
 
 ONE_ROW_MODES = ("fast_dllm", "original")  # runs that forward one row per step: their width is the canvas
+# Fast-dLLM (Wu et al., arXiv:2505.22618), Table 1: LLaDA-8B-Instruct, GSM8K (5-shot), generation length 256,
+# block 32, KV cache + confidence-aware parallel decoding (threshold 0.9), one NVIDIA A100 80GB.
+PUBLISHED_FAST_DLLM = {"tok_per_s": 54.4, "device": "a100",
+                       "setting": "LLaDA-8B, GSM8K 5-shot, generation 256, cache + parallel (threshold 0.9), A100"}
 
 
 def read_runs(folder: Path) -> dict[str, dict]:
@@ -105,15 +112,38 @@ def main():
     gen_tokens = cost["settings"]["gen_length"]
     print(f"{args.model}, use_cache={args.cache}, batch {args.batch}, {gen_tokens} tokens; step mix from {args.runs}")
     print("scenario, not a measurement: roofline step times x the tiny model's steps (bench/README.md)")
-    print("| sampler | documents | forwards/token | rows/forward | ms/step H100 | ms/step H200 | tok/s H100 | tok/s H200 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| sampler | documents | forwards/token | rows/forward | ms/step H100 | ms/step H200 | tok/s H100 | tok/s H200 "
+          f"| tok/s H100, lookahead every step ({args.candidates} rows) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, run in runs.items():
         mix = step_mix(run, widths)
         prediction = predict(mix, one_row, lookahead, args.candidates, gen_tokens)
+        every_step = "-"
+        if run["config"]["mode"] == "info_gain":
+            every_step = predict({**mix, "rows_per_forward": args.candidates}, one_row, lookahead, args.candidates,
+                                 gen_tokens)["h100"]["tok_per_s"]
         print(f"| {name} | {mix['documents']} | {mix['forwards_per_token']:.3f} | {mix['rows_per_forward']:.2f} | "
               f"{prediction['h100']['ms_per_step']} | {prediction['h200']['ms_per_step']} | "
-              f"{prediction['h100']['tok_per_s']} | {prediction['h200']['tok_per_s']} |")
+              f"{prediction['h100']['tok_per_s']} | {prediction['h200']['tok_per_s']} | {every_step} |")
+    print_calibration(runs, widths, one_row, lookahead, args.candidates, gen_tokens)
     return 0
+
+
+def print_calibration(runs, widths, one_row, lookahead, candidates: int, gen_tokens: int) -> None:
+    """The scenario's fast_dllm on the device of Fast-dLLM's published run, beside its published tok/s, and the
+    forwards per token at which the roofline step would match it."""
+    device = PUBLISHED_FAST_DLLM["device"]
+    fast = [run for run in runs.values() if run["config"]["mode"] == "fast_dllm"]
+    if not fast or device not in one_row["ms_per_step"]:
+        return
+    mix = step_mix(fast[0], widths)
+    predicted = predict(mix, one_row, lookahead, candidates, gen_tokens)[device]["tok_per_s"]
+    published = PUBLISHED_FAST_DLLM["tok_per_s"]
+    matching = 1e3 / (published * one_row["ms_per_step"][device])
+    print(f"calibration, {PUBLISHED_FAST_DLLM['setting']}: published {published} tok/s; this scenario "
+          f"({mix['forwards_per_token']:.3f} forwards/token, the cost model's A100 roofline of a {one_row['use_cache']} "
+          f"step, {one_row['ms_per_step'][device]} ms) predicts {predicted} tok/s; the roofline step matches the "
+          f"published rate at {matching:.2f} forwards/token")
 
 
 if __name__ == "__main__":

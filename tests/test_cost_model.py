@@ -24,6 +24,7 @@ def load_bench(name: str):
 
 
 cost_model = load_bench("cost_model")
+ARGS_TINY = type("Args", (), dict(gen=8, steps=8, block=4))  # bench/cost_model.py --gen 8 --steps 8 --block 4
 # the `tiny` shape: LLaDA, hidden C, heads H, layers L, MLP width F, vocabulary V; bf16 weights on meta
 C, H, L, F, V = 64, 4, 2, 128, 500
 BF16 = 2
@@ -92,6 +93,92 @@ def test_rows_and_layers_extrapolate_exactly():
     assert shape == direct_shape == (rows, 8, V)
 
 
+def test_shared_cache_forwards_count_as_a_direct_run():
+    """Lookahead candidates sharing their prompts' cache (one prompt with 8, two prompts with 3 and 5): what
+    ForwardCounts gives a 3-layer model equals a direct count (rows are not extrapolated there: the candidates
+    of a prompt share one attention over its cache)."""
+    from lm_eval_infogain.sampling.cache import SharedCache
+
+    total, start, width = 48, 16, 8
+    forward_counts = cost_model.ForwardCounts("tiny", cost_model.FusedAttention())
+    forward_counts.layers = 3
+    direct = tiny_adapter(layers=3)
+    meta = dict(device="meta")
+    for rows_of_prompts in ([0] * 8, [0, 0, 0, 1, 1, 1, 1, 1]):
+        rows = torch.tensor(rows_of_prompts)
+        prompts = int(rows.max()) + 1
+        shared = SharedCache.for_rows(direct.new_cache(prompts, total), rows)
+        args = [torch.empty(len(rows), width, dtype=torch.long, **meta),
+                torch.empty(len(rows), total, dtype=torch.long, **meta),
+                torch.empty(len(rows), total, dtype=torch.bool, **meta), shared, start, start, start + width]
+        counted, _, _ = forward_counts(args, "forward_hidden")
+        measured, _, _ = cost_model.count_forward(direct, args, forward_counts.attention, "forward_hidden")
+        assert (counted.flops, counted.bytes, counted.floor) == (measured.flops, measured.bytes, measured.floor)
+
+
+def test_a_cast_and_a_reshaping_copy_are_counted_under_inference_mode():
+    """Under torch.inference_mode `aten.to` and `aten.reshape` reach the counter declared as aliases; a cast
+    to fp32 of a bf16 [4, 8] reads 64 bytes and writes 128, a transposed reshape copies its 64 bytes; a real
+    view still moves nothing."""
+    x = torch.empty(4, 8, dtype=torch.bfloat16, device="meta")
+    for expected, operation in ((64 + 128, lambda: x.float()), (64 + 64, lambda: x.t().reshape(32)),
+                                (0, lambda: x.reshape(32)), (0, lambda: x.to(torch.bfloat16))):
+        with torch.inference_mode(), cost_model.CostMode() as cost:
+            operation()
+        assert cost.bytes == expected
+
+
+def test_the_fused_floor_reads_each_weight_once_and_frees_intermediates():
+    """Two products with the same weight, an elementwise op between: eager counts every read and write, the
+    floor the weight and the input once and the one output that outlives the scope."""
+    weight = torch.empty(16, 32, dtype=torch.bfloat16, device="meta")  # 1 024 bytes
+    inputs = torch.empty(4, 32, dtype=torch.bfloat16, device="meta")  # 256 bytes
+    with cost_model.CostMode() as cost:
+        kept = (inputs @ weight.t()).relu() @ weight  # [4, 16] (128 bytes, freed inside the scope), then [4, 32]
+        floor = cost.close_floor()
+    assert floor == 1024 + 256 + 256
+    assert cost.bytes > 2 * 1024 + 256 + 128 + 128 + 128 + 256 and kept.shape == (4, 32)
+    # the streamed head's way: the weight in two slices of rows, then whole: still the weight once
+    with cost_model.CostMode() as cost:
+        pieces = [inputs @ weight[:10].t(), inputs @ weight[10:].t(), inputs @ weight.t()]  # kept: 3 x [4, 10|6|16]
+        floor = cost.close_floor()
+    assert floor == 1024 + 256 + 2 * (4 * 10 + 4 * 6 + 4 * 16) and len(pieces) == 3
+
+
+def test_the_fused_floor_of_a_forward_is_its_weights_inputs_and_output():
+    """A whole-window forward without a cache: floor(W) = weights read once (the embedding's looked-up rows
+    grow with W) + a W-linear part (ids, positions, mask in, logits out): extrapolated to W = 0, the weights
+    but the embedding, within the rotary table's few bytes; below the eager bytes."""
+    attention = cost_model.FusedAttention()
+    counts = {width: cost_model.count_forward(tiny_adapter(), whole_window_args(1, width), attention)[0]
+              for width in (32, 64)}
+    at_zero = 2 * counts[32].floor - counts[64].floor
+    weights_read = HAND_WEIGHT_BYTES - BF16 * V * C
+    assert weights_read <= at_zero <= weights_read + 1024
+    assert counts[64].floor >= weights_read + 64 * V * 4  # the fp32 logits are written
+    assert all(c.floor < c.bytes for c in counts.values())
+
+
+def test_the_recorded_path_does_not_depend_on_rounding():
+    """The recording model's head is zero, so its choices depend on no float: perturbing every other weight
+    (as another machine's rounding would, only far more) records the same events."""
+    config = cost_model.sampler_config("info_gain", "prefix", 4, ARGS_TINY)
+    adapter = cost_model.recording_adapter(LLaDAModelLM)
+    prompts = cost_model.random_prompts(adapter.spec, 2, 16)
+    recordings = []
+    for noise in (0.0, 1e-2):
+        model, spec = cost_model.build_model(LLaDAModelLM, adapter.model.config, "cpu", torch.float32)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                source = dict(adapter.model.named_parameters())[name]
+                parameter.copy_(source + noise * torch.randn_like(source) * (source != 0))
+        recording = cost_model.Recording()
+        with torch.inference_mode(), cost_model.Recorder(recording):
+            cost_model.run_loop(cost_model.ModelAdapter(model, spec), prompts, config)
+        recordings.append(recording.events)
+    assert recordings[0] == recordings[1] and len(recordings[0]) > 10
+
+
 def test_bytes_rules_of_views_broadcasts_and_indexed_writes():
     aten = torch.ops.aten
     big = torch.empty(8, 1000, device="meta")  # 32 000 bytes
@@ -134,7 +221,9 @@ def test_cost_model_on_a_tiny_grid(tmp_path):
     for row in report["rows"]:
         assert row["peak_bytes"] > row["weight_bytes"] == HAND_WEIGHT_BYTES
         assert row["bytes"] > row["forwards"] * (HAND_WEIGHT_BYTES - BF16 * V * C)  # every weight but the embedding
+        assert row["bytes"] > row["floor_bytes"] > row["forwards"] * (HAND_WEIGHT_BYTES - BF16 * V * C)
         assert row["ms_per_step"]["h200"] <= row["ms_per_step"]["h100"]
+        assert row["floor_ms_per_step"]["h100"] <= row["ms_per_step"]["h100"]
     # a cache shortens the window; Info-Gain's lookahead forwards N candidates and copies their cache
     assert rows["original", "prefix", 1, 1, "rest"]["flops"] < original["flops"]
     assert rows["info_gain", "prefix", 1, 4, "rest"]["bytes"] > rows["info_gain", "prefix", 1, 1, "rest"]["bytes"]
@@ -220,19 +309,44 @@ def test_dynamic_steps_prices_each_run_by_its_measured_forwards_and_rows(tmp_pat
     assert rows["info_gain"][2:5] == ["1.500", "2.00", "11.0"]
     assert float(rows["info_gain"][6]) == round(256 / (384 * 0.011), 1)
     assert rows["fast_dllm"][2:5] == ["0.300", "1.00", "4.0"]
+    # with the lookahead on every step the same forwards carry 5 rows: the 32 ms step
+    assert float(rows["info_gain"][8].rstrip(" |")) == round(256 / (384 * 0.032), 1)
+    assert rows["fast_dllm"][8].rstrip(" |") == "-"
+    assert "calibration" not in printed  # no A100 prices in the cost file: no calibration line
+
+
+def test_the_calibration_line_prices_fast_dllm_on_the_published_device(tmp_path):
+    """fast_dllm at 0.3 forwards per token, a 4 ms A100 step: 256 / (76.8 x 0.004) tok/s beside 54.4; the step
+    matches 54.4 tok/s at 1000 / (54.4 x 4) forwards per token."""
+    write_run(tmp_path / "runs" / "fast_dllm", "fast_dllm", 10, {0: (3, 300)})
+    cells = [{"model": "llada-8b", "mode": mode, "use_cache": "prefix", "batch": 1, "candidates": number,
+              "ms_per_step": {"a100": ms, "h100": ms, "h200": ms}} for mode, number, ms in (("original", 1, 4.0),
+                                                                                              ("info_gain", 8, 9.0))]
+    (tmp_path / "cost.json").write_text(json.dumps({"rows": cells, "settings": {"gen_length": 256}}))
+    printed = subprocess.run([sys.executable, str(ROOT / "bench" / "dynamic_steps.py"), str(tmp_path / "runs"),
+                              "--cost", str(tmp_path / "cost.json")], capture_output=True, text=True, check=True).stdout
+    line = printed.splitlines()[-1]
+    assert line.startswith("calibration") and "published 54.4 tok/s" in line
+    assert f"predicts {round(256 / (76.8 * 0.004), 1)} tok/s" in line
+    assert f"at {1000 / (54.4 * 4):.2f} forwards/token" in line
 
 
 def test_bench_readme_quotes_the_committed_cost_model_and_dynamic_steps_output():
-    """The numbers bench/README.md gives are those its commands print from the committed files."""
+    """The numbers bench/README.md gives are those its commands print from the committed files (the dynamic-steps
+    scenario priced with the rerun cells of cost-8b-block.json)."""
     readme = (ROOT / "bench" / "README.md").read_text()
     rows = json.loads((ROOT / "results" / "cost-8b.json").read_text())["rows"]
     assert cost_model.markdown_table(rows) in readme
     for task, runs in (("sudoku_4x4", "tiny-llada-sudoku/sudoku_4x4"), ("countdown", "tiny-llada-countdown/countdown")):
-        printed = subprocess.run([sys.executable, "bench/dynamic_steps.py", f"results/runs-parallel/{runs}"], cwd=ROOT,
-                                 capture_output=True, text=True, check=True).stdout
+        printed = subprocess.run([sys.executable, "bench/dynamic_steps.py", f"results/runs-parallel/{runs}", "--cost",
+                                  "results/cost-8b-block.json"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout
         for line in printed.splitlines()[4:]:
-            sampler, _, per_token, rows_per_forward, _, _, h100, h200 = line.strip("| ").split(" | ")
-            quoted = f"{per_token} | {rows_per_forward} | {h100} | {h200} |"
+            if line.startswith("calibration"):
+                assert line in readme
+                continue
+            sampler, _, per_token, rows_per_forward, _, _, h100, h200, every_step = line.strip("| ").split(" | ")
+            quoted = f"{per_token} | {rows_per_forward} | {h100} | {h200} | {every_step} |"
             assert any(row.startswith(f"| {task} | {sampler.split('_parallel')[0]}") and row.endswith(quoted)
                        for row in readme.splitlines()), (task, sampler, quoted)
 

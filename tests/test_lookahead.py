@@ -129,11 +129,13 @@ def test_lookahead_logits_equal_the_copying_lookaheads(arch):
 
 
 def test_entropies_a_position_at_a_time_change_nothing(golden, monkeypatch):
-    """H_next's entropies in chunks of one position give the decodes of the whole-window computation."""
+    """H_next's entropies from logits in chunks of one position (the path of an adapter without an output
+    head) give the decodes of the whole-window computation."""
     from lm_eval_infogain.sampling import loop
 
     monkeypatch.setattr(loop, "LOGITS_CHUNK_ELEMENTS", 1)
     adapter, prompts = float64_model("llada")
+    monkeypatch.setattr(adapter, "output_head", lambda: None)
     for cache in ("prefix", "dual"):
         given = {**SETTINGS["info_gain"], **SMALL, "use_cache": cache}
         ids, _ = generate(adapter, prompts, SamplerConfig(**given), SEEDS)

@@ -171,6 +171,9 @@ class EosLovingAdapter:
     def head(self, logits):
         return logits
 
+    def output_head(self):
+        return None  # its logits are not the bundled model's head's
+
     def new_cache(self, batch, length):
         return self.adapter.new_cache(batch, length)
 
@@ -242,6 +245,9 @@ class MemoryStarvedAdapter:
 
     def head(self, hidden):
         return self.adapter.head(hidden)
+
+    def output_head(self):
+        return self.adapter.output_head()
 
     def new_cache(self, batch, length):
         return self.adapter.new_cache(batch, length)

@@ -1,14 +1,15 @@
 """The adapter contract: the one seam between the sampler and an architecture.
 
-The sampler only ever calls `forward_hidden`, `head` and `new_cache` and reads the `ModelSpec`; it never asks which
-model it drives. Logits returned by `forward` are aligned so that logits[:, j] predicts the token at
-canvas position logits_start + j (an architecture's own shift is applied inside the model).
+The sampler only ever calls `forward_hidden`, `head`, `output_head` and `new_cache` and reads the `ModelSpec`;
+it never asks which model it drives. Logits returned by `forward` are aligned so that logits[:, j] predicts the
+token at canvas position logits_start + j (an architecture's own shift is applied inside the model).
 
 Each architecture's model class (llada.py, dream.py, sdar.py) provides `window_logits` with the
 signature of `Adapter.forward` plus an `attention_block_size` argument, `window_hidden` (the same, before
-the LM head), `head_logits` and `cache_geometry() -> (layers, kv_heads, head_dim)`, plus the attributes
-`logits_shift` and `attention_block_size` (the model's own blocks); `ModelAdapter` turns it into an
-adapter, whose attention blocks are its spec's (see `with_attention_block`).
+the LM head), `head_logits`, `output_head` (the head as a sampling.head.OutputHead) and
+`cache_geometry() -> (layers, kv_heads, head_dim)`, plus the attributes `logits_shift` and
+`attention_block_size` (the model's own blocks); `ModelAdapter` turns it into an adapter, whose attention
+blocks are its spec's (see `with_attention_block`).
 """
 
 import dataclasses
@@ -19,6 +20,7 @@ import torch
 
 from lm_eval_infogain.sampling.cache import KVCache
 from lm_eval_infogain.sampling.config import check
+from lm_eval_infogain.sampling.head import OutputHead
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class Adapter(Protocol):
     def head(self, hidden: torch.Tensor) -> torch.Tensor:  # [..., C] -> [..., V] float logits
         ...
 
+    def output_head(self) -> OutputHead | None:
+        """The head `head` applies, as weights (sampling.head), so that the sampler can stream entropies over
+        the vocabulary; None where `forward_hidden` returns logits already (remote code, exact models)."""
+        ...
+
     def new_cache(self, batch: int, length: int) -> KVCache: ...
 
     # Optional: an exact model's (models/oracle.py) diagnostics of a batch of decodes,
@@ -87,6 +94,9 @@ class ModelAdapter:
 
     def head(self, hidden):
         return self.model.head_logits(hidden)
+
+    def output_head(self):
+        return self.model.output_head()
 
     def new_cache(self, batch, length):
         layers, kv_heads, head_dim = self.model.cache_geometry()

@@ -17,6 +17,7 @@ from lm_eval_infogain.models.layers import (
     split_heads,
 )
 from lm_eval_infogain.sampling.config import check
+from lm_eval_infogain.sampling.head import OutputHead
 
 
 # Keys of the official configuration (configuration_llada.ModelConfig) that change the math -> the
@@ -205,12 +206,10 @@ class LLaDAModel(nn.Module):
         self.transformer = nn.ModuleDict(modules)
         self.rotary = Rotary(config.head_dim, config.rope_theta)
 
-    def lm_head(self, hidden):
-        if self.config.weight_tying:
-            logits = F.linear(hidden, self.transformer.wte.weight)
-        else:
-            logits = self.transformer.ff_out(hidden)
-        return logits * (1 / math.sqrt(self.config.d_model)) if self.config.scale_logits else logits
+    def output_head(self) -> OutputHead:
+        """The LM head: the embedding (weight_tying) or ff_out, scaled by 1 / sqrt(d_model) with scale_logits."""
+        weight = self.transformer.wte.weight if self.config.weight_tying else self.transformer.ff_out.weight
+        return OutputHead(weight, scale=1 / math.sqrt(self.config.d_model) if self.config.scale_logits else None)
 
     def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end,
                 attention_block_size):
@@ -220,7 +219,7 @@ class LLaDAModel(nn.Module):
 
     def head(self, hidden):
         """Final hidden states [..., C] -> float logits [..., V]."""
-        return self.lm_head(hidden).float()
+        return self.output_head().logits(hidden)
 
     def hidden(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None,
                attention_block_size=None):
@@ -270,6 +269,9 @@ class LLaDAModelLM(WholeSequenceForward, PreTrainedModel):
 
     def head_logits(self, hidden):
         return self.model.head(hidden)
+
+    def output_head(self) -> OutputHead:
+        return self.model.output_head()
 
     def cache_geometry(self) -> tuple[int, int, int]:
         config = self.config

@@ -71,6 +71,9 @@ class OracleAdapter:
     def head(self, logits):
         return logits
 
+    def output_head(self):
+        return None  # no head to stream over: the sampler takes the logits `head` keeps
+
     def new_cache(self, batch, length):
         raise UsageError("an exact model reads the whole canvas: use_cache=none")
 

@@ -18,6 +18,7 @@ from lm_eval_infogain.models.layers import (
     RMSNorm, Rotary, apply_rotary, attend, attention_mask, check_config_values, logits_hidden, split_heads,
 )
 from lm_eval_infogain.sampling.config import check
+from lm_eval_infogain.sampling.head import OutputHead
 
 # Keys that released configs carry but that mean nothing at inference here (attention backends, training
 # switches); `attn_implementation: flex_attention` would even make transformers refuse to build the model.
@@ -177,7 +178,10 @@ class QwenStyleLM:
 
     def head_logits(self, hidden):
         """Final hidden states [..., C] -> float logits [..., V]."""
-        return self.lm_head(hidden).float()
+        return self.output_head().logits(hidden)
+
+    def output_head(self) -> OutputHead:
+        return OutputHead(self.lm_head.weight, self.lm_head.bias)
 
     def window_hidden(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None,
                       attention_block_size=None):

@@ -27,5 +27,8 @@ class RemoteCodeAdapter:
     def head(self, logits):
         return logits
 
+    def output_head(self):
+        return None  # no head to stream over: the sampler takes the logits `head` keeps
+
     def new_cache(self, batch, length):
         raise ValueError("a trust_remote_code model runs without a cache: use_cache=none")

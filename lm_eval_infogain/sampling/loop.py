@@ -14,7 +14,8 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
    forward the block alone (two calls then, each row in one: still one forward per step), its one
    candidate the cache mode's window. A lookahead strategy picks its winner from their H_next, whose
    entropies are computed from the hidden states at the positions still masked, for prompts with
-   several candidates only, a chunk of positions at a time; the others have one candidate. The winner
+   several candidates only (the others have one candidate), streamed over the vocabulary from the
+   adapter's output head (sampling/head.py). The winner
    is committed (then early stop fills EOS after its first EOS) and its block's logits, the only ones
    computed from the candidates' hidden states, are the next step's: one forward per step, and none for
    a prompt whose block is complete.
@@ -42,6 +43,7 @@ from lm_eval_infogain.pc_baseline import load_baseline
 from lm_eval_infogain.sampling import strategies
 from lm_eval_infogain.sampling.cache import SharedCache
 from lm_eval_infogain.sampling.config import SamplerConfig
+from lm_eval_infogain.sampling.head import head_stats
 from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
 from lm_eval_infogain.sampling.memory import split_on_out_of_memory
 from lm_eval_infogain.sampling.strategies import (
@@ -302,8 +304,22 @@ class Decoder:
         return filter_logits(logits, self.config.top_k, self.config.top_p, self.config.temperature)
 
     def entropies(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Entropy [R, W] of the logits of hidden states [R, W, C] (see entropy_in_chunks)."""
-        return entropy_in_chunks(hidden, self.logits, self.adapter.spec.vocab_size)
+        """Entropy [R, W] of the logits of hidden states [R, W, C]: streamed over the vocabulary from the
+        adapter's output head (head.head_stats: the head's weights read once, no fp32 logits of every
+        position), else (no output head, or filter_scope=all with top_k/top_p, whose filter needs each
+        position's whole distribution) from the logits a chunk of positions at a time (entropy_in_chunks)."""
+        head = self.adapter.output_head()
+        if hidden.shape[:-1].numel() == 0:  # nothing to score (a window that ends where the logits do)
+            return hidden.new_zeros(hidden.shape[:-1], dtype=torch.float32)
+        if head is None or self.filters_entropies():
+            return entropy_in_chunks(hidden, self.logits, self.adapter.spec.vocab_size)
+        spec, config = self.adapter.spec, self.config
+        penalties = ((spec.eos_id, config.eos_penalty), (spec.pad_id, config.pad_penalty))  # as `logits` applies them
+        return head_stats(hidden.flatten(0, -2), head, penalties).entropy.view(hidden.shape[:-1])
+
+    def filters_entropies(self) -> bool:
+        config = self.config
+        return config.filter_scope == "all" and (config.top_k is not None or config.top_p is not None)
 
     def count(self, rows, window, counted):
         window_start, window_end = window

@@ -9,6 +9,7 @@ CPU). Compiled logits match eager ones to INDUCTOR_TOLERANCE: inductor fuses and
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from lm_eval_infogain.sampling.compiled import CompiledAdapter
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.loop import generate
 
+REPO = Path(__file__).resolve().parent.parent
 INDUCTOR_TOLERANCE = 1e-4  # largest |compiled - eager| logit allowed, float32 (logits of order 1)
 
 TEXTS = ["Solve: 1 2 3 4", "Write a story about a lighthouse.", "0123 4567 89"]
@@ -168,3 +170,46 @@ def test_padded_length_leaves_room_for_every_widened_window():
         length = compiled.padded_length(canvas)
         for start in range(canvas):
             assert start + compiled.round_up(canvas - start, compiled.WIDTH_QUANTUM) <= length
+
+
+TINY_BENCH = ["--prompt", "8", "--gen", "8", "--block", "4", "--steps", "8", "--repeats", "1", "--compile",
+              "--compile-backend", "eager"]  # the script's path in seconds: no code generation
+
+
+def run_bench(*args: str) -> None:
+    subprocess.run([sys.executable, "bench/sampler.py", *args], cwd=REPO, check=True, capture_output=True, text=True,
+                   timeout=600)
+
+
+def test_cpu_bench_compile_ratios_are_the_medians_of_one_run(tmp_path):
+    """`python bench/sampler.py --compile` on a very small model: eager and compiled cells of one run, their
+    ratios, and the other keys of the output file left as they were."""
+    output = tmp_path / "bench.json"
+    output.write_text(json.dumps({"prefix_speedup": 4.5}))
+    run_bench("--layers", "1", "--hidden", "32", "--heads", "2", "--vocab", "64", "--batch", "2", *TINY_BENCH,
+              "--output", str(output))
+    report = json.loads(output.read_text())
+    assert report["prefix_speedup"] == 4.5
+    ratios = report["compile"]
+    eager, compiled_cells = ratios["eager"], ratios["compiled"]
+    assert set(eager) == set(compiled_cells) == {"original_prefix", "original_prefix_batch2", "info_gain_prefix_rest",
+                                                 "info_gain_prefix_block"}
+    for name, speedup in ratios["compiled_speedup_over_eager"].items():
+        assert speedup == eager[name]["seconds"] / compiled_cells[name]["seconds"]
+        assert eager[name]["nfe"] == compiled_cells[name]["nfe"] == 8
+    one, two = compiled_cells["original_prefix"]["seconds"], compiled_cells["original_prefix_batch2"]["seconds"]
+    assert ratios["batch2_throughput_gain"]["compiled"] == 2 * one / two
+
+
+def test_gpu_bench_grid_times_each_cell_compiled_too(tmp_path):
+    """`python bench/sampler.py --device cuda --shape llada-8b` (compiled beside eager by default on a GPU); here
+    the same code on a tiny shape on CPU, with --compile."""
+    output = tmp_path / "bench-gpu.json"
+    run_bench("--device", "cpu", "--shape", "tiny", "--modes", "original,info_gain", "--caches", "prefix",
+              "--batches", "1", "--candidates", "2", *TINY_BENCH, "--output", str(output))
+    rows = json.loads(output.read_text())["rows"]
+    assert [(row["mode"], row["lookahead_window"]) for row in rows] == [
+        ("original", "rest"), ("info_gain", "rest"), ("info_gain", "block")]
+    for row in rows:
+        assert row["compiled_speedup_over_eager"] == round(row["seconds"] / row["compiled"]["seconds"], 3)
+        assert row["compiled"]["tok_per_s"] == round(8 / row["compiled"]["seconds"], 1)

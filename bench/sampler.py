@@ -75,6 +75,25 @@ def measure(adapter, prompts, config, repeats: int) -> dict:
             "batch": len(prompts)}
 
 
+def measure_pair(adapters: dict, prompts, config, repeats: int) -> dict:
+    """measure() of each adapter, their runs interleaved (one of each, `repeats` times, after a warm-up of
+    each), so that both medians sample the same moments of a machine whose load changes."""
+    seeds = list(range(len(prompts)))
+    times, nfe = {name: [] for name in adapters}, {}
+    for adapter in adapters.values():
+        generate(adapter, prompts, config, seeds)  # warm-up: compiles the compiled one's graphs
+    for _ in range(repeats):
+        for name, adapter in adapters.items():
+            synchronize(adapter.device)
+            start = time.perf_counter()
+            _, stats = generate(adapter, prompts, config, seeds)
+            synchronize(adapter.device)
+            times[name].append(time.perf_counter() - start)
+            nfe[name] = statistics.mean(row["nfe"] for row in stats)
+    return {name: {"seconds": statistics.median(runs), "nfe": nfe[name], "batch": len(prompts), "runs": runs}
+            for name, runs in times.items()}
+
+
 def machine(device: str) -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -195,8 +214,8 @@ def time_compiled(compiled, prompts, config, args, batch) -> dict:
 
 
 def compile_ratios(adapter, prompts, base, args) -> dict:
-    """Eager against compiled (compile=true) on the ratios' model, each cell in the same run: original at batch
-    1 and --batch, Info-Gain with lookahead_window rest and block at batch 1."""
+    """Eager against compiled (compile=true) on the ratios' model, each cell's runs interleaved (measure_pair):
+    original at batch 1 and --batch, Info-Gain with lookahead_window rest and block at batch 1."""
     compiled = CompiledAdapter(adapter, args.compile_backend)
     cells = {"original_prefix": ("original", 1, {}), f"original_prefix_batch{args.batch}": ("original", args.batch, {}),
              "info_gain_prefix_rest": ("info_gain", 1, {}),
@@ -204,9 +223,10 @@ def compile_ratios(adapter, prompts, base, args) -> dict:
     report = {"eager": {}, "compiled": {}}
     for name, (mode, batch, extra) in cells.items():
         config = SamplerConfig(mode=mode, use_cache="prefix", **MODES[mode], **base, **extra)
-        for kind, model in (("eager", adapter), ("compiled", compiled)):
-            report[kind][name] = measure(model, prompts[:batch], config, args.repeats)
-            print(kind, name, json.dumps(report[kind][name]), flush=True)
+        pair = measure_pair({"eager": adapter, "compiled": compiled}, prompts[:batch], config, args.repeats)
+        for kind, measured in pair.items():
+            report[kind][name] = measured
+            print(kind, name, json.dumps(measured), flush=True)
     eager, compiled_cells = report["eager"], report["compiled"]
     report["compiled_speedup_over_eager"] = {name: eager[name]["seconds"] / compiled_cells[name]["seconds"]
                                              for name in cells}

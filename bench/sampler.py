@@ -9,8 +9,13 @@ medians taken in the same run, so they compare like with like on one machine at 
 
 With --shape (a shape of bench/cost_model.py: llada-8b, dream-7b, sdar-8b, or tiny for a CPU run of the
 same code) the model has that shape's random bf16 weights and the run times the cost model's grid
-(mode x use_cache x batch x candidates, through the same loop driver), writing ms/step and tok/s beside
-the cost model's prediction for the device (--prediction, results/cost-8b.json by default).
+(mode x use_cache x batch x candidates x lookahead_window, through the same loop driver), writing ms/step
+and tok/s beside the cost model's prediction for the device (--prediction, results/cost-8b.json by default);
+on a GPU each cell also runs compiled (compile=true, CUDA graphs), beside the eager time.
+
+--compile (without --shape) times eager against compiled on the CPU ratios' model instead: original (batch 1
+and --batch) and Info-Gain with lookahead_window rest and block, and adds the speed-ups to --output's
+"compile" key, leaving its other keys as they are.
 """
 
 import argparse
@@ -28,6 +33,7 @@ from lm_eval_infogain import __version__
 from lm_eval_infogain.models import layers
 from lm_eval_infogain.models.base import ModelAdapter, ModelSpec
 from lm_eval_infogain.models.llada import LLaDAConfig, LLaDAModelLM
+from lm_eval_infogain.sampling.compiled import CompiledAdapter
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.loop import generate
 
@@ -67,6 +73,25 @@ def measure(adapter, prompts, config, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
     return {"seconds": statistics.median(times), "nfe": statistics.mean(s["nfe"] for s in stats),
             "batch": len(prompts)}
+
+
+def measure_pair(adapters: dict, prompts, config, repeats: int) -> dict:
+    """measure() of each adapter, their runs interleaved (one of each, `repeats` times, after a warm-up of
+    each), so that both medians sample the same moments of a machine whose load changes."""
+    seeds = list(range(len(prompts)))
+    times, nfe = {name: [] for name in adapters}, {}
+    for adapter in adapters.values():
+        generate(adapter, prompts, config, seeds)  # warm-up: compiles the compiled one's graphs
+    for _ in range(repeats):
+        for name, adapter in adapters.items():
+            synchronize(adapter.device)
+            start = time.perf_counter()
+            _, stats = generate(adapter, prompts, config, seeds)
+            synchronize(adapter.device)
+            times[name].append(time.perf_counter() - start)
+            nfe[name] = statistics.mean(row["nfe"] for row in stats)
+    return {name: {"seconds": statistics.median(runs), "nfe": nfe[name], "batch": len(prompts), "runs": runs}
+            for name, runs in times.items()}
 
 
 def machine(device: str) -> dict:
@@ -148,6 +173,7 @@ def time_shape_grid(args) -> dict:
     model, spec = cost_model.build_model(model_cls, cost_model.shape_config(args.shape), args.device,
                                          getattr(torch, args.dtype))
     adapter = ModelAdapter(model, spec)
+    compiled = CompiledAdapter(adapter, args.compile_backend) if args.compile else None
     predicted, device_name = predictions(args.prediction), machine(args.device).get("gpu", "cpu")
     rows = []
     for mode, cache, batch, number, window in cost_model.grid(args.modes, args.caches, args.batches, args.candidates,
@@ -166,12 +192,53 @@ def time_shape_grid(args) -> dict:
                "tok_per_s": round(batch * args.gen / seconds, 1)}
         if adapter.device.type == "cuda":
             row["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+        if compiled is not None:
+            row["compiled"] = time_compiled(compiled, prompts, config, args, batch)
+            row["compiled_speedup_over_eager"] = round(seconds / row["compiled"]["seconds"], 3)
         row["predicted"] = prediction_of(predicted.get((args.shape, mode, cache, batch, number, window)), device_name)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return {"rows": rows, "device": device_name, "prediction_file": str(args.prediction),
             "settings": settings(args), "fused_attention_check": attention_check,
             "machine": machine(args.device), "date": time.strftime("%Y-%m-%d")}
+
+
+def time_compiled(compiled, prompts, config, args, batch) -> dict:
+    """A cell's median time through the compiled forward, after a whole decode that compiles (or records, as
+    CUDA graphs) every shape the decode takes."""
+    first, _ = timed_decode(compiled, prompts, config)
+    runs = [timed_decode(compiled, prompts, config) for _ in range(args.repeats)]
+    seconds, steps = statistics.median(s for s, _ in runs), runs[0][1]
+    return {"seconds": seconds, "ms_per_step": round(seconds / steps * 1e3, 3),
+            "tok_per_s": round(batch * args.gen / seconds, 1), "first_decode_seconds": round(first, 3)}
+
+
+def compile_ratios(adapter, prompts, base, args) -> dict:
+    """Eager against compiled (compile=true) on the ratios' model, each cell's runs interleaved (measure_pair):
+    original at batch 1 and --batch, Info-Gain with lookahead_window rest and block at batch 1."""
+    compiled = CompiledAdapter(adapter, args.compile_backend)
+    cells = {"original_prefix": ("original", 1, {}), f"original_prefix_batch{args.batch}": ("original", args.batch, {}),
+             "info_gain_prefix_rest": ("info_gain", 1, {}),
+             "info_gain_prefix_block": ("info_gain", 1, {"lookahead_window": "block"})}
+    report = {"eager": {}, "compiled": {}}
+    for name, (mode, batch, extra) in cells.items():
+        config = SamplerConfig(mode=mode, use_cache="prefix", **MODES[mode], **base, **extra)
+        pair = measure_pair({"eager": adapter, "compiled": compiled}, prompts[:batch], config, args.repeats)
+        for kind, measured in pair.items():
+            report[kind][name] = measured
+            print(kind, name, json.dumps(measured), flush=True)
+    eager, compiled_cells = report["eager"], report["compiled"]
+    report["compiled_speedup_over_eager"] = {name: eager[name]["seconds"] / compiled_cells[name]["seconds"]
+                                             for name in cells}
+    batched = f"original_prefix_batch{args.batch}"
+    report[f"batch{args.batch}_throughput_gain"] = {
+        kind: args.batch * report[kind]["original_prefix"]["seconds"] / report[kind][batched]["seconds"]
+        for kind in ("eager", "compiled")}
+    report["infogain_block_over_original"] = {
+        kind: report[kind]["info_gain_prefix_block"]["seconds"] / report[kind]["original_prefix"]["seconds"]
+        for kind in ("eager", "compiled")}
+    return report | {"backend": args.compile_backend, "settings": settings(args), "machine": machine(args.device),
+                     "date": time.strftime("%Y-%m-%d")}
 
 
 def prediction_of(row: dict | None, device_name: str) -> dict | None:
@@ -213,6 +280,11 @@ def main():
     parser.add_argument("--lookahead-only", action="store_true",
                         help="time original and info_gain (lookahead_window rest and block) only")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="time the compiled forward (compile=true) beside eager; with --shape on by default on "
+                             "a GPU; without --shape only eager against compiled, into --output's 'compile' key")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of --compile ('eager' checks the script in seconds)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results/bench-cpu.json by default, results/bench-gpu.json with --shape on a GPU")
     args = parser.parse_args()
@@ -231,6 +303,7 @@ def main():
         except ValueError as error:
             parser.error(str(error))
         args.dtype, args.repeats = args.dtype or "bfloat16", args.repeats or 1
+        args.compile = args.device.startswith("cuda") if args.compile is None else args.compile
         args.output = args.output or Path("results/bench-gpu.json")
         write(args.output, time_shape_grid(args))
         return
@@ -246,6 +319,10 @@ def main():
         adapter, prompts[:batch], SamplerConfig(mode=mode, use_cache=cache, **MODES[mode], **base, **extra),
         args.repeats)
 
+    if args.compile:
+        report = json.loads(args.output.read_text()) if args.output.exists() else {}
+        write(args.output, report | {"compile": compile_ratios(adapter, prompts, base, args)})
+        return
     if args.lookahead_only:
         write(args.output, lookahead_ratios(run, args))
         return
@@ -268,7 +345,8 @@ def main():
         "settings": settings(args), "machine": machine(args.device),
         "date": time.strftime("%Y-%m-%d"),
     }
-    write(args.output, report)
+    kept = json.loads(args.output.read_text()).get("compile") if args.output.exists() else None
+    write(args.output, report | ({"compile": kept} if kept else {}))  # --compile's own run, kept as it was
     print(json.dumps({k: round(v, 2) for k, v in report.items() if isinstance(v, float)}, indent=2))
 
 

@@ -28,12 +28,13 @@ from lm_eval_infogain import request_cache
 from lm_eval_infogain.batch_size_search import BatchSizeSearch, parse_batch_size
 from lm_eval_infogain.data_parallel import DataParallel, choose_device
 from lm_eval_infogain.errors import UsageError
-from lm_eval_infogain.models.base import with_attention_block
+from lm_eval_infogain.models.base import ModelAdapter, with_attention_block
 from lm_eval_infogain.models.registry import (DEFAULT_PRETRAINED, adapt_built_model, built_model_folder,
                                               built_model_name, checkpoint_sampler_defaults, load)
 from lm_eval_infogain.request_planning import RequestPlanning, request_seed, steps_for_length
 from lm_eval_infogain.run_records import RunRecords
 from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int
+from lm_eval_infogain.sampling.compiled import CompiledAdapter
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
 from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
 
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 SAMPLER_KEYS = tuple(field.name for field in dataclasses.fields(SamplerConfig))
 HARNESS_KEYS = ("pretrained", "tokenizer", "arch", "trust_remote_code", "peft", "max_new_tokens", "batch_size",
                 "max_batch_size", "dtype", "device", "seed", "decode_stats", "mc_num", "mc_batch_size",
-                "attention_block", "oracle_noise")
+                "attention_block", "oracle_noise", "compile")
 # Keys that lm-eval's CLI passes next to --model_args (from --batch_size, --max_batch_size, --device, with
 # its defaults when not given) and that our README also lists as model_args.
 CLI_KEYS = ("batch_size", "max_batch_size", "device")
@@ -94,7 +95,8 @@ class MDMInfoGainLM(RequestPlanning, BatchSizeSearch, DataParallel, RunRecords, 
                  peft: str | None = None, batch_size=1, max_batch_size=None, dtype: str = "auto",
                  device: str | None = None, seed: int | None = None, max_new_tokens: int | None = None,
                  decode_stats: str | None = None, mc_num: int = 128, mc_batch_size: int = 32,
-                 attention_block: str | None = None, tokenizer=None, oracle_noise=None, **sampler_args):
+                 attention_block: str | None = None, tokenizer=None, oracle_noise=None,
+                 compile=False, **sampler_args):  # noqa: A002 (compile: the model_args key)
         # the harness keys as given (here, before any other name is bound, locals() holds just the parameters)
         self.model_args = {key: value for key, value in locals().items() if key in HARNESS_KEYS}
         super().__init__()
@@ -125,6 +127,7 @@ class MDMInfoGainLM(RequestPlanning, BatchSizeSearch, DataParallel, RunRecords, 
         self.decode_stats_path = self.stats_path(decode_stats)  # a bad path fails before the model loads
         self.pretrained = pretrained
         check(isinstance(trust_remote_code, bool), "trust_remote_code", trust_remote_code, "True or False")
+        check(isinstance(compile, bool), "compile", compile, "true | false")
         if self.built_model is not None:
             self.adapter, self.tokenizer = adapt_built_model(self.built_model, tokenizer,
                                                              choose_device(device, self.accelerator))
@@ -136,6 +139,10 @@ class MDMInfoGainLM(RequestPlanning, BatchSizeSearch, DataParallel, RunRecords, 
         self.adapter, self.model_args["attention_block"] = with_attention_block(self.adapter, attention_block,
                                                                                 given_block_length)
         self.sampler = steps_that_run(fit_to_model(self.sampler, set(sampler_args), self.adapter.spec))
+        if compile:  # sampling/compiled.py: torch.compile at a few static shapes
+            check(isinstance(self.adapter, ModelAdapter), "compile", compile,
+                  "false for this model (true compiles the project's own LLaDA, MMaDA, Dream, SDAR and TraDo classes)")
+            self.adapter = CompiledAdapter(self.adapter)
         self._device = self.adapter.device
         if self.sampler.mode == "pc_sampler":  # a bad baseline file fails now, not at the first request
             background_log_frequencies(self.sampler.pc_baseline, self.adapter.spec.vocab_size, str(self.device))

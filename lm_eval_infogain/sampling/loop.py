@@ -41,6 +41,7 @@ import torch
 
 from lm_eval_infogain.pc_baseline import load_baseline
 from lm_eval_infogain.sampling import strategies
+from lm_eval_infogain.sampling import compiled
 from lm_eval_infogain.sampling.cache import SharedCache
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.head import head_stats
@@ -279,6 +280,9 @@ class Decoder:
     def chunk_cache(self, rows, share_cache: bool):
         if self.cache is None:
             return None
+        if isinstance(self.adapter, compiled.CompiledAdapter):  # compile=true: the forms of fixed shape
+            slots = self.config.candidate_number if self.strategy.needs_lookahead else 1
+            return compiled.cache_for_rows(self.cache, rows, share_cache, slots)
         if share_cache:
             return self.cache.writable_rows(rows)
         return SharedCache.for_rows(self.cache, rows)

@@ -12,7 +12,8 @@ from lm_eval_infogain.leaderboard.files import model_args_dict, read_jsonl
 NOT_SETTINGS = {"pretrained", "decode_stats"}
 # Sampler settings that sampler_label already shows.
 SAMPLER_LABEL_KEYS = {"mode", "variant", "parallel_threshold", "use_cache"}
-UNSET = "default"  # how a label shows a setting one run gave and another left to its default
+UNSET = "default"
+OPTION_PREFIX = "sampler."  # a user strategy's options, as model_args name them (sampling.modes, not imported: torch)  # how a label shows a setting one run gave and another left to its default
 
 
 def run_settings(data: dict, task: str, samples: Path | None) -> tuple[dict, list[str]]:
@@ -25,7 +26,8 @@ def run_settings(data: dict, task: str, samples: Path | None) -> tuple[dict, lis
     sampler = config.get("sampler") if isinstance(config.get("sampler"), dict) else {}
     gen_kwargs = {f"gen_kwargs.{key}": value for key, value in (config.get("gen_kwargs") or {}).items()}
     metadata = cli_metadata(data, task)
-    settings = {key: value for key, value in sampler.items() if key not in SAMPLER_LABEL_KEYS}
+    settings = {key: value for key, value in sampler.items() if key not in SAMPLER_LABEL_KEYS | {"strategy_options"}}
+    settings |= strategy_settings(sampler, config.get("strategy"))
     settings |= {key: value for key, value in model_args.items()
                  if key not in NOT_SETTINGS | SAMPLER_LABEL_KEYS | sampler.keys()}
     settings |= gen_kwargs | metadata | {
@@ -34,6 +36,16 @@ def run_settings(data: dict, task: str, samples: Path | None) -> tuple[dict, lis
         "seed": ",".join(format_value(config.get(key)) for key in DEFAULT_SEEDS),
         "docs": documents_digest(samples)}
     return settings, sorted(model_args.keys() | gen_kwargs.keys() | metadata.keys())
+
+
+def strategy_settings(sampler: dict, strategy) -> dict:
+    """A user strategy's options as `sampler.<name>` (as model_args give them) and, so that two versions of
+    its file are told apart, its version and the first 12 hex digits of its file's sha256."""
+    settings = {f"{OPTION_PREFIX}{key}": value for key, value in (sampler.get("strategy_options") or {}).items()}
+    if isinstance(strategy, dict) and strategy:
+        settings["strategy.version"] = strategy.get("version")
+        settings["strategy.file_sha256"] = (strategy.get("file_sha256") or "")[:12] or None
+    return settings
 
 
 def documents_digest(samples: Path | None) -> str | None:

@@ -3,7 +3,8 @@ loop as the built-ins (which are built through the same public path) and recorde
 
 import dataclasses
 import hashlib
-import textwrap
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,3 +220,29 @@ def test_the_notebook_api_takes_options_both_ways(sudoku):
     assert prefixed.config.strategy_options == {"candidates": 4, "spread": 0.5} == as_dict.config.strategy_options
     assert prefixed.ids == as_dict.ids
     assert torch.equal(torch.tensor(prefixed.ids), torch.tensor(as_dict.ids))
+
+
+def test_gen_kwargs_set_a_task_s_options_over_model_args_and_are_checked_before_decoding():
+    from lm_eval_infogain.harness import MDMInfoGainLM
+
+    lm = MDMInfoGainLM(pretrained="tiny-llada-sudoku", mode=EXAMPLE, device="cpu", **{"sampler.candidates": 2})
+    assert lm.sampler.strategy_options == {"candidates": 2, "spread": 0.1}
+    _, _, config = lm.request_sampler({"until": [], "sampler.spread": 0.3})
+    assert config.strategy_options == {"candidates": 2, "spread": 0.3}
+    message = one_line(lambda: lm.request_sampler({"until": [], "sampler.alpha": 1}))
+    assert message.startswith(f"sampler.alpha: not an option of mode={EXAMPLE}; allowed: sampler.candidates")
+    assert lm.get_model_info()["strategy"]["import_path"] == EXAMPLE
+    assert "sampler.spread" in one_line(lambda: MDMInfoGainLM(pretrained="tiny-llada-sudoku", mode=EXAMPLE,
+                                                               **{"sampler.spread": "wide"}))
+    assert "sampler.<option>" in one_line(lambda: MDMInfoGainLM(pretrained="tiny-llada-sudoku", sampling=1))
+
+
+def test_the_readme_shows_the_example_file_whose_runs_it_quotes():
+    root = Path(__file__).parents[1]
+    source = Path(margin_lookahead.__file__).read_text()
+    assert source[source.index("import torch"):].rstrip() in (root / "README.md").read_text()
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    runs = sorted((root / "results" / "runs-plugin").rglob("results_*.json"))
+    quoted = [json.loads(path.read_text())["config"] for path in runs]
+    assert len(quoted) == 4
+    assert [config["strategy"].get("file_sha256") for config in quoted if config["strategy"]] == [digest, digest]

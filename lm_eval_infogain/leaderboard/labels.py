@@ -71,10 +71,16 @@ def label_runs(rows: list[dict]) -> None:
         for run in first_rows:
             same_sampler = [other for other in first_rows if other["sampler"] == run["sampler"]]
             named = [key for key in keys if differs(key, first_rows) and (
-                key not in (run["sampler_config"] or {}) or key in run["settings_given"] or differs(key, same_sampler))]
+                not is_sampler_setting(key, run) or key in run["settings_given"] or differs(key, same_sampler))]
             text = " ".join(f"{key}={setting_text(run['settings'].get(key, UNSET))}" for key in named)
             for row in runs[run["results_file"]]:
                 row["named_settings"], row["label"] = text, " ".join(filter(None, (row["sampler"], text)))
+
+
+def is_sampler_setting(key: str, run: dict) -> bool:
+    """A setting of the sampler (a user strategy's options and identity included), named only where it tells
+    runs of one sampler apart."""
+    return key in (run["sampler_config"] or {}) or key.startswith((OPTION_PREFIX, "strategy."))
 
 
 def differs(key: str, runs) -> bool:

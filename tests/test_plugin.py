@@ -136,13 +136,14 @@ def test_the_example_without_candidates_is_margin_order(sudoku, options):
     assert example.ids == plain.ids
 
 
-def test_the_example_looks_ahead_and_its_outputs_do_not_depend_on_the_batch(sudoku):
+@pytest.mark.parametrize("use_cache", ["none", "prefix", "dual"])
+def test_the_example_looks_ahead_and_its_outputs_do_not_depend_on_the_batch(sudoku, use_cache):
     sampler, prompts = sudoku
-    together = sampler.sample(prompts, mode=EXAMPLE, steps=12, seed=[5, 6], use_cache="prefix")
-    alone = [sampler.sample([prompt], mode=EXAMPLE, steps=12, seed=seed, use_cache="prefix").ids[0]
+    together = sampler.sample(prompts, mode=EXAMPLE, steps=12, seed=[5, 6], use_cache=use_cache)
+    alone = [sampler.sample([prompt], mode=EXAMPLE, steps=12, seed=seed, use_cache=use_cache).ids[0]
              for prompt, seed in zip(prompts, (5, 6))]
     assert together.ids == alone
-    margin = sampler.sample(prompts, mode="margin", steps=12, seed=[5, 6], use_cache="prefix")
+    margin = sampler.sample(prompts, mode="margin", steps=12, seed=[5, 6], use_cache=use_cache)
     assert together.ids != margin.ids  # the lookahead chose other positions than margin order somewhere
 
 

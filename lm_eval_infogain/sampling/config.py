@@ -115,12 +115,12 @@ class SamplerConfig:
         object.__setattr__(self, "mode", canonical_mode(self.mode))
         check(isinstance(self.strategy_options, dict), "strategy_options", self.strategy_options,
               f"a dict of option name -> value (model_args {modes.OPTION_PREFIX}<name>=<value>)")
-        if self.is_builtin:
-            check(not self.strategy_options, f"{modes.OPTION_PREFIX}{next(iter(self.strategy_options), '')}",
-                  next(iter(self.strategy_options.values()), None),
-                  f"none for the built-in mode={self.mode}: {modes.OPTION_PREFIX}<name> keys are options of a "
-                  "strategy loaded by import path or entry point; a built-in's options are model_args")
-        else:
+        if self.is_builtin and self.strategy_options:
+            name, value = next(iter(self.strategy_options.items()))
+            raise UsageError(f"{modes.OPTION_PREFIX}{name}={value!r} is invalid; allowed: none for the built-in "
+                             f"mode={self.mode}: {modes.OPTION_PREFIX}<name> keys are options of a strategy loaded "
+                             "by import path or entry point; a built-in's options are model_args")
+        if not self.is_builtin:
             object.__setattr__(self, "strategy_options", modes.check_options(
                 modes.plugin_class(self.mode), self.mode, self.strategy_options))
         check(self.variant in VARIANTS, "variant", self.variant, " | ".join(VARIANTS))

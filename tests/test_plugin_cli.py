@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_infogain.leaderboard.cli import main as leaderboard
+from test_plugin import USER_MODULE  # tests/ is on the path (pytest prepends a test file's folder)
 
 EXAMPLE = "lm_eval_infogain.examples.margin_lookahead:MarginLookahead"
 
@@ -47,8 +48,7 @@ def test_the_example_runs_is_named_and_a_changed_option_is_refused_by_the_cache(
 
 
 def test_an_edited_strategy_file_is_a_changed_setting_and_gen_kwargs_set_options(tmp_path):
-    (tmp_path / "my_rule.py").write_text(Path(sys.modules[__name__].__file__).with_name("test_plugin.py").read_text()
-                                         .split("USER_MODULE = '''")[1].split("'''")[0])
+    (tmp_path / "my_rule.py").write_text(USER_MODULE)
     args, cache = "pretrained=tiny-llada-sudoku,mode=my_rule:MostConfident", tmp_path / "cache"
     first = lm_eval(args, "sudoku_4x4", 2, tmp_path / "first", "--use_cache", str(cache),
                     "--gen_kwargs", "sampler.scale=2", pythonpath=tmp_path)

@@ -25,8 +25,9 @@ depend on the other prompts of its batch.
 
 A user's strategy is named by `mode=package.module:ClassName`, or by a short name that an installed
 package registers in the entry-point group `lm_eval_infogain.samplers`; its options are
-`sampler.<name>=<value>` keys of model_args or gen_kwargs (lm-eval splits model_args on commas, so prefixed
-keys survive its command line where a JSON dict would not). A built-in mode's options are the model_args
+`sampler.<name>=<value>` keys of model_args or gen_kwargs (plain key=value pairs read the same through every
+lm-eval parser; `simple_parse_args_string` splits a model_args string on every comma, so a dict value with
+commas would not survive it). A built-in mode's options are the model_args
 (SamplerConfig fields) of the same names. lm_eval_infogain/examples/margin_lookahead.py is a complete one.
 """
 

@@ -147,7 +147,7 @@ def check_options(strategy_class, mode: str, given: dict, prefix: str = OPTION_P
 
 
 def file_sha256(path: str | None) -> str | None:
-    return None if path is None else hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return None if path is None or not Path(path).is_file() else hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def distribution_version(module_name: str, point) -> tuple[str | None, str | None]:
@@ -167,7 +167,10 @@ def plugin_identity(mode: str) -> dict:
     point = None if is_import_path(mode) else entry_point(mode)
     import_path = f"{strategy_class.__module__}:{strategy_class.__qualname__}"
     distribution, version = distribution_version(strategy_class.__module__, point)
-    source = inspect.getsourcefile(strategy_class)
+    try:
+        source = inspect.getsourcefile(strategy_class)
+    except (TypeError, OSError):  # a class of a module without a file (a notebook's __main__)
+        source = None
     return {"import_path": import_path, "entry_point": None if point is None else point.name,
             "distribution": distribution, "version": version, "file_sha256": file_sha256(source)}
 

@@ -8,7 +8,8 @@
 
 The keyword names are those of the Info-Gain paper's standalone sampler (`max_new_tokens`, `block_size`,
 `variant`, ...); every other sampler option of the backend (`mode`, `use_cache`, `temperature`,
-`eos_penalty`, ...) is accepted under its model_args name. It runs the same loop as the lm-eval backend
+`eos_penalty`, ...) is accepted under its model_args name, and a user strategy's options either as
+`strategy_options={"spread": 0.2}` or as `**{"sampler.spread": 0.2}`. It runs the same loop as the lm-eval backend
 (every mode, cache mode and batch; the backend seeds each request from the run's seed and the request, here
 `seed` does). A prompt is a list of token ids, or a batch of them (lists of different lengths, or a 2-D tensor
 with an optional attention_mask marking padding to drop).
@@ -22,6 +23,7 @@ import torch
 from lm_eval_infogain.models.registry import checkpoint_sampler_defaults, load
 from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model
 from lm_eval_infogain.sampling.loop import generate
+from lm_eval_infogain.sampling.modes import OPTION_PREFIX, split_options
 
 # the paper's standalone-sampler names -> ours
 KEYWORD_NAMES = {"max_new_tokens": "gen_length", "block_size": "block_length"}
@@ -59,17 +61,22 @@ class InfoGainSampler:
     def sampler_args(keywords: dict) -> dict:
         """Keywords in either naming -> SamplerConfig fields; an unknown one is an error, never ignored."""
         fields = {field.name for field in dataclasses.fields(SamplerConfig)}
+        keywords, options = split_options(keywords)
         args = {KEYWORD_NAMES.get(key, key): value for key, value in keywords.items()}
         unknown = sorted(set(args) - fields)
         check(not unknown, "keyword", ", ".join(unknown),
-              f"{', '.join(sorted(fields | set(KEYWORD_NAMES)))}")
+              f"{', '.join(sorted(fields | set(KEYWORD_NAMES)))}, or {OPTION_PREFIX}<option> (a user strategy's)")
+        if options:
+            args["strategy_options"] = args.get("strategy_options", {}) | options
         return args
 
     def sample(self, input_ids, attention_mask=None, seed: int | list[int] = 0, trace: bool = False,
                **keywords) -> SampleOutput:
         """Decode one prompt or a batch; `seed` (one, or one per prompt) seeds each prompt's own generator,
         so a prompt's output does not depend on its batch. trace=True adds the decode order to the stats."""
-        args = self.defaults | self.sampler_args(keywords)
+        given = self.sampler_args(keywords)
+        options = self.defaults.get("strategy_options", {}) | given.get("strategy_options", {})
+        args = self.defaults | given | ({"strategy_options": options} if options else {})
         config = fit_to_model(SamplerConfig(**args), set(args), self.model.spec)
         prompts = prompt_lists(input_ids, attention_mask)
         seeds = [seed] * len(prompts) if isinstance(seed, int) else list(seed)

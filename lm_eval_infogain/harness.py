@@ -37,6 +37,7 @@ from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model,
 from lm_eval_infogain.sampling.compiled import CompiledAdapter
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
 from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
+from lm_eval_infogain.sampling.modes import OPTION_PREFIX, split_options
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +60,18 @@ def default_pretrained(pretrained: str | None) -> str:
 
 
 def sampler_config(sampler_args: dict, max_new_tokens: int | None = None) -> SamplerConfig:
-    """model_args' sampler keys -> SamplerConfig (before fit_to_model); sampler_args gains what aliases set."""
+    """model_args' sampler keys -> SamplerConfig (before fit_to_model); sampler_args gains what aliases set.
+    `sampler.<name>` keys are the options of a user's strategy (SamplerConfig.strategy_options)."""
+    given, options = split_options(sampler_args)
+    for key in sampler_args.keys() - given.keys():
+        del sampler_args[key]
     unknown = sorted(set(sampler_args) - set(SAMPLER_KEYS))
     if unknown:
         raise UsageError(f"unknown model_args key(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join(HARNESS_KEYS + SAMPLER_KEYS)}")
+                         f"{', '.join(HARNESS_KEYS + SAMPLER_KEYS)}, {OPTION_PREFIX}<option> (a strategy "
+                         "loaded by import path or entry point)")
+    if options:
+        sampler_args["strategy_options"] = sampler_args.get("strategy_options", {}) | options
     if max_new_tokens is not None:  # alias of gen_length (the seed README's name)
         check(is_int(max_new_tokens) and max_new_tokens >= 1, "max_new_tokens", max_new_tokens, "an integer >= 1")
         if "gen_length" in sampler_args and sampler_args["gen_length"] != max_new_tokens:
@@ -208,7 +216,7 @@ class MDMInfoGainLM(RequestPlanning, BatchSizeSearch, DataParallel, RunRecords, 
         # every request of lm-eval's call, those its --use_cache answered too (set by lm_eval_hook)
         requests_of_call, self.requests_of_call = self.requests_of_call or requests, None
         for instance in requests:  # every request's gen_kwargs are checked before any is decoded
-            self.request_settings(instance.args[1])
+            self.request_sampler(instance.args[1])
         if self.batch_size_per_canvas is None and (requests or self.world_size > 1):  # every rank joins the gather
             self.batch_size_per_canvas = self.largest_batch_that_fits(requests)
         repeats = Counter()

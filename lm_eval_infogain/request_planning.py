@@ -1,9 +1,10 @@
 """Request planning for the mdm_infogain backend: what each request decodes with and how its text is made.
 
-A task's gen_kwargs (stop strings, generation length and its aliases, temperature, top_k, top_p) become the
-SamplerConfig of its requests, checked before any request is decoded; prompts are encoded (chat template,
-left truncation to the model's length) and answers cut at the first stop id and stop string. Every request
-is seeded from the run's seed and the request itself (task, document, request index, repeat).
+A task's gen_kwargs (stop strings, generation length and its aliases, temperature, top_k, top_p, and a user
+strategy's `sampler.<name>` options) become the SamplerConfig of its requests, checked before any request is
+decoded; prompts are encoded (chat template, left truncation to the model's length) and answers cut at the
+first stop id and stop string. Every request is seeded from the run's seed and the request itself (task,
+document, request index, repeat).
 """
 
 import dataclasses
@@ -20,6 +21,7 @@ from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.sampling.config import (TEMPERATURE_ALLOWED, SamplerConfig, check, is_int, is_number,
                                               is_temperature)
 from lm_eval_infogain.sampling.loop import block_ranges
+from lm_eval_infogain.sampling.modes import OPTION_PREFIX, split_options
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class RequestPlanning:
         and do_sample=false as greedy, once our checks passed: it converts with int() and float(), so a bad
         value would fail inside it with a traceback.
         """
-        ignored = sorted(set(gen_kwargs) - KNOWN_GEN_KWARGS)
+        ignored = sorted(key for key in set(gen_kwargs) - KNOWN_GEN_KWARGS if not key.startswith(OPTION_PREFIX))
         if ignored:
             self.warn_once(f"gen_kwargs {', '.join(ignored)} have no meaning for mdm_infogain and are ignored")
         until = stop_strings(gen_kwargs.get("until"))
@@ -160,9 +162,13 @@ class RequestPlanning:
         return until, min(max_gen_toks, self.sampler.gen_length), temperature, top_k, top_p
 
     def request_sampler(self, gen_kwargs: dict):
-        """(stop strings, generation length, SamplerConfig) that a request with these gen_kwargs decodes with."""
+        """(stop strings, generation length, SamplerConfig) that a request with these gen_kwargs decodes with.
+        Its `sampler.<name>` keys set a user strategy's options over model_args' (checked by the config)."""
         until, gen_length, temperature, top_k, top_p = self.request_settings(gen_kwargs)
-        return until, gen_length, dataclasses.replace(self.sampler, temperature=temperature, top_k=top_k, top_p=top_p)
+        options = split_options(gen_kwargs)[1]
+        config = dataclasses.replace(self.sampler, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     strategy_options=self.sampler.strategy_options | options)
+        return until, gen_length, config
 
     def encode_prompt(self, context: str, gen_length: int) -> list[int]:
         ids = self.encode(context)

@@ -15,6 +15,7 @@ from pathlib import Path
 from lm_eval_infogain import __version__, request_cache
 from lm_eval_infogain.models.registry import resolve_pretrained
 from lm_eval_infogain.sampling.config import check
+from lm_eval_infogain.sampling.modes import plugin_identity
 
 # model_args that never change an answer: a --use_cache file filled with other values of them still
 # answers this run. Every other model_arg is part of the settings the cache file records.
@@ -105,6 +106,9 @@ class RunRecords:
             "mc_num": self.mc_num,
             "mc_batch_size": self.mc_batch_size,
             "sampler": dataclasses.asdict(self.sampler),
+            # a user's strategy: import path, distribution, version and module file digest (its options are
+            # sampler.strategy_options); {} for a built-in, which lm_eval_infogain_version names
+            "strategy": {} if self.sampler.is_builtin else plugin_identity(self.sampler.mode),
             "sampler_per_task": self.sampler_per_task(),
             # lm-eval writes its own --device over "device" in the results; this is where the model ran
             "device_used": str(self.device),

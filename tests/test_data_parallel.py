@@ -35,6 +35,7 @@ MODES = {
     "fast_dllm_factor": "mode=fast_dllm,factor=1.0",
     "eb_sampler": "mode=eb_sampler,gamma=1.0",
     "pc_sampler": "mode=pc_sampler,pc_baseline={pc_baseline}",
+    "user_strategy": "mode=lm_eval_infogain.examples.margin_lookahead:MarginLookahead,sampler.spread=0.5",
 }
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 

@@ -394,7 +394,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("runs, board", [("results/runs", "results"), ("results/runs-parallel", "results/runs-parallel"),
                                          ("results/runs-parallel-500", "results/runs-parallel-500"),
-                                         ("results/runs-500", "results/runs-500")])
+                                         ("results/runs-500", "results/runs-500"),
+                                         ("results/runs-plugin", "results/runs-plugin")])
 def test_committed_leaderboards_are_what_the_command_writes(runs, board, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)  # the commands in the board name the runs' folders relative to the checkout
     main([runs, "-o", str(tmp_path)])

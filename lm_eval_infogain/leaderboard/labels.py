@@ -12,7 +12,8 @@ from lm_eval_infogain.leaderboard.files import model_args_dict, read_jsonl
 NOT_SETTINGS = {"pretrained", "decode_stats"}
 # Sampler settings that sampler_label already shows.
 SAMPLER_LABEL_KEYS = {"mode", "variant", "parallel_threshold", "use_cache"}
-UNSET = "default"  # how a label shows a setting one run gave and another left to its default
+UNSET = "default"
+OPTION_PREFIX = "sampler."  # a user strategy's options, as model_args name them (sampling.modes, not imported: torch)  # how a label shows a setting one run gave and another left to its default
 
 
 def run_settings(data: dict, task: str, samples: Path | None) -> tuple[dict, list[str]]:
@@ -25,7 +26,8 @@ def run_settings(data: dict, task: str, samples: Path | None) -> tuple[dict, lis
     sampler = config.get("sampler") if isinstance(config.get("sampler"), dict) else {}
     gen_kwargs = {f"gen_kwargs.{key}": value for key, value in (config.get("gen_kwargs") or {}).items()}
     metadata = cli_metadata(data, task)
-    settings = {key: value for key, value in sampler.items() if key not in SAMPLER_LABEL_KEYS}
+    settings = {key: value for key, value in sampler.items() if key not in SAMPLER_LABEL_KEYS | {"strategy_options"}}
+    settings |= strategy_settings(sampler, config.get("strategy"))
     settings |= {key: value for key, value in model_args.items()
                  if key not in NOT_SETTINGS | SAMPLER_LABEL_KEYS | sampler.keys()}
     settings |= gen_kwargs | metadata | {
@@ -34,6 +36,16 @@ def run_settings(data: dict, task: str, samples: Path | None) -> tuple[dict, lis
         "seed": ",".join(format_value(config.get(key)) for key in DEFAULT_SEEDS),
         "docs": documents_digest(samples)}
     return settings, sorted(model_args.keys() | gen_kwargs.keys() | metadata.keys())
+
+
+def strategy_settings(sampler: dict, strategy) -> dict:
+    """A user strategy's options as `sampler.<name>` (as model_args give them) and, so that two versions of
+    its file are told apart, its version and the first 12 hex digits of its file's sha256."""
+    settings = {f"{OPTION_PREFIX}{key}": value for key, value in (sampler.get("strategy_options") or {}).items()}
+    if isinstance(strategy, dict) and strategy:
+        settings["strategy.version"] = strategy.get("version")
+        settings["strategy.file_sha256"] = (strategy.get("file_sha256") or "")[:12] or None
+    return settings
 
 
 def documents_digest(samples: Path | None) -> str | None:
@@ -59,10 +71,16 @@ def label_runs(rows: list[dict]) -> None:
         for run in first_rows:
             same_sampler = [other for other in first_rows if other["sampler"] == run["sampler"]]
             named = [key for key in keys if differs(key, first_rows) and (
-                key not in (run["sampler_config"] or {}) or key in run["settings_given"] or differs(key, same_sampler))]
+                not is_sampler_setting(key, run) or key in run["settings_given"] or differs(key, same_sampler))]
             text = " ".join(f"{key}={setting_text(run['settings'].get(key, UNSET))}" for key in named)
             for row in runs[run["results_file"]]:
                 row["named_settings"], row["label"] = text, " ".join(filter(None, (row["sampler"], text)))
+
+
+def is_sampler_setting(key: str, run: dict) -> bool:
+    """A setting of the sampler (a user strategy's options and identity included), named only where it tells
+    runs of one sampler apart."""
+    return key in (run["sampler_config"] or {}) or key.startswith((OPTION_PREFIX, "strategy."))
 
 
 def differs(key: str, runs) -> bool:

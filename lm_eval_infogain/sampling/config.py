@@ -1,10 +1,11 @@
 """Every sampler option, validated once, with one-line errors naming the key, value and what is allowed."""
 
 import dataclasses
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lm_eval_infogain.errors import UsageError
+from lm_eval_infogain.sampling import modes
+from lm_eval_infogain.sampling.contract import is_int, is_number  # noqa: F401  (their home for the package)
 
 # mode names users type (seed README and ALGORITHM.md spellings) -> canonical strategy name
 MODE_ALIASES = {
@@ -35,25 +36,23 @@ LOOKAHEAD_WINDOWS = ("rest", "block")
 
 
 def canonical_mode(mode: str) -> str:
-    """'info-gain', 'Info_Gain', 'lookum' ... -> the strategy's canonical name."""
+    """'info-gain', 'Info_Gain', 'lookum' ... -> the built-in strategy's canonical name; a user's strategy
+    (`package.module:ClassName` or an installed entry point's name) -> its name as given, once its class is
+    found and follows the contract (modes.plugin_class)."""
     key = str(mode).strip().lower().replace("-", "_")
     if key in MODE_ALIASES:
         return MODE_ALIASES[key]
-    raise UsageError(f"mode={mode!r} is unknown; allowed: {', '.join(MODE_ALIASES)} ('-' and '_' are interchangeable)")
+    if modes.plugin_class(str(mode).strip()) is not None:
+        return str(mode).strip()
+    installed = modes.installed_names()
+    raise UsageError(f"mode={mode!r} is unknown; allowed: {', '.join(MODE_ALIASES)} ('-' and '_' are "
+                     f"interchangeable), package.module:ClassName, or an installed {modes.ENTRY_POINT_GROUP} "
+                     f"entry point ({', '.join(installed) if installed else 'none installed'})")
 
 
 def check(condition: bool, key: str, value, allowed: str) -> None:
     if not condition:
         raise UsageError(f"{key}={value!r} is invalid; allowed: {allowed}")
-
-
-def is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    """A finite int or float: inf and nan are never a meaningful setting (inf temperature gives NaN scores)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # Bounds past which a float setting can only be a typo or an overflow, never a study's choice.
@@ -107,11 +106,23 @@ class SamplerConfig:
     top_k: int | None = None  # keep the k most likely tokens (Dream's diffusion_generate); None keeps all
     top_p: float | None = None  # keep the nucleus of this probability (applied before top_k); None keeps all
     filter_scope: str = "draw"  # what top_k/top_p filter: see FILTER_SCOPES
+    # a user's strategy's options (model_args/gen_kwargs `sampler.<name>`), every declared one once checked
+    strategy_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if str(self.mode).strip().lower() == "lookum":  # LookUM is Info-Gain's variant, also accepted as a mode
             object.__setattr__(self, "variant", "lookum")
         object.__setattr__(self, "mode", canonical_mode(self.mode))
+        check(isinstance(self.strategy_options, dict), "strategy_options", self.strategy_options,
+              f"a dict of option name -> value (model_args {modes.OPTION_PREFIX}<name>=<value>)")
+        if self.is_builtin and self.strategy_options:
+            name, value = next(iter(self.strategy_options.items()))
+            raise UsageError(f"{modes.OPTION_PREFIX}{name}={value!r} is invalid; allowed: none for the built-in "
+                             f"mode={self.mode}: {modes.OPTION_PREFIX}<name> keys are options of a strategy loaded "
+                             "by import path or entry point; a built-in's options are model_args")
+        if not self.is_builtin:
+            object.__setattr__(self, "strategy_options", modes.check_options(
+                modes.plugin_class(self.mode), self.mode, self.strategy_options))
         check(self.variant in VARIANTS, "variant", self.variant, " | ".join(VARIANTS))
         check(is_int(self.candidate_number) and 1 <= self.candidate_number <= MAX_CANDIDATES, "candidate_number",
               self.candidate_number,
@@ -155,6 +166,16 @@ class SamplerConfig:
               f"a multiple of block_length={self.block_length}")
         check(self.steps % self.num_blocks == 0, "steps", self.steps,
               f"a multiple of the number of blocks gen_length/block_length={self.num_blocks}")
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.mode in modes.BUILTIN_STRATEGIES
+
+    def strategy_option_values(self) -> dict:
+        """The options the strategy is built with: a built-in's are the fields of the names it declares."""
+        if not self.is_builtin:
+            return self.strategy_options
+        return {name: getattr(self, name) for name in modes.BUILTIN_STRATEGIES[self.mode].options}
 
     @property
     def num_blocks(self) -> int:

@@ -22,9 +22,8 @@ many as it needs, each committing at least the schedule's one token of a dynamic
 
 import torch
 
-from lm_eval_infogain.sampling.strategies import (
-    NEG_INF, Proposal, StepContext, gumbel_noise, sample_tokens, top_k_mask,
-)
+from lm_eval_infogain.sampling.contract import Option, Proposal, StepContext, Strategy
+from lm_eval_infogain.sampling.strategies import NEG_INF, gumbel_noise, sample_tokens, top_k_mask
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -49,8 +48,15 @@ def score_candidates(current_entropy, commit, next_entropy_mean, variant: str) -
     return -committed_uncertainty - next_entropy_mean
 
 
-class InfoGain:
+class InfoGain(Strategy):
     needs_lookahead = True
+    options = {
+        "candidate_number": Option(8, int, "candidates per step, the first the k most confident"),
+        "position_temperature": Option(0.2, float, "T_pos of the candidates' Gumbel-top-k positions"),
+        "threshold": Option(0.8, float, "commit the confident ones without lookahead when any reaches it"),
+        "variant": Option("info_gain", str, "info_gain: J = -C - H_next; lookum: J = -H_next"),
+        "parallel_threshold": Option(None, float, "commit every position this confident at once (ours)"),
+    }
 
     def __init__(self, candidate_number: int, position_temperature: float, threshold: float, variant: str,
                  parallel_threshold: float | None = None):

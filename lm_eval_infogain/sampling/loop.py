@@ -32,23 +32,20 @@ yet (the finished block: its keys/values are committed then), so caching is exac
 """
 
 import dataclasses
-import functools
 import logging
 import math
 from dataclasses import dataclass
 
 import torch
 
-from lm_eval_infogain.pc_baseline import load_baseline
-from lm_eval_infogain.sampling import strategies
-from lm_eval_infogain.sampling import compiled
+from lm_eval_infogain.sampling import compiled, modes
 from lm_eval_infogain.sampling.cache import SharedCache
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.head import head_stats
-from lm_eval_infogain.sampling.info_gain import InfoGain, entropy
+from lm_eval_infogain.sampling.info_gain import entropy
 from lm_eval_infogain.sampling.memory import split_on_out_of_memory
-from lm_eval_infogain.sampling.strategies import (
-    NEG_INF, SCORE_STRATEGIES, ScoreStrategy, StepContext, filter_logits, sample_tokens,
+from lm_eval_infogain.sampling.strategies import (  # noqa: F401  (background_log_frequencies: the harness's)
+    NEG_INF, StepContext, background_log_frequencies, filter_logits, sample_tokens,
 )
 
 logger = logging.getLogger(__name__)
@@ -94,29 +91,9 @@ def align_down(index: int, size: int | None) -> int:
     return index if size is None else index - index % size
 
 
-@functools.lru_cache(maxsize=4)
-def background_log_frequencies(path: str, vocab_size: int, device: str) -> torch.Tensor:
-    """log f_bg [V] of pc_sampler's baseline file, read once per (file, vocabulary, device)."""
-    return load_baseline(path, vocab_size).log().to(device)
-
-
 def make_strategy(config: SamplerConfig, spec=None, device="cpu"):
-    if config.mode == "info_gain":
-        return InfoGain(config.candidate_number, config.position_temperature, config.threshold, config.variant,
-                        config.parallel_threshold)
-    if config.mode == "fast_dllm":
-        if config.factor is None:
-            return ScoreStrategy(strategies.confidence_score,
-                                 lambda ctx: strategies.fast_dllm_threshold_count(ctx, config.threshold))
-        return ScoreStrategy(strategies.confidence_score,
-                             lambda ctx: strategies.fast_dllm_factor_count(ctx, config.factor))
-    if config.mode == "eb_sampler":
-        return ScoreStrategy(strategies.neg_entropy_score,
-                             lambda ctx: strategies.entropy_budget_count(ctx, config.gamma))
-    if config.mode == "pc_sampler":
-        log_freq = background_log_frequencies(config.pc_baseline, spec.vocab_size, str(device))
-        return ScoreStrategy(lambda ctx: strategies.pc_score(ctx, log_freq, config.pc_lambda, config.pc_alpha))
-    return ScoreStrategy(SCORE_STRATEGIES[config.mode])
+    """The config's strategy, built-in or a user's, by the one public path (modes.build)."""
+    return modes.build(config.mode, config.strategy_option_values(), spec, device)
 
 
 def replace_rows(logits: torch.Tensor, rows: torch.Tensor, new_logits: torch.Tensor) -> torch.Tensor:

@@ -1,38 +1,21 @@
-"""How each mode decides which masked positions of the current block to commit.
+"""The built-in score-based modes, and the helpers any strategy may use (top-k without host syncs,
+per-prompt noise, token draws, top-k/top-p filters).
 
-A strategy sees a `StepContext` (the block's logits and what derives from them) and returns a
-`Proposal`: one or more candidate commit sets per prompt. Score-based modes propose one candidate:
-the k best positions by their score. Info-Gain (info_gain.py) proposes several and declares
-`needs_lookahead`, so the loop evaluates them in one batched forward and lets it choose.
-The loop owns blocks, schedule, cache and stats; no strategy has a loop of its own.
+Each mode is a class of the public contract (contract.py), built by the loop exactly as a user's strategy
+is: it sees a `StepContext` (the block's logits and what derives from them) and returns a `Proposal`.
+Score-based modes propose one candidate: the k best positions by their score, or as many as a count rule
+says. Info-Gain (info_gain.py) proposes several and declares `needs_lookahead`, so the loop evaluates them
+in one batched forward and lets it choose. The loop owns blocks, schedule, cache and stats; no strategy has
+a loop of its own.
 """
 
-from dataclasses import dataclass
+import functools
 
 import torch
 
+from lm_eval_infogain.sampling.contract import Option, Proposal, StepContext, Strategy
+
 NEG_INF = float("-inf")
-
-
-@dataclass
-class StepContext:
-    logits: torch.Tensor  # [B, Lb, V] logits of the block's positions that tokens are drawn from (mask token -inf)
-    probs: torch.Tensor  # [B, Lb, V] softmax of the model's logits (mask token included)
-    masked: torch.Tensor  # [B, Lb] bool, still masked
-    num_to_commit: torch.Tensor  # [B] long, k of this step (all that is left on a block's last step)
-    tokens: torch.Tensor  # [B, Lb] long, x0: the proposed token per position
-    confidence: torch.Tensor  # [B, Lb] softmax probability of x0
-    entropy: torch.Tensor  # [B, Lb] entropy of probs, fp32
-    generators: list[torch.Generator]  # one per prompt: its draws never depend on the batch
-    temperature: float
-
-
-@dataclass
-class Proposal:
-    commit: torch.Tensor  # [B, N, Lb] bool, positions each candidate commits
-    tokens: torch.Tensor  # [B, N, Lb] long, tokens each candidate writes there
-    valid: torch.Tensor  # [B, N] bool, candidates worth evaluating (candidate 0 always is)
-    bypass: torch.Tensor | None = None  # [B] bool, rows committing by a shortcut that skips the lookahead
 
 
 def top_k_mask(scores: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -146,11 +129,9 @@ def entropy_budget_count(ctx: StepContext, gamma: float) -> torch.Tensor:
     return at_least_one(holds.long().cumprod(-1).sum(-1), ctx.masked)
 
 
-class ScoreStrategy:
+class ScoreStrategy(Strategy):
     """Commit the masked positions with the highest score: the schedule's k of them, or as many as
     a `count` rule says (Fast-dLLM, EB-sampler), in which case a block takes as many steps as it needs."""
-
-    needs_lookahead = False
 
     def __init__(self, score, count=None):
         self.score = score
@@ -167,9 +148,76 @@ class ScoreStrategy:
         return Proposal(commit[:, None], ctx.tokens[:, None], valid)
 
 
-SCORE_STRATEGIES = {
-    "original": confidence_score,
-    "random": random_score,
-    "entropy": neg_entropy_score,
-    "margin": margin_score,
-}
+class Original(ScoreStrategy):
+    """LLaDA's low-confidence remasking: the k most confident positions."""
+
+    def __init__(self):
+        super().__init__(confidence_score)
+
+
+class Random(ScoreStrategy):
+    """k positions drawn uniformly (LLaDA's random remasking)."""
+
+    def __init__(self):
+        super().__init__(random_score)
+
+
+class Entropy(ScoreStrategy):
+    """The k positions of lowest entropy."""
+
+    def __init__(self):
+        super().__init__(neg_entropy_score)
+
+
+class Margin(ScoreStrategy):
+    """The k positions of largest top-1 minus top-2 probability."""
+
+    def __init__(self):
+        super().__init__(margin_score)
+
+
+class FastDLLM(ScoreStrategy):
+    """Fast-dLLM's parallel decoding: the threshold rule, or the factor rule when factor is set."""
+
+    options = {"threshold": Option(0.8, float, "commit every position at least this confident"),
+               "factor": Option(None, float, "the factor rule's f (unset: the threshold rule)")}
+
+    def __init__(self, threshold: float, factor: float | None):
+        if factor is None:
+            super().__init__(confidence_score, lambda ctx: fast_dllm_threshold_count(ctx, threshold))
+        else:
+            super().__init__(confidence_score, lambda ctx: fast_dllm_factor_count(ctx, factor))
+
+
+class EBSampler(ScoreStrategy):
+    """EB-sampler: the lowest-entropy positions within an entropy budget."""
+
+    options = {"gamma": Option(0.01, float, "the entropy budget")}
+
+    def __init__(self, gamma: float):
+        super().__init__(neg_entropy_score, lambda ctx: entropy_budget_count(ctx, gamma))
+
+
+@functools.lru_cache(maxsize=4)
+def background_log_frequencies(path: str, vocab_size: int, device: str) -> torch.Tensor:
+    """log f_bg [V] of pc_sampler's baseline file, read once per (file, vocabulary, device)."""
+    # imported here: pc_baseline imports the model registry, which imports config, which imports the modes
+    from lm_eval_infogain.pc_baseline import load_baseline
+
+    return load_baseline(path, vocab_size).log().to(device)
+
+
+class PCSampler(ScoreStrategy):
+    """PC-sampler: position-aware calibration of confidence by a background token frequency."""
+
+    options = {"pc_baseline": Option(None, str, "token-frequency JSON (python -m lm_eval_infogain.pc_baseline)"),
+               "pc_lambda": Option(0.25, float, "position decay"),
+               "pc_alpha": Option(10.0, float, "cap on -confidence * log f_bg")}
+
+    def __init__(self, background_log_freq: torch.Tensor, pc_lambda: float, pc_alpha: float):
+        super().__init__(lambda ctx: pc_score(ctx, background_log_freq, pc_lambda, pc_alpha))
+
+    @classmethod
+    def from_options(cls, options: dict, spec, device) -> "PCSampler":
+        log_freq = background_log_frequencies(options["pc_baseline"], spec.vocab_size, str(device))
+        return cls(log_freq, options["pc_lambda"], options["pc_alpha"])

@@ -15,10 +15,9 @@ Order of operations for a batch of prompts (left-padded into one canvas, generat
    candidate the cache mode's window. A lookahead strategy picks its winner from their H_next, whose
    entropies are computed from the hidden states at the positions still masked, for prompts with
    several candidates only (the others have one candidate), streamed over the vocabulary from the
-   adapter's output head (sampling/head.py). The winner
-   is committed (then early stop fills EOS after its first EOS) and its block's logits, the only ones
-   computed from the candidates' hidden states, are the next step's: one forward per step, and none for
-   a prompt whose block is complete.
+   adapter's output head (sampling/head.py). The winner is committed (then early stop fills EOS after
+   its first EOS) and its block's logits, the only ones computed from the candidates' hidden states, are
+   the next step's: one forward per step, and none for a prompt whose block is complete.
 Rows move in lock-step through blocks; each row's random draws come from its own generator, so a
 prompt's output does not depend on its batch.
 Out of memory: a forward retries its rows in smaller chunks; a batch that still does not fit is split
@@ -289,9 +288,9 @@ class Decoder:
         adapter's output head (head.head_stats: the head's weights read once, no fp32 logits of every
         position), else (no output head, or filter_scope=all with top_k/top_p, whose filter needs each
         position's whole distribution) from the logits a chunk of positions at a time (entropy_in_chunks)."""
-        head = self.adapter.output_head()
         if hidden.shape[:-1].numel() == 0:  # nothing to score (a window that ends where the logits do)
             return hidden.new_zeros(hidden.shape[:-1], dtype=torch.float32)
+        head = self.adapter.output_head()
         if head is None or self.filters_entropies():
             return entropy_in_chunks(hidden, self.logits, self.adapter.spec.vocab_size)
         spec, config = self.adapter.spec, self.config

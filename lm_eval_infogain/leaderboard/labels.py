@@ -12,8 +12,9 @@ from lm_eval_infogain.leaderboard.files import model_args_dict, read_jsonl
 NOT_SETTINGS = {"pretrained", "decode_stats"}
 # Sampler settings that sampler_label already shows.
 SAMPLER_LABEL_KEYS = {"mode", "variant", "parallel_threshold", "use_cache"}
-UNSET = "default"
-OPTION_PREFIX = "sampler."  # a user strategy's options, as model_args name them (sampling.modes, not imported: torch)  # how a label shows a setting one run gave and another left to its default
+UNSET = "default"  # how a label shows a setting one run gave and another left to its default
+# a user strategy's options, as model_args name them (sampling.modes.OPTION_PREFIX; not imported: it needs torch)
+OPTION_PREFIX = "sampler."
 
 
 def run_settings(data: dict, task: str, samples: Path | None) -> tuple[dict, list[str]]:

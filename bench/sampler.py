@@ -75,22 +75,22 @@ def measure(adapter, prompts, config, repeats: int) -> dict:
             "batch": len(prompts)}
 
 
-def measure_pair(adapters: dict, prompts, config, repeats: int) -> dict:
-    """measure() of each adapter, their runs interleaved (one of each, `repeats` times, after a warm-up of
-    each), so that both medians sample the same moments of a machine whose load changes."""
-    seeds = list(range(len(prompts)))
-    times, nfe = {name: [] for name in adapters}, {}
-    for adapter in adapters.values():
-        generate(adapter, prompts, config, seeds)  # warm-up: compiles the compiled one's graphs
+def measure_interleaved(decodes: dict, repeats: int) -> dict:
+    """measure() of each named decode (adapter, prompts, config), their runs interleaved (one of each, `repeats`
+    times, after a warm-up of each), so that every median, and so every ratio of two, samples the same moments
+    of a machine whose load changes."""
+    times, nfe = {name: [] for name in decodes}, {}
+    for adapter, prompts, config in decodes.values():
+        generate(adapter, prompts, config, list(range(len(prompts))))  # warm-up: compiles the compiled graphs
     for _ in range(repeats):
-        for name, adapter in adapters.items():
+        for name, (adapter, prompts, config) in decodes.items():
             synchronize(adapter.device)
             start = time.perf_counter()
-            _, stats = generate(adapter, prompts, config, seeds)
+            _, stats = generate(adapter, prompts, config, list(range(len(prompts))))
             synchronize(adapter.device)
             times[name].append(time.perf_counter() - start)
             nfe[name] = statistics.mean(row["nfe"] for row in stats)
-    return {name: {"seconds": statistics.median(runs), "nfe": nfe[name], "batch": len(prompts), "runs": runs}
+    return {name: {"seconds": statistics.median(runs), "nfe": nfe[name], "batch": len(decodes[name][1]), "runs": runs}
             for name, runs in times.items()}
 
 
@@ -214,19 +214,20 @@ def time_compiled(compiled, prompts, config, args, batch) -> dict:
 
 
 def compile_ratios(adapter, prompts, base, args) -> dict:
-    """Eager against compiled (compile=true) on the ratios' model, each cell's runs interleaved (measure_pair):
-    original at batch 1 and --batch, Info-Gain with lookahead_window rest and block at batch 1."""
+    """Eager against compiled (compile=true) on the ratios' model, every cell's runs interleaved
+    (measure_interleaved): original at batch 1 and --batch, Info-Gain with lookahead_window rest and block at
+    batch 1."""
     compiled = CompiledAdapter(adapter, args.compile_backend)
     cells = {"original_prefix": ("original", 1, {}), f"original_prefix_batch{args.batch}": ("original", args.batch, {}),
              "info_gain_prefix_rest": ("info_gain", 1, {}),
              "info_gain_prefix_block": ("info_gain", 1, {"lookahead_window": "block"})}
-    report = {"eager": {}, "compiled": {}}
-    for name, (mode, batch, extra) in cells.items():
-        config = SamplerConfig(mode=mode, use_cache="prefix", **MODES[mode], **base, **extra)
-        pair = measure_pair({"eager": adapter, "compiled": compiled}, prompts[:batch], config, args.repeats)
-        for kind, measured in pair.items():
-            report[kind][name] = measured
-            print(kind, name, json.dumps(measured), flush=True)
+    adapters = {"eager": adapter, "compiled": compiled}
+    decodes = {(kind, name): (adapters[kind], prompts[:batch],
+                              SamplerConfig(mode=mode, use_cache="prefix", **MODES[mode], **base, **extra))
+               for name, (mode, batch, extra) in cells.items() for kind in adapters}
+    measured = measure_interleaved(decodes, args.repeats)
+    report = {kind: {name: measured[kind, name] for name in cells} for kind in adapters}
+    print(json.dumps(report), flush=True)
     eager, compiled_cells = report["eager"], report["compiled"]
     report["compiled_speedup_over_eager"] = {name: eager[name]["seconds"] / compiled_cells[name]["seconds"]
                                              for name in cells}

@@ -28,7 +28,9 @@ bucket adds graphs of the same kinds.
 
 The cache is kept for the next decode of the same shape. On CUDA the graphs run as CUDA graphs (torch.compile
 mode="reduce-overhead"), and the cache, which they write, is marked a static address: kept, it needs no new
-recording. No GPU has run this path yet: `bench/sampler.py --device cuda` times it.
+recording. A CUDA graph holds its window start as a constant, so each graph is recorded once per block start
+it meets (torch records one per distinct int input). No GPU has run this path yet: `bench/sampler.py
+--device cuda` times it.
 """
 
 import torch

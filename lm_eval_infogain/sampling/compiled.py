@@ -152,6 +152,9 @@ class CompiledAdapter:
     def head(self, hidden):
         return self.eager.head(hidden)
 
+    def output_head(self):
+        return self.eager.output_head()
+
     def new_cache(self, batch: int, length: int) -> KVCache:
         """A cache of padded_length(length) positions. The last one is kept and handed to the next decode of the
         same shape (a decode writes every position before it attends to it), so that on CUDA, where its buffers

@@ -90,6 +90,18 @@ def test_padded_shapes_give_eager_tokens_with_bounded_graphs(arch):
     assert counter.graphs - total <= 3
 
 
+def test_a_users_lookahead_with_more_candidates_than_candidate_number_compiles_to_eager_tokens():
+    """compile=true lays a lookahead's candidates out in slots per prompt: as many as the strategy proposes
+    (here a user's strategy with 12), not the built-in's candidate_number (8)."""
+    adapter, tokenizer = load("tiny-random-llada", dtype="float32", device="cpu")
+    adapter = ModelAdapter(adapter.model.double(), adapter.spec)  # no near-ties: see above
+    config = SamplerConfig(mode="lm_eval_infogain.examples.margin_lookahead:MarginLookahead", use_cache="prefix",
+                           gen_length=16, steps=8, block_length=8, strategy_options={"candidates": 12, "spread": 1.0})
+    prompts = tokenize(tokenizer, TEXTS)
+    expected = generate(adapter, prompts, config, [1, 2, 3])[0]
+    assert generate(CompiledAdapter(adapter, backend="eager"), prompts, config, [1, 2, 3])[0] == expected
+
+
 def test_without_padding_dynamo_compiles_per_block():
     """The count above can fail: the same decode through torch.compile of the plain forward compiles a graph
     for nearly every block and lookahead row count."""

@@ -188,6 +188,9 @@ class Decoder:
         self.block_size = adapter.spec.attention_block_size
         self.cache_final_until = 0  # block-causal: the cache holds final keys/values before this index
         self.unrefreshed_entropy = None  # [B, S] a lookahead's entropies after its step window, see start_block
+        # candidates per prompt of the step being evaluated: compile=true lays a lookahead's out in this many
+        # slots per prompt (the strategy's own N, which a user's strategy may set past candidate_number)
+        self.candidate_slots = 1
         self.trace = CommitTrace.empty(batch, total - canvas.prompt_length, canvas.ids.device) if trace else None
 
     def block_start_window(self, block_end: int) -> tuple[int, int]:
@@ -257,8 +260,7 @@ class Decoder:
         if self.cache is None:
             return None
         if isinstance(self.adapter, compiled.CompiledAdapter):  # compile=true: the forms of fixed shape
-            slots = self.config.candidate_number if self.strategy.needs_lookahead else 1
-            return compiled.cache_for_rows(self.cache, rows, share_cache, slots)
+            return compiled.cache_for_rows(self.cache, rows, share_cache, self.candidate_slots)
         if share_cache:
             return self.cache.writable_rows(rows)
         return SharedCache.for_rows(self.cache, rows)
@@ -375,6 +377,7 @@ class Decoder:
         its old logits, which no later step of this block reads (its block is complete).
         """
         batch, num_candidates, _ = proposal.commit.shape
+        self.candidate_slots = num_candidates
         flat = proposal.valid.flatten().nonzero().squeeze(1)  # [R] (host syncs: a few per step)
         rows = flat // num_candidates  # [R]
         decided = proposal.valid.sum(-1) == 1  # [B] rows whose one candidate is their winner

@@ -36,8 +36,9 @@ from lm_eval_infogain.run_records import RunRecords
 from lm_eval_infogain.sampling.config import SamplerConfig, check, fit_to_model, is_int
 from lm_eval_infogain.sampling.compiled import CompiledAdapter
 from lm_eval_infogain.sampling.likelihood import ScoringRequest, loglikelihoods
-from lm_eval_infogain.sampling.loop import background_log_frequencies, generate
+from lm_eval_infogain.sampling.loop import generate
 from lm_eval_infogain.sampling.modes import OPTION_PREFIX, split_options
+from lm_eval_infogain.sampling.strategies import background_log_frequencies
 
 logger = logging.getLogger(__name__)
 

@@ -43,9 +43,7 @@ from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.head import head_stats
 from lm_eval_infogain.sampling.info_gain import entropy
 from lm_eval_infogain.sampling.memory import split_on_out_of_memory
-from lm_eval_infogain.sampling.strategies import (  # noqa: F401  (background_log_frequencies: the harness's)
-    NEG_INF, StepContext, background_log_frequencies, filter_logits, sample_tokens,
-)
+from lm_eval_infogain.sampling.strategies import NEG_INF, StepContext, filter_logits, sample_tokens
 
 logger = logging.getLogger(__name__)
 

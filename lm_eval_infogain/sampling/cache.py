@@ -38,6 +38,12 @@ class KVCache:
         """Batch rows [start, end) as views: writes through them land in this cache."""
         return KVCache([k[start:end] for k in self.keys], [v[start:end] for v in self.values])
 
+    def for_forward(self, rows: torch.Tensor, writes: bool, slots: int) -> "KVCache | RowsCache | SharedCache":
+        """The cache a forward of canvas rows `rows` [R] uses: rows it writes its window into, or (lookahead
+        candidates, at most `slots` per prompt) a SharedCache of their prompts' rows. A cache of fixed-shape
+        forms (sampling.compiled.PaddedCache) gives other forms of the same keys."""
+        return self.writable_rows(rows) if writes else SharedCache.for_rows(self, rows)
+
     def writable_rows(self, rows: torch.Tensor) -> "KVCache | RowsCache":
         """Rows `rows` [R] (increasing) for a forward that writes its window into them: a view when they are
         consecutive, else a RowsCache."""

@@ -65,14 +65,16 @@ def repeat_last_row(values: torch.Tensor, count: int) -> torch.Tensor:
     return torch.cat([values, values[-1:].expand(count - len(values), *values.shape[1:])])
 
 
-def cache_for_rows(cache: KVCache, rows: torch.Tensor, share_cache: bool, slots: int):
-    """The loop's cache for a forward of canvas rows `rows` [R] in a form of fixed shape (see loop.Decoder.chunk_cache):
-    the whole cache when every row writes, a RowsCache of the rows that write, else (lookahead candidates,
-    at most `slots` per prompt) a SharedCache over the whole cache with `slots` slots per prompt."""
-    if share_cache:
-        return cache if len(rows) == cache.batch_size else RowsCache(cache, rows)
-    slot_of = torch.arange(len(rows), device=rows.device) - torch.searchsorted(rows, rows)  # [R]
-    return SharedCache(cache, rows, slot_of, slots)
+class PaddedCache(KVCache):
+    """The cache of a compiled decode: its forwards get the forms of fixed shape of the module docstring."""
+
+    def for_forward(self, rows: torch.Tensor, writes: bool, slots: int):
+        """As KVCache.for_forward, in fixed-shape forms: the whole cache when every row writes, a RowsCache of the
+        rows that write, else a SharedCache over the whole cache with `slots` slots per prompt (no host sync)."""
+        if writes:
+            return self if len(rows) == self.batch_size else RowsCache(self, rows)
+        slot_of = torch.arange(len(rows), device=rows.device) - torch.searchsorted(rows, rows)  # [R]
+        return SharedCache(self, rows, slot_of, slots)
 
 
 def dense_layout(shared: SharedCache) -> torch.Tensor:
@@ -164,7 +166,8 @@ class CompiledAdapter:
         if kept is not None and kept.batch_size == batch and kept.keys[0].shape[2] == length:
             return kept
         self.kept_cache = None  # freed before the next one is allocated
-        self.kept_cache = self.eager.new_cache(batch, length)
+        eager = self.eager.new_cache(batch, length)
+        self.kept_cache = PaddedCache(eager.keys, eager.values)
         if self.cuda_graphs:
             for buffer in self.kept_cache.keys + self.kept_cache.values:
                 torch._dynamo.mark_static_address(buffer)

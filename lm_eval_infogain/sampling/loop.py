@@ -37,8 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lm_eval_infogain.sampling import compiled, modes
-from lm_eval_infogain.sampling.cache import SharedCache
+from lm_eval_infogain.sampling import modes
 from lm_eval_infogain.sampling.config import SamplerConfig
 from lm_eval_infogain.sampling.head import head_stats
 from lm_eval_infogain.sampling.info_gain import entropy
@@ -257,11 +256,7 @@ class Decoder:
     def chunk_cache(self, rows, share_cache: bool):
         if self.cache is None:
             return None
-        if isinstance(self.adapter, compiled.CompiledAdapter):  # compile=true: the forms of fixed shape
-            return compiled.cache_for_rows(self.cache, rows, share_cache, self.candidate_slots)
-        if share_cache:
-            return self.cache.writable_rows(rows)
-        return SharedCache.for_rows(self.cache, rows)
+        return self.cache.for_forward(rows, share_cache, self.candidate_slots)
 
     def forward_chunk(self, ids, rows, window, logits_range, cache):
         window_start, window_end = window

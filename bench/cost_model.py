@@ -24,10 +24,13 @@ the decode's steps. One model forward per distinct shape is run on meta; repeats
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
+import multiprocessing
 import platform
 import sys
 import time
@@ -746,6 +749,9 @@ def main():
     parser.add_argument("--block", type=int, default=32)
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--output", type=Path, default=Path("results/cost-8b.json"))
+    parser.add_argument("--jobs", type=int, default=1, help="cells measured side by side in this many processes")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep --output's rows of the same settings and measure only the missing cells")
     parser.add_argument("--print", dest="print_only", type=Path, default=None,
                         help="print the table and ratios of this earlier output, computing nothing")
     args = parser.parse_args()
@@ -761,27 +767,74 @@ def main():
         candidates = parse_list(args.candidates, range(1, 65), "--candidates", int)
         windows = parse_list(args.windows, LOOKAHEAD_WINDOWS, "--windows")
         check(args.prompt >= 1, "--prompt", args.prompt, "an integer >= 1")
+        check(args.jobs >= 1, "--jobs", args.jobs, "an integer >= 1")
         sampler_config("original", "none", 1, args)  # gen, block and steps checked once, up front
     except ValueError as error:
         parser.error(str(error))
 
-    rows, started = [], time.perf_counter()
-    attention = FusedAttention()
-    for shape in shapes:
-        model, spec = build_model(SHAPES[shape][0], shape_config(shape), "meta", torch.bfloat16)
-        forward_counts = ForwardCounts(shape, attention)
-        for mode, cache, batch, number, window in grid(modes, caches, batches, candidates, windows):
-            if cache not in spec.cache_modes or same_windows(spec, window):
-                continue  # dual caches positions after the block, which block-causal attention never reads
-            config = sampler_config(mode, cache, number, args, window)
-            row = {"model": shape, "mode": mode, "use_cache": cache, "batch": batch, "candidates": number,
-                   "lookahead_window": window}
-            row |= measure_cell(shape, model, spec, config, batch, args.prompt, forward_counts)
+    started = time.perf_counter()
+    cells = [(shape, *cell) for shape in shapes for cell in grid(modes, caches, batches, candidates, windows)
+             if kept_cell(shape, *cell)]
+    done = earlier_rows(args) if args.resume else {}
+    rows = [done[cell] for cell in cells if cell in done]  # grid order: the kept rows first, then the new ones
+    missing = [cell for cell in cells if cell not in done]
+    print(f"{len(cells)} cells, {len(rows)} kept from {args.output}, {len(missing)} to measure", flush=True)
+    with worker_pool(args.jobs) as pool:
+        for row in (pool.map if pool else map)(cell_row, missing, itertools.repeat(args)):  # in grid order
             rows.append(row)
             print(json.dumps(row), flush=True)
             write_report(args, rows, shapes, started, complete=False)  # a long run keeps what it has
+    order = {cell: index for index, cell in enumerate(cells)}
+    rows.sort(key=lambda row: order[row_cell(row)])
     write_report(args, rows, shapes, started, complete=True)
     print(markdown_table(rows), *ratio_lines(rows), sep="\n")
+
+
+def worker_pool(jobs: int):
+    """--jobs processes (spawned: torch does not survive a fork well), or none for one job."""
+    if jobs == 1:
+        return contextlib.nullcontext()
+    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
+def kept_cell(shape: str, mode: str, cache: str, batch: int, number: int, window: str) -> bool:
+    """False for a cell the model cannot run, or one that would repeat another: dual caches positions after
+    the block, which block-causal attention never reads."""
+    spec = shape_model(shape)[1]
+    return cache in spec.cache_modes and not same_windows(spec, window)
+
+
+def row_cell(row: dict) -> tuple:
+    return (row["model"], row["mode"], row["use_cache"], row["batch"], row["candidates"], row["lookahead_window"])
+
+
+def earlier_rows(args) -> dict:
+    """--output's rows by cell, where it was written with this run's settings (else none: a changed setting
+    changes every count)."""
+    if not args.output.exists():
+        return {}
+    earlier = json.loads(args.output.read_text())
+    same = (earlier.get("settings", {}).get(key) for key in ("prompt", "gen_length", "block_length", "steps"))
+    if list(same) != [args.prompt, args.gen, args.block, args.steps] or earlier.get("counted") != COUNTED:
+        return {}
+    return {row_cell(row): row for row in earlier["rows"]}
+
+
+@functools.cache
+def shape_model(shape: str):
+    """(meta model, spec, ForwardCounts) of a shape, built once per process."""
+    model, spec = build_model(SHAPES[shape][0], shape_config(shape), "meta", torch.bfloat16)
+    return model, spec, ForwardCounts(shape, FusedAttention())
+
+
+def cell_row(cell: tuple, args) -> dict:
+    """One grid cell's row (run in a worker process with --jobs)."""
+    shape, mode, cache, batch, number, window = cell
+    model, spec, forward_counts = shape_model(shape)
+    config = sampler_config(mode, cache, number, args, window)
+    row = {"model": shape, "mode": mode, "use_cache": cache, "batch": batch, "candidates": number,
+           "lookahead_window": window}
+    return row | measure_cell(shape, model, spec, config, batch, args.prompt, forward_counts)
 
 
 def write_report(args, rows: list[dict], shapes: list[str], started: float, complete: bool) -> None:

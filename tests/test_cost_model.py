@@ -199,6 +199,7 @@ def test_replay_stops_where_the_meta_run_leaves_the_recorded_path():
 
 
 def run_cost_model(tmp_path, *options) -> dict:
+    """The command's output on the tiny shape (later options win: argparse keeps the last value)."""
     output = tmp_path / "cost.json"
     subprocess.run([sys.executable, "bench/cost_model.py", "--shapes", "tiny", "--prompt", "16", "--gen", "8",
                     "--block", "4", "--steps", "8", "--output", str(output), *options], cwd=ROOT, check=True,
@@ -230,6 +231,25 @@ def test_cost_model_on_a_tiny_grid(tmp_path):
     assert rows["original", "prefix", 2, 1, "rest"]["flops"] == 2 * rows["original", "prefix", 1, 1, "rest"]["flops"]
     # the block lookahead forwards the candidates' block only: fewer FLOPs than the rest of the canvas
     assert rows["info_gain", "prefix", 1, 4, "block"]["flops"] < rows["info_gain", "prefix", 1, 4, "rest"]["flops"]
+
+
+def test_a_resumed_run_in_two_processes_writes_what_one_serial_run_writes(tmp_path):
+    grid = ["--modes", "original,info_gain", "--caches", "prefix", "--candidates", "4"]
+    serial = run_cost_model(tmp_path / "serial", *grid, "--batches", "1,2")
+    first = run_cost_model(tmp_path / "resumed", *grid, "--batches", "1")
+    resumed = run_cost_model(tmp_path / "resumed", *grid, "--batches", "1,2", "--resume", "--jobs", "2")
+    assert len(first["rows"]) == 3 and len(serial["rows"]) == 6 and resumed["complete"]
+    # the kept rows, then the measured ones, in the grid's order; the fused floor's bookkeeping goes by storage
+    # addresses, which a process's earlier cells can reuse: it may move by a few bytes per step (1e-9 at 8B)
+    assert [without_floor(row) for row in resumed["rows"]] == [without_floor(row) for row in serial["rows"]]
+    for row, expected in zip(resumed["rows"], serial["rows"]):
+        assert row["floor_bytes"] == pytest.approx(expected["floor_bytes"], rel=1e-3)
+    changed = run_cost_model(tmp_path / "resumed", *grid, "--batches", "1", "--resume", "--steps", "4")
+    assert changed["settings"]["steps"] == 4 and changed["rows"] != first["rows"]  # other settings: all measured
+
+
+def without_floor(row: dict) -> dict:
+    return {key: value for key, value in row.items() if not key.startswith("floor_")}
 
 
 def test_cost_model_rejects_an_unknown_shape(tmp_path):

@@ -96,7 +96,7 @@ def test_bad_many_solution_metadata_is_one_line(metadata, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    ("pretrained=oracle-sudoku,use_cache=prefix", "use_cache='prefix' is invalid; allowed: none for this model"),
+    ("pretrained=oracle-sudoku,compile=true", "compile=True is invalid; allowed: false for this model"),
     ("pretrained=oracle-sudoku,oracle_noise=-1", "oracle_noise=-1 is invalid; allowed: a number in 0..100"),
     ("pretrained=oracle-hmm,oracle_noise=nan", "oracle_noise=nan is invalid"),
     ("pretrained=tiny-random-llada,oracle_noise=0.5", "oracle_noise=0.5 is invalid; allowed: unset except for"),
@@ -125,6 +125,50 @@ def test_two_digits_per_step_can_contradict_and_a_lookahead_sees_it_coming():
     assert solved and stats["exact_contradictions"] == 0
     assert stats["exact_log_prob"] == pytest.approx(-math.log(len(completions(sudoku_cells("0001000000000000")))))
     assert stats["exact_map_gap"] == 0 and stats["exact_joint_kl"] > 0  # committed pairs were dependent
+
+
+def oracle_prompts(sampler, name: str, count: int) -> list[list[int]]:
+    """The first `count` documents' prompts of the exact model's task, the first one made longer (two lengths)."""
+    from lm_eval_infogain.tasks import oracle_hmm
+
+    if name == "oracle-sudoku":
+        texts = [sudoku.doc_to_text(doc) for doc in sudoku.load_many_solution_dataset(sudoku_num_puzzles=count)["test"]]
+        texts[0] = "Solve.\n" + texts[0]
+    else:
+        texts = [oracle_hmm.doc_to_text(doc) for doc in oracle_hmm.load_dataset(oracle_hmm_num_docs=count)["test"]]
+        texts[0] = "Go. " + texts[0]
+    return [sampler.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+
+@pytest.mark.parametrize("name, block_length, steps", [("oracle-sudoku", 8, 12), ("oracle-hmm", 4, 4)])
+def test_a_cached_exact_model_decodes_what_the_uncached_one_does(name, block_length, steps):
+    """The token cache (oracle.py) makes the caches exact (a batch of prompts of two lengths, noise on the
+    logits): every sampler decodes under prefix, token for token, what it decodes without a cache; so do the
+    samplers without a lookahead under dual. A lookahead under dual scores the block alone, whose argmax is
+    that of lookahead_window=block under prefix (the entropies after the block are the same for every
+    candidate in both: README), which an exact model shows token for token."""
+    defaults = InfoGainSampler.from_pretrained(name, device="cpu").defaults | {"block_length": block_length}
+    sampler = InfoGainSampler(*load_oracle(name, "cpu", 0.5), **defaults)
+    prompts = oracle_prompts(sampler, name, 12)
+    decode = lambda **settings: sampler.sample(prompts, steps=steps, seed=list(range(len(prompts))), **settings).ids  # noqa: E731
+    for mode in ("original", "entropy", "fast_dllm", "info_gain", "lookum"):
+        variant = {"mode": "info_gain", "variant": "lookum"} if mode == "lookum" else {"mode": mode}
+        assert decode(use_cache="prefix", **variant) == decode(use_cache="none", **variant), mode
+        lookahead = mode in ("info_gain", "lookum")
+        expected = decode(use_cache="prefix", lookahead_window="block", **variant) if lookahead else \
+            decode(use_cache="none", **variant)
+        assert decode(use_cache="dual", **variant) == expected, mode
+
+
+def test_the_block_lookahead_under_prefix_differs_from_rest_on_an_exact_model():
+    """Under prefix a candidate's entropies after the block are the step's own: on sudoku grids, where a digit
+    in one block fixes cells in the next, some decodes must change (the measured effect: README)."""
+    defaults = InfoGainSampler.from_pretrained("oracle-sudoku", device="cpu").defaults | {"block_length": 8}
+    sampler = InfoGainSampler(*load_oracle("oracle-sudoku", "cpu", 1.0), **defaults)
+    prompts = oracle_prompts(sampler, "oracle-sudoku", 60)
+    decode = lambda window: sampler.sample(prompts, mode="info_gain", use_cache="prefix", steps=12,  # noqa: E731
+                                           lookahead_window=window, seed=list(range(len(prompts)))).ids
+    assert decode("block") != decode("rest")
 
 
 def sudoku_cells(puzzle: str) -> list[int]:
@@ -292,18 +336,9 @@ def test_loading_an_exact_model_prints_no_warning():
 def test_a_batch_of_diagnostics_equals_one_document_at_a_time(name, mode, steps, noise):
     """exact_diagnostics replays a batch in a few batched calls of the distribution: each row must be what
     the same replay of its document alone gives (prompts of two lengths: two groups)."""
-    from lm_eval_infogain.tasks import oracle_hmm
-
     defaults = InfoGainSampler.from_pretrained(name, device="cpu").defaults
     sampler = InfoGainSampler(*load_oracle(name, "cpu", noise), **defaults)
-    if name == "oracle-sudoku":
-        docs = sudoku.load_many_solution_dataset(sudoku_num_puzzles=6)["test"]
-        texts = [sudoku.doc_to_text(doc) for doc in docs]
-        texts[0] = "Solve.\n" + texts[0]  # a longer prompt
-    else:
-        texts = [oracle_hmm.doc_to_text(doc) for doc in oracle_hmm.load_dataset(oracle_hmm_num_docs=6)["test"]]
-        texts[0] = "Go. " + texts[0]
-    prompts = [sampler.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    prompts = oracle_prompts(sampler, name, 6)
     assert len({len(prompt) for prompt in prompts}) == 2
     out = sampler.sample(prompts, mode=mode, steps=steps, trace=True, seed=list(range(len(prompts))))
     batched = sampler.model.exact_diagnostics(prompts, out.ids, [dict(row) for row in out.stats])

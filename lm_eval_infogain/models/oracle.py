@@ -1,10 +1,17 @@
 """Exact models: adapters whose logits are the log of a known distribution's exact conditionals.
 
 `pretrained=oracle-sudoku` (oracle_sudoku.py) and `pretrained=oracle-hmm` (oracle_hmm.py) run behind the
-adapter contract of base.py like any checkpoint. A forward reads the whole canvas (no cache: `use_cache=none`
-only) and returns, at every masked position i, log p(x_i | every visible token) of the distribution (log 0 =
--inf for impossible tokens); at a visible position, the log of the one-hot of its own token. The sampler is
-then the only variable, and what the best output is, is known.
+adapter contract of base.py like any checkpoint. A forward reads the whole canvas and returns, at every masked
+position i, log p(x_i | every visible token) of the distribution (log 0 = -inf for impossible tokens); at a
+visible position, the log of the one-hot of its own token. The sampler is then the only variable, and what the
+best output is, is known.
+
+The cache of an exact model holds the canvas's tokens, where a transformer's holds keys and values: a forward
+writes its window's tokens, and reads the rest of the canvas from the cache (lookahead candidates: from their
+prompt's row, with their own window in place). The loop refreshes every position's tokens before it reads them
+(the whole canvas at each block start, the block at every step), so `prefix` and `dual` decode exactly what
+`none` does (tests/test_oracle.py), except where the sampler itself approximates: `lookahead_window=block`
+under `prefix` gives every candidate the step's own entropies after the block, which this makes measurable.
 
 Each distribution provides
 - `log_marginals(canvas [R, T]) -> [R, T, V]` as above (its own documented output when the visible tokens
@@ -38,6 +45,7 @@ from torch import nn
 
 from lm_eval_infogain.errors import UsageError
 from lm_eval_infogain.models.base import ModelSpec
+from lm_eval_infogain.sampling.cache import KVCache, SharedCache
 from lm_eval_infogain.sampling.config import check, is_number
 
 # The most value combinations a step's committed positions are enumerated over for its joint-vs-product KL;
@@ -57,12 +65,27 @@ class OracleAdapter:
         self.dtype = torch.float32
 
     def forward(self, input_ids, positions, key_mask, cache, window_start, logits_start, logits_end=None):
-        if cache is not None or window_start != 0 or input_ids.shape[1] != key_mask.shape[1]:
-            raise UsageError("an exact model reads the whole canvas: use_cache=none")
-        log_probs = self.model.log_marginals(input_ids, logits_start)  # [R, T - logits_start, V]
+        canvas = self.canvas(input_ids, key_mask.shape[1], cache, window_start)  # [R, T]
+        log_probs = self.model.log_marginals(canvas, logits_start)  # [R, T - logits_start, V]
         if self.noise > 0:
-            log_probs = self.noisy(input_ids, log_probs, logits_start)
-        return log_probs[:, :None if logits_end is None else logits_end - logits_start].to(input_ids.device)
+            log_probs = self.noisy(canvas, log_probs, logits_start)
+        end = window_start + input_ids.shape[1] if logits_end is None else logits_end
+        return log_probs[:, :end - logits_start].to(input_ids.device)
+
+    @staticmethod
+    def canvas(window_ids: torch.Tensor, length: int, cache, window_start: int) -> torch.Tensor:
+        """The whole canvas [R, length] of a forward of window_ids [R, W] at window_start (module docstring)."""
+        if cache is None:
+            if window_start != 0 or window_ids.shape[1] != length:
+                raise UsageError("an exact model without a cache reads the whole canvas")
+            return window_ids
+        window = slice(window_start, window_start + window_ids.shape[1])
+        if isinstance(cache, SharedCache):  # lookahead candidates: their prompt's canvas, their own window
+            canvas = cache.cache.keys[0][cache.prompt_of, 0, :, 0].clone()  # [R, T]
+            canvas[:, window] = window_ids
+            return canvas
+        tokens = window_ids[:, None, :, None]  # [R, 1, W, 1]: one layer, one head, a token per position
+        return cache.write(0, window.start, tokens, tokens)[0][:, 0, :, 0]
 
     def forward_hidden(self, *args):
         """No hidden states: the logits stand in for them, and `head` keeps them."""
@@ -75,7 +98,7 @@ class OracleAdapter:
         return None  # no head to stream over: the sampler takes the logits `head` keeps
 
     def new_cache(self, batch, length):
-        raise UsageError("an exact model reads the whole canvas: use_cache=none")
+        return KVCache.allocate(1, batch, 1, length, 1, torch.long, self.device)  # tokens (module docstring)
 
     def noisy(self, canvas: torch.Tensor, log_probs: torch.Tensor, start: int) -> torch.Tensor:
         """log_probs [R, W, V] of canvas [R, T] positions start.. with seeded Gaussian noise on the alphabet's
@@ -118,8 +141,7 @@ def check_noise(noise) -> float:
 
 def oracle_spec(tokenizer, max_length: int) -> ModelSpec:
     return ModelSpec(mask_id=tokenizer.mask_token_id, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                     vocab_size=len(tokenizer), stop_ids=(tokenizer.eos_token_id,), max_length=max_length,
-                     cache_modes=("none",))
+                     vocab_size=len(tokenizer), stop_ids=(tokenizer.eos_token_id,), max_length=max_length)
 
 
 class Distribution(nn.Module):

@@ -282,21 +282,30 @@ def test_bad_lookahead_window_is_one_clear_line(settings, message):
         SamplerConfig(**settings)
 
 
-def test_the_readme_quotes_what_the_paired_comparison_prints():
-    """The block lookahead's price on tiny-llada-sudoku, as README.md and results/runs-lookahead state it,
-    is what `bench/paired_runs.py` prints for the stored runs."""
+@pytest.mark.parametrize("runs, metric", [("tiny-llada-sudoku/sudoku_4x4", "acc"),
+                                          ("oracle-sudoku/sudoku_4x4_many-b8-s12-noise0", "acc"),
+                                          ("oracle-sudoku/sudoku_4x4_many-b8-s12-noise1", "acc"),
+                                          ("oracle-hmm/oracle_hmm-b4-s4-noise0", "is_map"),
+                                          ("oracle-hmm/oracle_hmm-b4-s4-noise1", "is_map")])
+def test_the_readme_quotes_what_the_paired_comparison_prints(runs, metric):
+    """The block lookahead's price, on tiny-llada-sudoku and on the exact models, as README.md and
+    results/runs-lookahead state it, is what `bench/paired_runs.py` prints for the stored runs."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    runs = "results/runs-lookahead/tiny-llada-sudoku/sudoku_4x4"
+    runs = f"results/runs-lookahead/{runs}"
     printed = subprocess.run([sys.executable, "bench/paired_runs.py", f"{runs}/rest", f"{runs}/block"], cwd=root,
                              capture_output=True, text=True, check=True).stdout
     assert printed.strip() in (root / "results" / "runs-lookahead" / "README.md").read_text()
-    numbers = re.findall(r"[-+]?\d+\.\d+", printed)
+    lines = printed.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.split(",")[0].endswith(f" {metric}"))
+    quoted = "\n".join(lines[start:start + 4])  # the metric's two runs, their difference and its interval
+    numbers = re.findall(r": ([-+]?\d+\.\d+), mean NFE", quoted) + re.findall(r"second - first: ([-+]\d+\.\d+)", quoted)
+    numbers.append(re.search(r"95% interval (\[[^]]+\])", quoted).group(1))
     readme_row = next(line for line in (root / "README.md").read_text().splitlines()
                       if line.startswith("| `lookahead_window`"))
-    assert numbers and all(number in readme_row for number in numbers if number not in ("0.0063", "0.344")), numbers
+    assert len(numbers) == 4 and all(number in readme_row for number in numbers), numbers
 
 
 # --- H_next at the masked positions of lookahead rows only, the block's logits for the winner only ---------

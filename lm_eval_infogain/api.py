@@ -8,7 +8,8 @@
 
 The keyword names are those of the Info-Gain paper's standalone sampler (`max_new_tokens`, `block_size`,
 `variant`, ...); every other sampler option of the backend (`mode`, `use_cache`, `temperature`,
-`eos_penalty`, ...) is accepted under its model_args name, and a user strategy's options either as
+`eos_penalty`, ...) is accepted under its model_args name (`mode` also as a strategy class), and a user
+strategy's options either as
 `strategy_options={"spread": 0.2}` or as `**{"sampler.spread": 0.2}`. It runs the same loop as the lm-eval backend
 (every mode, cache mode and batch; the backend seeds each request from the run's seed and the request, here
 `seed` does). A prompt is a list of token ids, or a batch of them (lists of different lengths, or a 2-D tensor
@@ -68,6 +69,8 @@ class InfoGainSampler:
               f"{', '.join(sorted(fields | set(KEYWORD_NAMES)))}, or {OPTION_PREFIX}<option> (a user strategy's)")
         if options:
             args["strategy_options"] = args.get("strategy_options", {}) | options
+        if isinstance(args.get("mode"), type):
+            args["mode"] = import_path_of(args["mode"])
         return args
 
     def sample(self, input_ids, attention_mask=None, seed: int | list[int] = 0, trace: bool = False,
@@ -90,6 +93,16 @@ class InfoGainSampler:
         stop_ids = set(self.model.spec.stop_ids)
         ends = [next((i for i, token in enumerate(ids) if token in stop_ids), len(ids)) for ids in generated]
         return [self.tokenizer.decode(ids[:end], skip_special_tokens=True) for ids, end in zip(generated, ends)]
+
+
+def import_path_of(strategy_class: type) -> str:
+    """mode=<a class>: its import path 'module:Class', by which the loop finds it (and the run records it). A
+    class at the top level of a module or of a notebook (module __main__) has one; one defined inside a function
+    has none."""
+    path = f"{strategy_class.__module__}:{strategy_class.__qualname__}"
+    check("<locals>" not in strategy_class.__qualname__, "mode", path,
+          "a strategy class defined at the top level of a module or notebook, or an import path 'package.module:Class'")
+    return path
 
 
 def prompt_lists(input_ids, attention_mask=None) -> list[list[int]]:

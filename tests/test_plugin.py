@@ -223,6 +223,23 @@ def test_the_notebook_api_takes_options_both_ways(sudoku):
     assert torch.equal(torch.tensor(prefixed.ids), torch.tensor(as_dict.ids))
 
 
+class CopyOfTheExample(margin_lookahead.MarginLookahead):
+    """A user's strategy class handed to the notebook API as an object (a subclass, so the same decodes)."""
+
+
+def test_the_notebook_api_takes_a_strategy_class(sudoku):
+    sampler, prompts = sudoku
+    by_class = sampler.sample(prompts, mode=CopyOfTheExample, steps=12, seed=[1, 2], strategy_options={"spread": 0.5})
+    by_path = sampler.sample(prompts, mode=EXAMPLE, steps=12, seed=[1, 2], strategy_options={"spread": 0.5})
+    assert by_class.config.mode == f"{__name__}:CopyOfTheExample" and by_class.ids == by_path.ids
+
+    class DefinedInAFunction(margin_lookahead.MarginLookahead):
+        pass
+
+    message = one_line(lambda: sampler.sample(prompts, mode=DefinedInAFunction, steps=12))
+    assert message.startswith("mode='") and "<locals>" in message and "top level of a module or notebook" in message
+
+
 def test_gen_kwargs_set_a_task_s_options_over_model_args_and_are_checked_before_decoding():
     from lm_eval_infogain.harness import MDMInfoGainLM
 

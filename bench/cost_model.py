@@ -174,10 +174,24 @@ def op_bytes(func, args, kwargs, outputs) -> int:
     return read + written
 
 
+# storage -> a number of its own: an address (`_cdata`) names a storage only while it lives, the next
+# storage allocated there gets the same one, so a scope that reads both would count them as one
+STORAGE_NUMBERS = weakref.WeakKeyDictionary()
+NEXT_STORAGE_NUMBER = itertools.count()
+
+
+def storage_number(tensor: torch.Tensor) -> int:
+    """The number of the tensor's storage, never given to another storage in this process."""
+    storage = tensor.untyped_storage()
+    if storage not in STORAGE_NUMBERS:
+        STORAGE_NUMBERS[storage] = next(NEXT_STORAGE_NUMBER)
+    return STORAGE_NUMBERS[storage]
+
+
 def region(tensor: torch.Tensor) -> tuple:
     """What a tensor addresses of its storage: (storage, first element, bytes addressed); a transposed or
     otherwise permuted view of the same elements is the same region."""
-    return tensor.untyped_storage()._cdata, tensor.storage_offset(), addressed_bytes(tensor)
+    return storage_number(tensor), tensor.storage_offset(), addressed_bytes(tensor)
 
 
 def span(tensor: torch.Tensor) -> tuple[int, int] | None:
@@ -247,7 +261,7 @@ class FusedFloor:
             return
         covered = span(tensor) if size == addressed_bytes(tensor) else None
         if covered is not None:
-            self.spans.setdefault(tensor.untyped_storage()._cdata, set()).add(covered)
+            self.spans.setdefault(storage_number(tensor), set()).add(covered)
         else:
             self.regions[region(tensor)] = max(size, self.regions.get(region(tensor), 0))
 

@@ -239,17 +239,11 @@ def test_a_resumed_run_in_two_processes_writes_what_one_serial_run_writes(tmp_pa
     first = run_cost_model(tmp_path / "resumed", *grid, "--batches", "1")
     resumed = run_cost_model(tmp_path / "resumed", *grid, "--batches", "1,2", "--resume", "--jobs", "2")
     assert len(first["rows"]) == 3 and len(serial["rows"]) == 6 and resumed["complete"]
-    # the kept rows, then the measured ones, in the grid's order; the fused floor's bookkeeping goes by storage
-    # addresses, which a process's earlier cells can reuse: it may move by a few bytes per step (1e-9 at 8B)
-    assert [without_floor(row) for row in resumed["rows"]] == [without_floor(row) for row in serial["rows"]]
-    for row, expected in zip(resumed["rows"], serial["rows"]):
-        assert row["floor_bytes"] == pytest.approx(expected["floor_bytes"], rel=1e-3)
+    # the kept rows, then the measured ones, in the grid's order, counted alike whatever the process counted
+    # before (the fused floor tells storages apart by storage_number, not by an address a freed one leaves)
+    assert resumed["rows"] == serial["rows"]
     changed = run_cost_model(tmp_path / "resumed", *grid, "--batches", "1", "--resume", "--steps", "4")
     assert changed["settings"]["steps"] == 4 and changed["rows"] != first["rows"]  # other settings: all measured
-
-
-def without_floor(row: dict) -> dict:
-    return {key: value for key, value in row.items() if not key.startswith("floor_")}
 
 
 def test_cost_model_rejects_an_unknown_shape(tmp_path):

@@ -306,13 +306,16 @@ class CostMode(TorchDispatchMode):
         if not self.suspended:
             self.bytes += op_bytes(func, args, kwargs, outputs)
             self.floor.note(func, args, kwargs, outputs)
-            self.track(outputs)
+            self.track(outputs, inputs=tensors_in((args, kwargs)))
         return outputs
 
-    def track(self, outputs) -> None:
+    def track(self, outputs, inputs=()) -> None:
+        """Count the storages the op created. One it wrote in place or returned a view of is an input's: it
+        was allocated before (a forward writing into the cache does not allocate the cache again)."""
+        existing = {tensor.untyped_storage() for tensor in inputs}
         for tensor in tensors_in(outputs):
             storage = tensor.untyped_storage()
-            if storage in self.seen:
+            if storage in self.seen or storage in existing:
                 continue
             self.seen.add(storage)
             self.live += storage.nbytes()

@@ -713,11 +713,16 @@ def summarise(steps: list[tuple[int, int, int, int]], peak: int, forwards: int, 
     }
 
 
+def row_cell(row: dict) -> tuple:
+    """An output row's grid cell (model, mode, use_cache, batch, candidates, lookahead_window); a row written
+    before lookahead_window existed is `rest`."""
+    return (row["model"], row["mode"], row["use_cache"], row["batch"], row["candidates"],
+            row.get("lookahead_window", "rest"))
+
+
 def rows_by_cell(rows: list[dict]) -> dict[tuple, dict]:
-    """Output rows by their grid cell (model, mode, use_cache, batch, candidates, lookahead_window); rows
-    written before lookahead_window existed are `rest`."""
-    return {(r["model"], r["mode"], r["use_cache"], r["batch"], r["candidates"], r.get("lookahead_window", "rest")): r
-            for r in rows}
+    """Output rows by their grid cell (row_cell)."""
+    return {row_cell(row): row for row in rows}
 
 
 def grid(modes, caches, batches, candidates, windows=("rest",)) -> list[tuple[str, str, int, int, str]]:
@@ -821,10 +826,6 @@ def kept_cell(shape: str, mode: str, cache: str, batch: int, number: int, window
     return cache in spec.cache_modes and not same_windows(spec, window)
 
 
-def row_cell(row: dict) -> tuple:
-    return (row["model"], row["mode"], row["use_cache"], row["batch"], row["candidates"], row["lookahead_window"])
-
-
 def earlier_rows(args) -> dict:
     """--output's rows by cell, where it was written with this run's settings (else none: a changed setting
     changes every count)."""
@@ -834,7 +835,7 @@ def earlier_rows(args) -> dict:
     same = (earlier.get("settings", {}).get(key) for key in ("prompt", "gen_length", "block_length", "steps"))
     if list(same) != [args.prompt, args.gen, args.block, args.steps] or earlier.get("counted") != COUNTED:
         return {}
-    return {row_cell(row): row for row in earlier["rows"]}
+    return rows_by_cell(earlier["rows"])
 
 
 @functools.cache

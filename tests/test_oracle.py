@@ -127,6 +127,12 @@ def test_two_digits_per_step_can_contradict_and_a_lookahead_sees_it_coming():
     assert stats["exact_map_gap"] == 0 and stats["exact_joint_kl"] > 0  # committed pairs were dependent
 
 
+def exact_sampler(name: str, noise: float, **settings) -> InfoGainSampler:
+    """The exact model `name` with oracle_noise `noise`, its own sampler defaults overridden by `settings`."""
+    defaults = InfoGainSampler.from_pretrained(name, device="cpu").defaults | settings
+    return InfoGainSampler(*load_oracle(name, "cpu", noise), **defaults)
+
+
 def oracle_prompts(sampler, name: str, count: int) -> list[list[int]]:
     """The first `count` documents' prompts of the exact model's task, the first one made longer (two lengths)."""
     from lm_eval_infogain.tasks import oracle_hmm
@@ -147,8 +153,7 @@ def test_a_cached_exact_model_decodes_what_the_uncached_one_does(name, block_len
     samplers without a lookahead under dual. A lookahead under dual scores the block alone, whose argmax is
     that of lookahead_window=block under prefix (the entropies after the block are the same for every
     candidate in both: README), which an exact model shows token for token."""
-    defaults = InfoGainSampler.from_pretrained(name, device="cpu").defaults | {"block_length": block_length}
-    sampler = InfoGainSampler(*load_oracle(name, "cpu", 0.5), **defaults)
+    sampler = exact_sampler(name, 0.5, block_length=block_length)
     prompts = oracle_prompts(sampler, name, 12)
     decode = lambda **settings: sampler.sample(prompts, steps=steps, seed=list(range(len(prompts))), **settings).ids  # noqa: E731
     for mode in ("original", "entropy", "fast_dllm", "info_gain", "lookum"):
@@ -163,8 +168,7 @@ def test_a_cached_exact_model_decodes_what_the_uncached_one_does(name, block_len
 def test_the_block_lookahead_under_prefix_differs_from_rest_on_an_exact_model():
     """Under prefix a candidate's entropies after the block are the step's own: on sudoku grids, where a digit
     in one block fixes cells in the next, some decodes must change (the measured effect: README)."""
-    defaults = InfoGainSampler.from_pretrained("oracle-sudoku", device="cpu").defaults | {"block_length": 8}
-    sampler = InfoGainSampler(*load_oracle("oracle-sudoku", "cpu", 1.0), **defaults)
+    sampler = exact_sampler("oracle-sudoku", 1.0, block_length=8)
     prompts = oracle_prompts(sampler, "oracle-sudoku", 60)
     decode = lambda window: sampler.sample(prompts, mode="info_gain", use_cache="prefix", steps=12,  # noqa: E731
                                            lookahead_window=window, seed=list(range(len(prompts)))).ids
@@ -336,8 +340,7 @@ def test_loading_an_exact_model_prints_no_warning():
 def test_a_batch_of_diagnostics_equals_one_document_at_a_time(name, mode, steps, noise):
     """exact_diagnostics replays a batch in a few batched calls of the distribution: each row must be what
     the same replay of its document alone gives (prompts of two lengths: two groups)."""
-    defaults = InfoGainSampler.from_pretrained(name, device="cpu").defaults
-    sampler = InfoGainSampler(*load_oracle(name, "cpu", noise), **defaults)
+    sampler = exact_sampler(name, noise)
     prompts = oracle_prompts(sampler, name, 6)
     assert len({len(prompt) for prompt in prompts}) == 2
     out = sampler.sample(prompts, mode=mode, steps=steps, trace=True, seed=list(range(len(prompts))))
